@@ -1,0 +1,141 @@
+//! Packs: the layers a cluster profile is built from.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The layer a pack occupies in a cluster profile, in the order the layers stack.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum PackLayer {
+    /// Operating system image (exactly one).
+    Os,
+    /// Kubernetes distribution (exactly one).
+    Kubernetes,
+    /// Container network interface plugin (exactly one).
+    Cni,
+    /// Container storage interface plugin (at most one).
+    Csi,
+    /// Any number of add-ons (monitoring, security, ...).
+    Addon,
+}
+
+impl PackLayer {
+    /// The layer's name as written in specs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PackLayer::Os => "os",
+            PackLayer::Kubernetes => "kubernetes",
+            PackLayer::Cni => "cni",
+            PackLayer::Csi => "csi",
+            PackLayer::Addon => "addon",
+        }
+    }
+}
+
+/// Annotation naming a bring-your-own image (AMI id, VHD URL, vSphere template path).
+pub const ANNOTATION_IMAGE: &str = "image";
+/// Annotation telling whether Kubernetes is already installed on a bring-your-own image.
+pub const ANNOTATION_SKIP_K8S_INSTALL: &str = "skipK8sInstall";
+
+/// One pack of a cluster profile.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Pack {
+    /// Pack name, e.g. `ubuntu`, `kubernetes`, `calico`.
+    pub name: String,
+    /// The layer it fills.
+    pub layer: PackLayer,
+    /// Pack version, e.g. `1.30.4`.
+    pub version: String,
+    /// Default configuration values, a YAML mapping as text.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub values: String,
+    /// Annotations, e.g. `skipK8sInstall: "true"` or `image: ami-0abc...`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    /// Ansible roles run on the image to customize it (OS packs only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ansible_roles: Vec<String>,
+}
+
+impl Pack {
+    /// The bring-your-own image reference, if the pack names one.
+    pub fn image_ref(&self) -> Option<&str> {
+        self.annotations
+            .get(ANNOTATION_IMAGE)
+            .map(String::as_str)
+            .filter(|s| !s.trim().is_empty())
+    }
+
+    /// Value of `skipK8sInstall`; `None` when absent. Only `"true"`/`"false"` are valid.
+    pub fn skip_k8s_install(&self) -> Option<&str> {
+        self.annotations
+            .get(ANNOTATION_SKIP_K8S_INSTALL)
+            .map(String::as_str)
+    }
+
+    /// Parses `values` as a YAML mapping (empty text is an empty mapping).
+    pub fn parsed_values(&self) -> Result<serde_json::Value, String> {
+        parse_values(&self.values)
+    }
+}
+
+/// Parses pack values (YAML text) into a JSON value that must be a mapping.
+pub fn parse_values(text: &str) -> Result<serde_json::Value, String> {
+    if text.trim().is_empty() {
+        return Ok(serde_json::Value::Object(Default::default()));
+    }
+    let v: serde_json::Value = serde_norway::from_str(text).map_err(|e| e.to_string())?;
+    match v {
+        serde_json::Value::Object(_) => Ok(v),
+        serde_json::Value::Null => Ok(serde_json::Value::Object(Default::default())),
+        _ => Err("values must be a YAML mapping".to_string()),
+    }
+}
+
+/// Flattens a values mapping to `dotted.key -> leaf value` pairs.
+pub fn flatten_values(v: &serde_json::Value) -> BTreeMap<String, serde_json::Value> {
+    fn walk(prefix: &str, v: &serde_json::Value, out: &mut BTreeMap<String, serde_json::Value>) {
+        match v {
+            serde_json::Value::Object(m) if !m.is_empty() => {
+                for (k, child) in m {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    walk(&key, child, out);
+                }
+            }
+            _ => {
+                if !prefix.is_empty() {
+                    out.insert(prefix.to_string(), v.clone());
+                }
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk("", v, &mut out);
+    out
+}
+
+/// Deep-merges `overlay` onto `base` (mappings merge key by key, anything else replaces).
+pub fn merge_values(base: &mut serde_json::Value, overlay: &serde_json::Value) {
+    match (base, overlay) {
+        (serde_json::Value::Object(b), serde_json::Value::Object(o)) => {
+            for (k, v) in o {
+                match b.get_mut(k) {
+                    Some(slot) => merge_values(slot, v),
+                    None => {
+                        b.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        (b, o) => *b = o.clone(),
+    }
+}
