@@ -1,8 +1,9 @@
 //! The error type of spectro-core.
 
+use crate::provider::ProviderError;
 use crate::validate::Violation;
 
-/// Errors of the core: invalid input, missing objects, storage and provider failures.
+/// Errors of the core: invalid input, missing objects, wrong state, storage, cloud.
 #[derive(Debug, thiserror::Error)]
 pub enum CoreError {
     /// The input broke one or more rules.
@@ -29,13 +30,65 @@ pub enum CoreError {
         /// Its name.
         name: String,
     },
+    /// Someone else changed the object since it was read: read it again and retry.
+    #[error("{kind} `{name}` was changed concurrently (expected revision {expected}, found {found})")]
+    Conflict {
+        /// Object kind.
+        kind: &'static str,
+        /// Its name or id.
+        name: String,
+        /// The revision the writer expected.
+        expected: u64,
+        /// The stored revision.
+        found: u64,
+    },
+    /// The operation does not fit the object's state (e.g. delete while provisioning).
+    #[error("{0}")]
+    InvalidState(String),
+    /// The database failed.
+    #[error("store error during {operation}: {source}")]
+    Store {
+        /// What the store was doing.
+        operation: &'static str,
+        /// The database's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A stored document could not be decoded (written by an incompatible version?).
+    #[error("stored {what} is unreadable: {source}")]
+    Corrupt {
+        /// What was decoded.
+        what: &'static str,
+        /// The decoder's error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The cloud failed.
+    #[error(transparent)]
+    Provider(#[from] ProviderError),
+    /// No provider is registered for the cluster's cloud.
+    #[error("no cloud provider registered for {0}")]
+    NoProvider(crate::model::CloudType),
+    /// The engine is shut down.
+    #[error("the engine is shut down")]
+    Shutdown,
 }
 
 fn join(v: &[Violation]) -> String {
-    v.iter()
-        .map(|x| x.to_string())
-        .collect::<Vec<_>>()
-        .join("; ")
+    v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join("; ")
+}
+
+impl CoreError {
+    /// Wraps a database error.
+    pub fn store(
+        operation: &'static str,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        CoreError::Store {
+            operation,
+            source: Box::new(source),
+        }
+    }
 }
 
 /// Result with [`CoreError`].

@@ -4,12 +4,24 @@
 //! - [`validate`]: every rule, all violations at once, each with a field path.
 //! - [`secret`]: values that never print.
 //! - [`schema`]: JSON Schema of the spec documents.
+//! - [`provider`]: the `CloudProvider` contract every cloud implements.
+//! - [`engine`]: the reconcile engine (pure planner, executor, keyed work queue).
+//! - [`store`]: the `Store` trait and the embedded SQLite store.
+//! - [`sim`]: the simulated cloud (latency, quotas, faults, API-call counters).
 #![warn(missing_docs)]
 
+pub mod clock;
+pub mod engine;
 pub mod error;
 pub mod model;
+pub mod provider;
 pub mod schema;
 pub mod secret;
+pub mod sim;
+pub mod store;
 pub mod validate;
 
+pub use engine::{Engine, EngineBuilder, EngineConfig};
 pub use error::{CoreError, Result};
+pub use provider::{CloudProvider, ClusterId};
+pub use store::{SqliteStore, Store};

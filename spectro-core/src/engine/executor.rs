@@ -1,0 +1,585 @@
+//! The executor: one reconcile of one cluster. Observes the cloud, plans, runs the actions,
+//! and commits status, intents and events in one write.
+//!
+//! Crash safety: before every machine create the intent (names + idempotency token) is
+//! committed; the create carries the token; the next reconcile after a crash observes the
+//! machines by tag (intent resolved) or re-issues the create with the same token (the cloud
+//! returns what that token created). A crash anywhere therefore neither duplicates nor leaks.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::condition::{set_condition, ConditionStatus, ConditionType};
+use super::event::{NewEvent, Severity};
+use super::planner::{plan, Action, Assessment, CreateRequest, DeleteReason, PlanInput};
+use super::status::{ClusterRecord, ClusterStatus, Lifecycle, Phase, ResolvedImage};
+use super::Inner;
+use crate::error::{CoreError, Result};
+use crate::model::{CloudAccount, PoolRole};
+use crate::provider::{
+    BootstrapRole, ClusterContext, ClusterId, InfraStatus, Machine, MachineBatch, ProviderError,
+};
+use crate::store::{ClusterWrite, Intent, ObjectKind};
+
+/// Most plan/execute rounds in one reconcile.
+const MAX_ROUNDS: usize = 16;
+
+/// What to do with the cluster after a reconcile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Converged: resync later.
+    Converged,
+    /// Waiting on the cloud (booting, deleting): look again soon.
+    Waiting,
+    /// More to do right away.
+    Progress,
+    /// The last step failed: back off (or wait the throttle delay).
+    Failed(Option<Duration>),
+    /// Nothing more to do ever (deleted, or unknown).
+    Finished,
+}
+
+struct Pass<'a> {
+    inner: &'a Inner,
+    rec: ClusterRecord,
+    status: ClusterStatus,
+    write: ClusterWrite,
+    now: DateTime<Utc>,
+    failed: Option<ConditionType>,
+}
+
+impl Pass<'_> {
+    fn event(&mut self, severity: Severity, reason: &str, message: impl Into<String>) {
+        self.write.events.push(NewEvent {
+            time: self.now,
+            severity,
+            reason: reason.to_string(),
+            message: message.into(),
+        });
+    }
+
+    fn condition(&mut self, kind: ConditionType, status: ConditionStatus, reason: &str, msg: &str) {
+        set_condition(&mut self.status.conditions, kind, status, reason, msg, self.now);
+    }
+
+    fn fail(&mut self, kind: ConditionType, what: &str, e: &ProviderError) {
+        let severity = match e {
+            ProviderError::Retryable { .. } | ProviderError::Throttled { .. } => Severity::Warning,
+            _ => Severity::Error,
+        };
+        let msg = format!("{what}: {e}");
+        self.condition(kind, ConditionStatus::Failed, e.reason(), &e.to_string());
+        self.event(severity, e.reason(), &msg);
+        self.status.last_error = Some(msg);
+        self.failed = Some(kind);
+    }
+}
+
+fn pool_condition(role: PoolRole) -> ConditionType {
+    match role {
+        PoolRole::ControlPlane => ConditionType::ControlPlaneReady,
+        PoolRole::Worker => ConditionType::WorkersReady,
+    }
+}
+
+fn machine_name(cluster: &str, pool: &str) -> String {
+    let u = uuid::Uuid::new_v4().simple().to_string();
+    format!("{cluster}-{pool}-{}", &u[..5])
+}
+
+pub(crate) async fn load_account(inner: &Inner, name: &str) -> Result<CloudAccount> {
+    let obj = inner
+        .store
+        .get_object(ObjectKind::CloudAccount, name)
+        .await?
+        .ok_or_else(|| CoreError::NotFound {
+            kind: "cloud account",
+            name: name.to_string(),
+        })?;
+    serde_json::from_value(obj.body).map_err(|source| CoreError::Corrupt {
+        what: "cloud account",
+        source,
+    })
+}
+
+/// Reconciles one cluster once.
+pub(crate) async fn reconcile(inner: &Inner, id: ClusterId) -> Result<Outcome> {
+    let Some(rec) = inner.store.get_cluster(id).await? else {
+        return Ok(Outcome::Finished);
+    };
+    if rec.status.phase == Phase::Deleted {
+        return Ok(Outcome::Finished);
+    }
+    let now = inner.clock.now();
+    let mut pass = Pass {
+        inner,
+        status: rec.status.clone(),
+        write: ClusterWrite::new(id),
+        rec,
+        now,
+        failed: None,
+    };
+    let outcome = run(&mut pass).await;
+    let outcome = match outcome {
+        Ok(o) => o,
+        Err(e) => {
+            // Setup failures (missing account, no provider): shown, retried with backoff.
+            let msg = e.to_string();
+            pass.status.last_error = Some(msg.clone());
+            let kind = if pass.rec.lifecycle.is_deleting() {
+                ConditionType::Deleted
+            } else {
+                ConditionType::InfrastructureReady
+            };
+            pass.condition(kind, ConditionStatus::Failed, "ConfigurationError", &msg);
+            pass.event(Severity::Error, "ConfigurationError", msg);
+            Outcome::Failed(None)
+        }
+    };
+    if pass.status != pass.rec.status {
+        pass.write.status = Some(pass.status.clone());
+    }
+    if !pass.write.is_empty() {
+        let events = inner.store.commit(&pass.write).await?;
+        inner.published(&events);
+    }
+    Ok(outcome)
+}
+
+async fn run(p: &mut Pass<'_>) -> Result<Outcome> {
+    let cloud = p.rec.spec.cloud_type();
+    let provider = p
+        .inner
+        .providers
+        .get(&cloud)
+        .cloned()
+        .ok_or(CoreError::NoProvider(cloud))?;
+    let account = load_account(p.inner, &p.rec.spec.cloud_account).await?;
+    let ctx = ClusterContext {
+        cluster_id: p.rec.id,
+        spec: p.rec.spec.clone(),
+        profile: p.rec.profile.clone(),
+        account,
+    };
+    let deleting = p.rec.lifecycle.is_deleting();
+    if deleting && p.status.phase != Phase::Deleting {
+        let why = if p.rec.lifecycle == Lifecycle::Aborting {
+            "provisioning aborted: deleting everything created so far"
+        } else {
+            "deleting the cluster"
+        };
+        p.event(Severity::Info, "Deleting", why);
+        p.condition(ConditionType::Deleted, ConditionStatus::InProgress, "Deleting", why);
+    }
+
+    // Observe.
+    let mut machines = match provider.list_machines(&ctx).await {
+        Ok(m) => m,
+        Err(e) => {
+            let kind = if deleting {
+                ConditionType::Deleted
+            } else {
+                ConditionType::InfrastructureReady
+            };
+            p.fail(kind, "listing machines", &e);
+            return Ok(Outcome::Failed(e.retry_after()));
+        }
+    };
+    let mut intents = p.inner.store.intents(p.rec.id).await?;
+    intents.retain(|i| {
+        let seen = machines.iter().any(|m| m.name == i.name);
+        if seen {
+            p.write.remove_intents.push(i.name.clone());
+        }
+        !seen
+    });
+
+    let infra_age = p
+        .status
+        .infrastructure_checked
+        .map(|t| p.now.signed_duration_since(t).to_std().unwrap_or_default());
+    let mut infra_stale = p.status.observed_generation != p.rec.generation
+        || infra_age.is_none_or(|a| a > p.inner.config.infra_resync);
+    let mut infra_deleted = false;
+    let mut assessment = Assessment::default();
+    let mut outcome = None;
+
+    for _ in 0..MAX_ROUNDS {
+        let input = PlanInput {
+            spec: &p.rec.spec,
+            profile: &p.rec.profile,
+            lifecycle: p.rec.lifecycle,
+            image: p.status.image.as_ref(),
+            infra: p.status.infrastructure.as_ref(),
+            infra_stale,
+            machines: &machines,
+            intents: &intents,
+            now: p.now,
+            machine_timeout: p.inner.config.machine_timeout,
+            infra_deleted,
+        };
+        let plan = plan(&input);
+        assessment = plan.assessment;
+        if plan.actions.is_empty() {
+            break;
+        }
+        let mut stop = false;
+        for action in plan.actions {
+            match action {
+                Action::EnsureImage { spec } => {
+                    let custom = spec.customization.is_some();
+                    if custom {
+                        p.condition(
+                            ConditionType::ImageCustomized,
+                            ConditionStatus::InProgress,
+                            "Customizing",
+                            "building a custom image from the OS pack",
+                        );
+                    }
+                    match provider.ensure_image(&ctx, &spec).await {
+                        Ok(image) => {
+                            p.event(
+                                Severity::Info,
+                                if image.customized { "ImageCustomized" } else { "ImageResolved" },
+                                format!(
+                                    "image {} for {} {} + Kubernetes {}",
+                                    image.id, spec.os.name, spec.os.version, spec.kubernetes.version
+                                ),
+                            );
+                            p.status.image = Some(ResolvedImage {
+                                signature: spec.signature.clone(),
+                                image,
+                            });
+                        }
+                        Err(e) => {
+                            let kind = if custom {
+                                ConditionType::ImageCustomized
+                            } else {
+                                ConditionType::InfrastructureReady
+                            };
+                            p.fail(kind, "resolving the image", &e);
+                            outcome = Some(Outcome::Failed(e.retry_after()));
+                            stop = true;
+                        }
+                    }
+                }
+                Action::EnsureInfrastructure => {
+                    let was_ready = p.status.infrastructure.as_ref().is_some_and(|i| i.ready);
+                    if !was_ready {
+                        p.condition(
+                            ConditionType::InfrastructureReady,
+                            ConditionStatus::InProgress,
+                            "Creating",
+                            "creating network, API endpoint and security groups",
+                        );
+                    }
+                    match provider.ensure_infrastructure(&ctx).await {
+                        Ok(infra) => {
+                            infra_stale = false;
+                            p.status.infrastructure_checked = Some(p.now);
+                            if infra.ready && !was_ready {
+                                p.event(
+                                    Severity::Info,
+                                    "InfrastructureReady",
+                                    format!(
+                                        "{} resources ready, API endpoint {}",
+                                        infra.resources.len(),
+                                        infra.endpoint.as_deref().unwrap_or("-")
+                                    ),
+                                );
+                            } else if !infra.ready {
+                                p.event(
+                                    Severity::Info,
+                                    "InfrastructurePending",
+                                    infra.message.clone().unwrap_or_else(|| "waiting".into()),
+                                );
+                                outcome = Some(Outcome::Waiting);
+                                stop = true;
+                            }
+                            p.status.infrastructure = Some(infra);
+                        }
+                        Err(e) => {
+                            p.fail(ConditionType::InfrastructureReady, "creating infrastructure", &e);
+                            outcome = Some(Outcome::Failed(e.retry_after()));
+                            stop = true;
+                        }
+                    }
+                }
+                Action::CreateMachines(req) => {
+                    match create(p, &*provider, &ctx, req, &mut intents).await? {
+                        Ok(created) => {
+                            for m in created {
+                                if !machines.iter().any(|x| x.name == m.name) {
+                                    machines.push(m);
+                                }
+                            }
+                            intents.retain(|i| {
+                                let seen = machines.iter().any(|m| m.name == i.name);
+                                if seen {
+                                    p.write.remove_intents.push(i.name.clone());
+                                }
+                                !seen
+                            });
+                        }
+                        Err(e) => {
+                            outcome = Some(Outcome::Failed(e.retry_after()));
+                            stop = true;
+                        }
+                    }
+                }
+                Action::DeleteMachines { machines: victims, reason } => {
+                    let kind = if reason == DeleteReason::ClusterDeleted {
+                        ConditionType::Deleted
+                    } else if victims.iter().any(|m| m.role == PoolRole::ControlPlane) {
+                        ConditionType::ControlPlaneReady
+                    } else {
+                        ConditionType::WorkersReady
+                    };
+                    match provider.delete_machines(&ctx, &victims).await {
+                        Ok(()) => {
+                            let names: Vec<&str> = victims.iter().map(|m| m.name.as_str()).collect();
+                            p.event(
+                                Severity::Info,
+                                "MachinesDeleted",
+                                format!("deleting {} machine(s) ({reason:?}): {}", victims.len(), names.join(", ")),
+                            );
+                            machines.retain(|m| !victims.iter().any(|v| v.id == m.id));
+                            if reason == DeleteReason::ClusterDeleted {
+                                // Give the cloud time to terminate before the network goes.
+                                outcome = Some(Outcome::Waiting);
+                                stop = true;
+                            }
+                        }
+                        Err(e) => {
+                            p.fail(kind, "deleting machines", &e);
+                            outcome = Some(Outcome::Failed(e.retry_after()));
+                            stop = true;
+                        }
+                    }
+                }
+                Action::DeleteInfrastructure => match provider.delete_infrastructure(&ctx).await {
+                    Ok(ds) if ds.done => {
+                        infra_deleted = true;
+                        p.event(Severity::Info, "InfrastructureDeleted", "network, endpoint and security groups deleted");
+                    }
+                    Ok(ds) => {
+                        let left: Vec<String> =
+                            ds.remaining.iter().map(|r| format!("{} {}", r.kind, r.id)).collect();
+                        p.event(
+                            Severity::Info,
+                            "InfrastructureDeleting",
+                            format!(
+                                "{} resource(s) left: {}{}",
+                                left.len(),
+                                left.join(", "),
+                                ds.message.map(|m| format!(" ({m})")).unwrap_or_default()
+                            ),
+                        );
+                        outcome = Some(Outcome::Waiting);
+                        stop = true;
+                    }
+                    Err(e) => {
+                        p.fail(ConditionType::Deleted, "deleting infrastructure", &e);
+                        outcome = Some(Outcome::Failed(e.retry_after()));
+                        stop = true;
+                    }
+                },
+                Action::Finalize => {
+                    p.write.clear_intents = true;
+                    p.status.phase = Phase::Deleted;
+                    p.status.pools.clear();
+                    p.status.infrastructure = None;
+                    p.status.last_error = None;
+                    p.condition(ConditionType::Deleted, ConditionStatus::Succeeded, "Deleted", "every cloud resource of the cluster is gone");
+                    p.event(Severity::Info, "ClusterDeleted", "every cloud resource of the cluster is gone");
+                    return Ok(Outcome::Finished);
+                }
+            }
+            if stop {
+                break;
+            }
+        }
+        if stop {
+            break;
+        }
+    }
+
+    apply_assessment(p, &assessment);
+    if let Some(o) = outcome {
+        return Ok(o);
+    }
+    if assessment.converged {
+        Ok(Outcome::Converged)
+    } else if assessment.waiting || deleting {
+        Ok(Outcome::Waiting)
+    } else {
+        Ok(Outcome::Progress)
+    }
+}
+
+/// Records the intent, then makes the call. The outer error is a store failure (stop), the
+/// inner one the cloud's.
+async fn create(
+    p: &mut Pass<'_>,
+    provider: &dyn crate::provider::CloudProvider,
+    ctx: &ClusterContext,
+    req: CreateRequest,
+    intents: &mut Vec<Intent>,
+) -> Result<std::result::Result<Vec<Machine>, ProviderError>> {
+    let Some(pool) = p.rec.spec.pool(&req.pool).cloned() else {
+        // An intent of a pool that was removed meanwhile: forget it.
+        if let Some((_, names)) = &req.reissue {
+            p.write.remove_intents.extend(names.iter().cloned());
+            intents.retain(|i| !names.contains(&i.name));
+        }
+        return Ok(Ok(Vec::new()));
+    };
+    let (token, names, fresh) = match req.reissue {
+        Some((token, names)) => (token, names, false),
+        None => {
+            let names: Vec<String> = (0..req.count)
+                .map(|_| machine_name(&p.rec.spec.name, &pool.name))
+                .collect();
+            (uuid::Uuid::new_v4().to_string(), names, true)
+        }
+    };
+    let kind = pool_condition(pool.role);
+    let what = match (pool.role, req.bootstrap) {
+        (_, BootstrapRole::Init) => "initializing the control plane".to_string(),
+        (PoolRole::ControlPlane, _) => "adding a control-plane node".to_string(),
+        _ => format!("adding {} node(s) to pool {}", names.len(), pool.name),
+    };
+    p.condition(kind, ConditionStatus::InProgress, "Creating", &what);
+    if fresh {
+        let new: Vec<Intent> = names
+            .iter()
+            .map(|n| Intent {
+                name: n.clone(),
+                token: token.clone(),
+                pool: pool.name.clone(),
+                zone: req.zone.clone(),
+                shape: req.shape.clone(),
+                bootstrap: req.bootstrap,
+                created_at: p.now,
+            })
+            .collect();
+        // Durable before the cloud call: a crash after the call finds the intent again.
+        let mut w = ClusterWrite::new(p.rec.id);
+        w.add_intents = new.clone();
+        w.events = std::mem::take(&mut p.write.events);
+        w.events.push(NewEvent {
+            time: p.now,
+            severity: Severity::Info,
+            reason: "CreatingMachines".into(),
+            message: format!(
+                "{what}: {} in {} (token {})",
+                names.join(", "),
+                if req.zone.is_empty() { "the default zone" } else { &req.zone },
+                &token[..8]
+            ),
+        });
+        let events = p.inner.store.commit(&w).await?;
+        p.inner.published(&events);
+        intents.extend(new);
+    } else {
+        p.event(
+            Severity::Info,
+            "RetryingCreate",
+            format!("re-issuing the create of {} with its recorded token", names.join(", ")),
+        );
+    }
+    let image = p
+        .status
+        .image
+        .as_ref()
+        .map(|i| i.image.clone())
+        .unwrap_or_else(|| crate::provider::ImageRef {
+            id: String::new(),
+            customized: false,
+        });
+    let infra = p.status.infrastructure.clone().unwrap_or_else(InfraStatus::default);
+    let batch = MachineBatch {
+        token,
+        pool,
+        zone: req.zone,
+        shape: req.shape,
+        image,
+        names,
+        bootstrap: req.bootstrap,
+        user_data: Vec::new(),
+    };
+    match provider.create_machines(ctx, &infra, &batch).await {
+        Ok(ms) => {
+            p.event(
+                Severity::Info,
+                "MachinesCreated",
+                format!(
+                    "{} machine(s) created: {}",
+                    ms.len(),
+                    ms.iter().map(|m| format!("{} ({})", m.name, m.id)).collect::<Vec<_>>().join(", ")
+                ),
+            );
+            Ok(Ok(ms))
+        }
+        Err(e) => {
+            p.fail(kind, &what, &e);
+            Ok(Err(e))
+        }
+    }
+}
+
+fn apply_assessment(p: &mut Pass<'_>, a: &Assessment) {
+    let skip = p.failed;
+    let set = |p: &mut Pass<'_>, kind, status, reason: &str, msg: &str| {
+        if skip != Some(kind) {
+            p.condition(kind, status, reason, msg);
+        }
+    };
+    if p.rec.lifecycle.is_deleting() {
+        if p.status.phase != Phase::Deleted {
+            p.status.phase = Phase::Deleting;
+        }
+        return;
+    }
+    if a.customization && a.image_ready {
+        set(p, ConditionType::ImageCustomized, ConditionStatus::Succeeded, "Ready", "custom image ready");
+    }
+    if a.infra_ready {
+        set(p, ConditionType::InfrastructureReady, ConditionStatus::Succeeded, "Ready", "infrastructure ready");
+    }
+    if a.infra_ready && a.image_ready {
+        let cp = &a.control_plane;
+        if cp.done {
+            set(p, ConditionType::ControlPlaneReady, ConditionStatus::Succeeded, "Ready",
+                &format!("{}/{} control-plane nodes ready", cp.ready, cp.desired));
+        } else {
+            set(p, ConditionType::ControlPlaneReady, ConditionStatus::InProgress, "Provisioning",
+                &format!("{}/{} control-plane nodes ready{}", cp.ready, cp.desired,
+                    if cp.outdated > 0 { format!(", {} being replaced", cp.outdated) } else { String::new() }));
+        }
+        let wk = &a.workers;
+        if wk.done {
+            set(p, ConditionType::WorkersReady, ConditionStatus::Succeeded, "Ready",
+                &format!("{}/{} worker nodes ready", wk.ready, wk.desired));
+        } else {
+            set(p, ConditionType::WorkersReady, ConditionStatus::InProgress, "Provisioning",
+                &format!("{}/{} worker nodes ready{}", wk.ready, wk.desired,
+                    if wk.outdated > 0 { format!(", {} being replaced", wk.outdated) } else { String::new() }));
+        }
+        p.status.pools = a.pools.clone();
+    }
+    if a.converged && p.failed.is_none() {
+        if p.status.phase != Phase::Running {
+            p.event(Severity::Info, "Running", format!("cluster is running (generation {})", p.rec.generation));
+        }
+        p.status.phase = Phase::Running;
+        p.status.provisioned = true;
+        p.status.observed_generation = p.rec.generation;
+        p.status.last_error = None;
+    } else if p.status.provisioned {
+        p.status.phase = Phase::Updating;
+    } else {
+        p.status.phase = Phase::Provisioning;
+    }
+}

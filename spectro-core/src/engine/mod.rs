@@ -1,0 +1,782 @@
+//! The reconcile engine an application embeds.
+//!
+//! ```text
+//! API (create/update/delete/abort) ─▶ Store ─▶ WorkQueue ─▶ workers ─▶ executor
+//!                                                                      │ plan() (pure)
+//!                                                                      ▼
+//!                                                        CloudProvider actions
+//!                                                                      │
+//!                            status + events (one atomic commit) ◀─────┘
+//! ```
+
+pub mod condition;
+pub mod event;
+pub mod executor;
+pub mod planner;
+pub mod queue;
+pub mod status;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use futures_util::stream::{self, Stream};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::clock::{Clock, TokioClock};
+use crate::error::{CoreError, Result};
+use crate::model::profile::{diff_profiles, drop_conflicting_overrides, find_conflicts};
+use crate::model::{
+    CloudAccount, CloudType, Cluster, ClusterProfile, ConflictResolution, IpPool,
+    OverrideConflict, PackChange, PrivateCloudGateway,
+};
+use crate::provider::{CloudProvider, ClusterId};
+use crate::secret::with_secrets_revealed;
+use crate::store::{ObjectKind, Store};
+use crate::validate::{self, Catalog, Violation};
+
+use self::event::Event;
+use self::executor::Outcome;
+use self::planner::UpdatePreview;
+use self::queue::WorkQueue;
+use self::status::{ClusterRecord, ClusterStatus, Lifecycle, Phase};
+
+/// Engine tuning.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Clusters reconciled at once.
+    pub concurrency: usize,
+    /// Resync period of a converged cluster (jittered ±10%).
+    pub resync_interval: Duration,
+    /// Look-again delay while waiting on the cloud (machines booting, deleting).
+    pub poll_interval: Duration,
+    /// First backoff after a failure.
+    pub backoff_base: Duration,
+    /// Backoff cap.
+    pub backoff_cap: Duration,
+    /// Infrastructure is re-checked at most this often once ready (spec changes force it).
+    pub infra_resync: Duration,
+    /// A machine still booting after this long is replaced.
+    pub machine_timeout: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            concurrency: 16,
+            resync_interval: Duration::from_secs(600),
+            poll_interval: Duration::from_secs(5),
+            backoff_base: Duration::from_secs(1),
+            backoff_cap: Duration::from_secs(300),
+            infra_resync: Duration::from_secs(3600),
+            machine_timeout: Duration::from_secs(20 * 60),
+        }
+    }
+}
+
+impl EngineConfig {
+    /// Settings for the simulated cloud without latency: no waiting between steps.
+    pub fn fast() -> Self {
+        EngineConfig {
+            poll_interval: Duration::from_millis(2),
+            backoff_base: Duration::from_millis(5),
+            backoff_cap: Duration::from_millis(200),
+            ..Default::default()
+        }
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) providers: HashMap<CloudType, Arc<dyn CloudProvider>>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) config: EngineConfig,
+    queue: WorkQueue,
+    failures: std::sync::Mutex<HashMap<ClusterId, u32>>,
+    last_seq: watch::Sender<u64>,
+    changes: watch::Sender<u64>,
+    jitter: AtomicU64,
+    reconciles: AtomicU64,
+}
+
+impl Inner {
+    pub(crate) fn published(&self, events: &[Event]) {
+        if let Some(max) = events.iter().map(|e| e.seq).max() {
+            self.last_seq.send_if_modified(|v| {
+                if max > *v {
+                    *v = max;
+                    true
+                } else {
+                    false
+                }
+            });
+        }
+    }
+
+    fn rand(&self) -> f64 {
+        let mut z = self
+            .jitter
+            .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed)
+            .wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        (z >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Exponential backoff with jitter and a cap, per cluster.
+    fn backoff(&self, id: ClusterId) -> Duration {
+        let n = {
+            let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+            let n = f.entry(id).or_insert(0);
+            *n = n.saturating_add(1);
+            *n
+        };
+        let base = self.config.backoff_base.as_secs_f64() * 2f64.powi((n - 1).min(30) as i32);
+        let capped = base.min(self.config.backoff_cap.as_secs_f64());
+        Duration::from_secs_f64(capped * (0.5 + 0.5 * self.rand()))
+    }
+
+    fn succeeded(&self, id: ClusterId) {
+        self.failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+    }
+
+    async fn worker(self: Arc<Self>) {
+        while let Some(id) = self.queue.next().await {
+            self.reconciles.fetch_add(1, Ordering::Relaxed);
+            let outcome = executor::reconcile(&self, id).await;
+            let requeue = match outcome {
+                Ok(Outcome::Finished) => {
+                    self.succeeded(id);
+                    self.queue.forget(id);
+                    None
+                }
+                Ok(Outcome::Converged) => {
+                    self.succeeded(id);
+                    let r = self.config.resync_interval.as_secs_f64();
+                    Some(Duration::from_secs_f64(r * (0.9 + 0.2 * self.rand())))
+                }
+                Ok(Outcome::Waiting) => {
+                    self.succeeded(id);
+                    Some(self.config.poll_interval)
+                }
+                Ok(Outcome::Progress) => {
+                    self.succeeded(id);
+                    Some(Duration::ZERO)
+                }
+                Ok(Outcome::Failed(after)) => {
+                    let b = self.backoff(id);
+                    Some(after.map_or(b, |a| a.max(b.min(a * 2))))
+                }
+                Err(e) => {
+                    tracing::warn!(cluster = %id, error = %e, "reconcile failed");
+                    Some(self.backoff(id))
+                }
+            };
+            self.changes.send_modify(|v| *v += 1);
+            self.queue.done(id, requeue);
+        }
+    }
+}
+
+/// Builds an [`Engine`].
+pub struct EngineBuilder {
+    store: Arc<dyn Store>,
+    providers: HashMap<CloudType, Arc<dyn CloudProvider>>,
+    clock: Arc<dyn Clock>,
+    config: EngineConfig,
+}
+
+impl EngineBuilder {
+    /// Registers the provider for its cloud.
+    pub fn provider(mut self, p: Arc<dyn CloudProvider>) -> Self {
+        self.providers.insert(p.cloud(), p);
+        self
+    }
+
+    /// Registers a provider for another cloud than its own (e.g. the simulated cloud).
+    pub fn provider_for(mut self, cloud: CloudType, p: Arc<dyn CloudProvider>) -> Self {
+        self.providers.insert(cloud, p);
+        self
+    }
+
+    /// Sets the clock.
+    pub fn clock(mut self, c: Arc<dyn Clock>) -> Self {
+        self.clock = c;
+        self
+    }
+
+    /// Sets the tuning.
+    pub fn config(mut self, c: EngineConfig) -> Self {
+        self.config = c;
+        self
+    }
+
+    /// Starts the workers and queues every live cluster (a restart resumes everything).
+    pub async fn start(self) -> Result<Engine> {
+        let seed = Utc::now().timestamp_nanos_opt().unwrap_or(7) as u64;
+        let inner = Arc::new(Inner {
+            store: self.store,
+            providers: self.providers,
+            clock: self.clock,
+            config: self.config,
+            queue: WorkQueue::default(),
+            failures: Default::default(),
+            last_seq: watch::channel(0).0,
+            changes: watch::channel(0).0,
+            jitter: AtomicU64::new(seed),
+            reconciles: AtomicU64::new(0),
+        });
+        let last = inner.store.events(None, u64::MAX - 1, 1).await?;
+        let _ = last;
+        for rec in inner.store.list_clusters(false).await? {
+            inner.queue.add(rec.id);
+        }
+        let workers = (0..inner.config.concurrency.max(1))
+            .map(|_| tokio::spawn(inner.clone().worker()))
+            .collect();
+        Ok(Engine { inner, workers })
+    }
+}
+
+/// The engine: an application's handle to declare clusters and watch them converge.
+///
+/// Dropping it stops the workers at their next await point (as a crash would); call
+/// [`Engine::shutdown`] to let running reconciles finish first.
+pub struct Engine {
+    inner: Arc<Inner>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("providers", &self.inner.providers.keys().collect::<Vec<_>>())
+            .field("queue", &self.inner.queue)
+            .finish()
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.inner.queue.close();
+        for w in &self.workers {
+            w.abort();
+        }
+    }
+}
+
+/// Profile changes waiting to be applied to a cluster.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct UpdateNotification {
+    /// Revision the cluster runs.
+    pub from_revision: u64,
+    /// Current revision of the profile.
+    pub to_revision: u64,
+    /// Every change since the cluster's snapshot.
+    pub changes: Vec<PackChange>,
+    /// Changes that collide with the cluster's overrides.
+    pub conflicts: Vec<OverrideConflict>,
+}
+
+fn invalid(kind: String, violations: Vec<Violation>) -> Result<()> {
+    if violations.is_empty() {
+        Ok(())
+    } else {
+        Err(CoreError::Invalid { kind, violations })
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(what: &'static str, v: serde_json::Value) -> Result<T> {
+    serde_json::from_value(v).map_err(|source| CoreError::Corrupt { what, source })
+}
+
+fn encode<T: serde::Serialize>(v: &T) -> Result<serde_json::Value> {
+    with_secrets_revealed(|| serde_json::to_value(v)).map_err(|source| CoreError::Corrupt {
+        what: "document",
+        source,
+    })
+}
+
+fn profile_key(name: &str, version: &str) -> String {
+    format!("{name}@{version}")
+}
+
+impl Engine {
+    /// Starts building an engine on `store`.
+    pub fn builder(store: Arc<dyn Store>) -> EngineBuilder {
+        EngineBuilder {
+            store,
+            providers: HashMap::new(),
+            clock: Arc::new(TokioClock::new()),
+            config: EngineConfig::default(),
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// Reconciles run so far.
+    pub fn reconciles(&self) -> u64 {
+        self.inner.reconciles.load(Ordering::Relaxed)
+    }
+
+    /// Stops handing out work and waits for running reconciles to finish.
+    pub async fn shutdown(mut self) {
+        self.inner.queue.close();
+        for w in std::mem::take(&mut self.workers) {
+            let _ = w.await;
+        }
+    }
+
+    // ----- catalog -----
+
+    /// Creates or replaces a cluster profile (same name and version = a new revision:
+    /// clusters on it get an update notification).
+    pub async fn put_profile(&self, p: &ClusterProfile) -> Result<u64> {
+        invalid(format!("cluster profile {}", p.name), validate::validate_profile(p))?;
+        let key = profile_key(&p.name, &p.version);
+        self.inner
+            .store
+            .put_object(ObjectKind::Profile, &key, &encode(p)?, None)
+            .await
+    }
+
+    /// Reads a profile and its revision.
+    pub async fn profile(&self, name: &str, version: &str) -> Result<Option<(ClusterProfile, u64)>> {
+        match self
+            .inner
+            .store
+            .get_object(ObjectKind::Profile, &profile_key(name, version))
+            .await?
+        {
+            Some(o) => Ok(Some((decode("profile", o.body)?, o.revision))),
+            None => Ok(None),
+        }
+    }
+
+    /// Creates or replaces a cloud account (its secrets are stored, never shown).
+    pub async fn put_cloud_account(&self, a: &CloudAccount) -> Result<u64> {
+        invalid(format!("cloud account {}", a.name), validate::validate_cloud_account(a))?;
+        self.inner
+            .store
+            .put_object(ObjectKind::CloudAccount, &a.name, &encode(a)?, None)
+            .await
+    }
+
+    /// Asks the account's cloud whether the credentials work.
+    pub async fn verify_cloud_account(&self, name: &str) -> Result<()> {
+        let a = executor::load_account(&self.inner, name).await?;
+        let p = self
+            .inner
+            .providers
+            .get(&a.cloud())
+            .ok_or(CoreError::NoProvider(a.cloud()))?;
+        p.validate_account(&a).await.map_err(CoreError::from)
+    }
+
+    /// Creates or updates an IP pool.
+    pub async fn put_ip_pool(&self, p: &IpPool) -> Result<u64> {
+        let mut v = validate::validate_ip_pool(p);
+        let old = self.inner.store.get_object(ObjectKind::IpPool, &p.name).await?;
+        if let Some(o) = &old {
+            let old: IpPool = decode("ip pool", o.body.clone())?;
+            v.extend(validate::validate_ip_pool_update(&old, p));
+        }
+        invalid(format!("IP pool {}", p.name), v)?;
+        self.inner
+            .store
+            .put_object(ObjectKind::IpPool, &p.name, &encode(p)?, Some(old.map_or(0, |o| o.revision)))
+            .await
+    }
+
+    /// Creates or updates (resizes 1 → 3) a private cloud gateway.
+    pub async fn put_gateway(&self, g: &PrivateCloudGateway) -> Result<u64> {
+        let mut v = validate::validate_gateway(g);
+        let old = self.inner.store.get_object(ObjectKind::Gateway, &g.name).await?;
+        if let Some(o) = &old {
+            let old: PrivateCloudGateway = decode("gateway", o.body.clone())?;
+            v.extend(validate::validate_gateway_update(&old, g));
+        }
+        invalid(format!("gateway {}", g.name), v)?;
+        self.inner
+            .store
+            .put_object(ObjectKind::Gateway, &g.name, &encode(g)?, Some(old.map_or(0, |o| o.revision)))
+            .await
+    }
+
+    async fn catalog_for(&self, c: &Cluster) -> Result<Catalog> {
+        let mut cat = Catalog {
+            strict: true,
+            ..Default::default()
+        };
+        if let Some((p, _)) = self.profile(&c.profile.name, &c.profile.version).await? {
+            cat.profiles.insert((p.name.clone(), p.version.clone()), p);
+        }
+        if let Some(o) = self.inner.store.get_object(ObjectKind::CloudAccount, &c.cloud_account).await? {
+            let a: CloudAccount = decode("cloud account", o.body)?;
+            cat.accounts.insert(a.name.clone(), a);
+        }
+        for pool in &c.node_pools {
+            for d in &pool.placements {
+                if let Some(name) = &d.ip_pool {
+                    if let Some(o) = self.inner.store.get_object(ObjectKind::IpPool, name).await? {
+                        cat.ip_pools.insert(name.clone(), decode("ip pool", o.body)?);
+                    }
+                }
+            }
+        }
+        Ok(cat)
+    }
+
+    // ----- clusters -----
+
+    /// Declares a new cluster; provisioning starts at once. Returns its id.
+    pub async fn create_cluster(&self, spec: &Cluster) -> Result<ClusterId> {
+        let cat = self.catalog_for(spec).await?;
+        invalid(format!("cluster {}", spec.name), validate::validate_cluster(spec, &cat))?;
+        let (profile, rev) = self
+            .profile(&spec.profile.name, &spec.profile.version)
+            .await?
+            .ok_or_else(|| CoreError::NotFound {
+                kind: "cluster profile",
+                name: profile_key(&spec.profile.name, &spec.profile.version),
+            })?;
+        if !self.inner.providers.contains_key(&spec.cloud_type()) {
+            return Err(CoreError::NoProvider(spec.cloud_type()));
+        }
+        let rec = ClusterRecord {
+            id: ClusterId::new(),
+            generation: 1,
+            spec: spec.clone(),
+            profile,
+            profile_revision: rev,
+            lifecycle: Lifecycle::Active,
+            status: ClusterStatus::default(),
+            created_at: self.inner.clock.now(),
+        };
+        self.inner.store.insert_cluster(&rec).await?;
+        self.inner.queue.add(rec.id);
+        Ok(rec.id)
+    }
+
+    /// Reads a cluster by id.
+    pub async fn cluster(&self, id: ClusterId) -> Result<ClusterRecord> {
+        self.inner
+            .store
+            .get_cluster(id)
+            .await?
+            .ok_or_else(|| CoreError::NotFound {
+                kind: "cluster",
+                name: id.to_string(),
+            })
+    }
+
+    /// Reads a live cluster by name.
+    pub async fn cluster_by_name(&self, name: &str) -> Result<ClusterRecord> {
+        self.inner
+            .store
+            .find_cluster(name)
+            .await?
+            .ok_or_else(|| CoreError::NotFound {
+                kind: "cluster",
+                name: name.to_string(),
+            })
+    }
+
+    /// Lists live clusters.
+    pub async fn clusters(&self) -> Result<Vec<ClusterRecord>> {
+        self.inner.store.list_clusters(false).await
+    }
+
+    async fn modify(
+        &self,
+        id: ClusterId,
+        f: impl Fn(&mut ClusterRecord) -> Result<()>,
+    ) -> Result<ClusterRecord> {
+        // Optimistic concurrency: re-read and retry when another writer got in between.
+        for _ in 0..8 {
+            let mut rec = self.cluster(id).await?;
+            let expected = rec.generation;
+            f(&mut rec)?;
+            rec.generation = expected + 1;
+            match self.inner.store.update_cluster(&rec, expected).await {
+                Ok(()) => {
+                    self.inner.queue.add(id);
+                    return Ok(rec);
+                }
+                Err(CoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(CoreError::InvalidState(format!(
+            "cluster {id} keeps changing concurrently: try again"
+        )))
+    }
+
+    /// Checks an update without applying it and returns what it would do (dry run): per
+    /// pool no change, scale or node replacement, and the machines created and deleted.
+    pub async fn plan_update(&self, id: ClusterId, spec: &Cluster) -> Result<UpdatePreview> {
+        let rec = self.cluster(id).await?;
+        self.check_update(&rec, spec).await?;
+        Ok(planner::preview_update(&rec.spec, &rec.profile, spec, &rec.profile))
+    }
+
+    async fn check_update(&self, rec: &ClusterRecord, spec: &Cluster) -> Result<()> {
+        if rec.lifecycle.is_deleting() || rec.status.phase == Phase::Deleted {
+            return Err(CoreError::InvalidState(format!(
+                "cluster {} is being deleted: it cannot be updated",
+                rec.spec.name
+            )));
+        }
+        let mut cat = self.catalog_for(spec).await?;
+        cat.profiles.insert(
+            (rec.profile.name.clone(), rec.profile.version.clone()),
+            rec.profile.clone(),
+        );
+        let mut v = validate::validate_cluster(spec, &cat);
+        v.extend(validate::validate_cluster_update(&rec.spec, spec));
+        invalid(format!("update of cluster {}", rec.spec.name), v)
+    }
+
+    /// Applies a new spec (scale, add/remove pools, add zones, reconfigure machines).
+    /// Returns the new generation.
+    pub async fn update_cluster(&self, id: ClusterId, spec: &Cluster) -> Result<u64> {
+        let rec = self.cluster(id).await?;
+        self.check_update(&rec, spec).await?;
+        let spec = spec.clone();
+        let rec = self
+            .modify(id, |r| {
+                r.spec = spec.clone();
+                Ok(())
+            })
+            .await?;
+        Ok(rec.generation)
+    }
+
+    /// Overrides a pack's values on a cluster (applied at once).
+    pub async fn set_pack_values(&self, id: ClusterId, pack: &str, yaml: &str) -> Result<u64> {
+        let mut spec = self.cluster(id).await?.spec;
+        if yaml.trim().is_empty() {
+            spec.pack_values.remove(pack);
+        } else {
+            spec.pack_values.insert(pack.to_string(), yaml.to_string());
+        }
+        self.update_cluster(id, &spec).await
+    }
+
+    /// Deletes a provisioned cluster. A cluster still provisioning must be aborted instead.
+    pub async fn delete_cluster(&self, id: ClusterId) -> Result<()> {
+        self.modify(id, |r| {
+            if r.status.phase == Phase::Deleted || r.lifecycle.is_deleting() {
+                return Err(CoreError::InvalidState(format!(
+                    "cluster {} is already being deleted",
+                    r.spec.name
+                )));
+            }
+            if !r.status.provisioned {
+                return Err(CoreError::InvalidState(format!(
+                    "cluster {} is still provisioning: delete is only available for provisioned clusters; use abort to stop provisioning and delete what was created",
+                    r.spec.name
+                )));
+            }
+            r.lifecycle = Lifecycle::Deleting;
+            Ok(())
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Aborts the provisioning of a cluster: stops it and deletes everything created so far.
+    pub async fn abort_cluster(&self, id: ClusterId) -> Result<()> {
+        self.modify(id, |r| {
+            if r.status.phase == Phase::Deleted || r.lifecycle.is_deleting() {
+                return Err(CoreError::InvalidState(format!(
+                    "cluster {} is already being deleted",
+                    r.spec.name
+                )));
+            }
+            if r.status.provisioned {
+                return Err(CoreError::InvalidState(format!(
+                    "cluster {} is provisioned: abort only applies while provisioning; use delete",
+                    r.spec.name
+                )));
+            }
+            r.lifecycle = Lifecycle::Aborting;
+            Ok(())
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Profile changes since the cluster's snapshot, with conflicts against its overrides.
+    pub async fn update_notification(&self, id: ClusterId) -> Result<Option<UpdateNotification>> {
+        let rec = self.cluster(id).await?;
+        let Some((current, rev)) = self
+            .profile(&rec.spec.profile.name, &rec.spec.profile.version)
+            .await?
+        else {
+            return Ok(None);
+        };
+        if rev <= rec.profile_revision {
+            return Ok(None);
+        }
+        let changes = diff_profiles(&rec.profile, &current);
+        if changes.is_empty() {
+            return Ok(None);
+        }
+        let conflicts = find_conflicts(&changes, &rec.spec.pack_values);
+        Ok(Some(UpdateNotification {
+            from_revision: rec.profile_revision,
+            to_revision: rev,
+            changes,
+            conflicts,
+        }))
+    }
+
+    /// Applies the pending profile update. With conflicts, `resolution` says whether the
+    /// cluster keeps its overrides or takes the profile's values; without one it fails.
+    pub async fn apply_profile_update(
+        &self,
+        id: ClusterId,
+        resolution: Option<ConflictResolution>,
+    ) -> Result<u64> {
+        let Some(n) = self.update_notification(id).await? else {
+            return Err(CoreError::InvalidState("no profile update is pending".into()));
+        };
+        if !n.conflicts.is_empty() && resolution.is_none() {
+            let list: Vec<String> = n
+                .conflicts
+                .iter()
+                .map(|c| format!("{}.{}", c.pack, c.key))
+                .collect();
+            return Err(CoreError::InvalidState(format!(
+                "the profile update conflicts with overrides of {}: resolve them (keep the overrides or take the profile's values)",
+                list.join(", ")
+            )));
+        }
+        let rec = self.cluster(id).await?;
+        let (current, rev) = self
+            .profile(&rec.spec.profile.name, &rec.spec.profile.version)
+            .await?
+            .ok_or_else(|| CoreError::NotFound {
+                kind: "cluster profile",
+                name: profile_key(&rec.spec.profile.name, &rec.spec.profile.version),
+            })?;
+        let conflicts = n.conflicts.clone();
+        let rec = self
+            .modify(id, |r| {
+                if r.lifecycle.is_deleting() {
+                    return Err(CoreError::InvalidState("the cluster is being deleted".into()));
+                }
+                r.profile = current.clone();
+                r.profile_revision = rev;
+                if resolution == Some(ConflictResolution::TakeProfile) {
+                    drop_conflicting_overrides(&mut r.spec.pack_values, &conflicts);
+                }
+                Ok(())
+            })
+            .await?;
+        Ok(rec.generation)
+    }
+
+    // ----- events and waiting -----
+
+    /// Events of one cluster (or all) after position `after`.
+    pub async fn events(&self, cluster: Option<ClusterId>, after: u64, limit: usize) -> Result<Vec<Event>> {
+        self.inner.store.events(cluster, after, limit).await
+    }
+
+    /// A live stream of events of one cluster (or all) after position `after`: first the
+    /// stored ones, then new ones as they are committed. Resume by passing the last `seq`.
+    pub fn watch_events(
+        &self,
+        cluster: Option<ClusterId>,
+        after: u64,
+    ) -> impl Stream<Item = Result<Event>> + Send + 'static {
+        let store = self.inner.store.clone();
+        let rx = self.inner.last_seq.subscribe();
+        let state = (store, rx, after, std::collections::VecDeque::<Event>::new(), false);
+        stream::unfold(state, move |(store, mut rx, mut last, mut buf, mut done)| async move {
+            loop {
+                if done {
+                    return None;
+                }
+                if let Some(e) = buf.pop_front() {
+                    last = e.seq;
+                    return Some((Ok(e), (store, rx, last, buf, done)));
+                }
+                rx.borrow_and_update();
+                match store.events(cluster, last, 512).await {
+                    Ok(evs) if !evs.is_empty() => buf.extend(evs),
+                    Ok(_) => {
+                        if rx.changed().await.is_err() {
+                            done = true;
+                        }
+                    }
+                    Err(e) => {
+                        done = true;
+                        return Some((Err(e), (store, rx, last, buf, done)));
+                    }
+                }
+            }
+        })
+    }
+
+    /// Waits until `pred` holds for the cluster, or `timeout` passes (returns the last record).
+    pub async fn wait_for(
+        &self,
+        id: ClusterId,
+        timeout: Duration,
+        pred: impl Fn(&ClusterRecord) -> bool,
+    ) -> Result<ClusterRecord> {
+        let mut rx = self.inner.changes.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            rx.borrow_and_update();
+            let rec = self.cluster(id).await?;
+            if pred(&rec) {
+                return Ok(rec);
+            }
+            tokio::select! {
+                r = rx.changed() => { if r.is_err() { return Ok(rec); } }
+                _ = tokio::time::sleep_until(deadline) => { return Ok(rec); }
+            }
+        }
+    }
+
+    /// Waits until the cluster reaches `phase` (at its current generation for Running).
+    pub async fn wait_for_phase(&self, id: ClusterId, phase: Phase, timeout: Duration) -> Result<ClusterRecord> {
+        let rec = self
+            .wait_for(id, timeout, |r| {
+                r.status.phase == phase
+                    && (phase != Phase::Running || r.status.observed_generation == r.generation)
+            })
+            .await?;
+        if rec.status.phase == phase {
+            Ok(rec)
+        } else {
+            Err(CoreError::InvalidState(format!(
+                "cluster {} did not reach {} within {timeout:?} (phase {}, last error: {})",
+                rec.spec.name,
+                phase.as_str(),
+                rec.status.phase.as_str(),
+                rec.status.last_error.as_deref().unwrap_or("none")
+            )))
+        }
+    }
+
+    /// True when no reconcile is queued or running (scheduled resyncs aside).
+    pub fn idle(&self) -> bool {
+        let (ready, _, active) = self.inner.queue.len();
+        ready == 0 && active == 0
+    }
+}

@@ -1,0 +1,676 @@
+//! Pure planning: `(desired spec, observed state) -> ordered actions`. No I/O, no clock of
+//! its own (the time comes in the input), so every decision is unit-tested and benchmarked
+//! with plain values.
+//!
+//! Rules (the doc's, plus Cluster API's safe defaults):
+//! - image first (customized if the OS pack asks), then infrastructure, then machines;
+//! - control-plane nodes join one at a time; workers start once the first control-plane
+//!   node runs;
+//! - pools are spread evenly over their zones (placement domains on vSphere);
+//! - a machine whose shape (instance type, disk, CPU/memory, image) or zone no longer
+//!   matches is replaced one at a time: one new machine first, then one old one goes
+//!   (max surge 1, max unavailable 0);
+//! - failed machines and machines stuck booting past the timeout are replaced;
+//! - recorded intents that are not observed yet are re-issued with the same token;
+//! - delete/abort: machines, then infrastructure, then finalize.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::status::{Lifecycle, PoolStatus, ResolvedImage};
+use crate::model::{Cluster, ClusterProfile, NodePool, PackLayer, PoolRole};
+use crate::provider::{BootstrapRole, Customization, ImageSpec, InfraStatus, Machine, MachineState};
+use crate::store::Intent;
+
+/// Everything a plan is computed from.
+#[derive(Debug, Clone, Copy)]
+pub struct PlanInput<'a> {
+    /// Desired spec.
+    pub spec: &'a Cluster,
+    /// The profile the cluster runs.
+    pub profile: &'a ClusterProfile,
+    /// Active, deleting or aborting.
+    pub lifecycle: Lifecycle,
+    /// The image resolved so far.
+    pub image: Option<&'a ResolvedImage>,
+    /// The infrastructure as last ensured.
+    pub infra: Option<&'a InfraStatus>,
+    /// True when the infrastructure should be checked again (spec changed, periodic check).
+    pub infra_stale: bool,
+    /// Machines observed in the cloud (by ownership tag).
+    pub machines: &'a [Machine],
+    /// Recorded create intents.
+    pub intents: &'a [Intent],
+    /// Now.
+    pub now: DateTime<Utc>,
+    /// A machine still pending after this long is replaced.
+    pub machine_timeout: Duration,
+    /// True once infrastructure deletion reported done (delete/abort only).
+    pub infra_deleted: bool,
+}
+
+/// Why machines are deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum DeleteReason {
+    /// The pool shrank.
+    ScaleDown,
+    /// Replaced by a machine of the new shape or zone.
+    Replaced,
+    /// Its pool was removed.
+    PoolRemoved,
+    /// It failed or never came up.
+    Unhealthy,
+    /// The cluster is being deleted or aborted.
+    ClusterDeleted,
+}
+
+/// A create request: `count` machines of one pool in one fault domain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateRequest {
+    /// Pool name.
+    pub pool: String,
+    /// Fault domain.
+    pub zone: String,
+    /// How many.
+    pub count: u32,
+    /// Shape hash.
+    pub shape: String,
+    /// How they join.
+    pub bootstrap: BootstrapRole,
+    /// Names and token to re-issue (recorded intents), empty for new machines.
+    pub reissue: Option<(String, Vec<String>)>,
+}
+
+/// One step for the executor.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase", tag = "action")]
+pub enum Action {
+    /// Find or build the image.
+    EnsureImage {
+        /// What to find or build.
+        spec: ImageSpec,
+    },
+    /// Create or check the shared infrastructure.
+    EnsureInfrastructure,
+    /// Create machines (one cloud call per request).
+    CreateMachines(CreateRequest),
+    /// Delete machines.
+    DeleteMachines {
+        /// Which.
+        machines: Vec<Machine>,
+        /// Why.
+        reason: DeleteReason,
+    },
+    /// Delete the shared infrastructure.
+    DeleteInfrastructure,
+    /// Everything is gone: mark the cluster deleted.
+    Finalize,
+}
+
+/// Progress of a group of pools.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Progress {
+    /// Desired nodes.
+    pub desired: u32,
+    /// Running up-to-date nodes.
+    pub ready: u32,
+    /// Nodes being replaced.
+    pub outdated: u32,
+    /// True when the group is at its desired state.
+    pub done: bool,
+}
+
+/// What the plan concluded about the cluster.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Assessment {
+    /// The OS pack needs a customized image.
+    pub customization: bool,
+    /// The image for the current packs is resolved.
+    pub image_ready: bool,
+    /// The infrastructure is ready.
+    pub infra_ready: bool,
+    /// Control-plane progress.
+    pub control_plane: Progress,
+    /// Worker progress.
+    pub workers: Progress,
+    /// Per pool counts.
+    pub pools: BTreeMap<String, PoolStatus>,
+    /// Machines exist that are still booting or being deleted: look again soon.
+    pub waiting: bool,
+    /// Everything matches the spec.
+    pub converged: bool,
+    /// Delete/abort finished.
+    pub deleted: bool,
+}
+
+/// The plan: actions in order, and the assessment behind them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Plan {
+    /// What to do now.
+    pub actions: Vec<Action>,
+    /// Where things stand.
+    pub assessment: Assessment,
+}
+
+fn hex(bytes: &[u8], n: usize) -> String {
+    bytes.iter().take(n / 2).map(|b| format!("{b:02x}")).collect()
+}
+
+/// The image spec the profile's OS and Kubernetes packs call for.
+pub fn image_spec(profile: &ClusterProfile) -> Option<ImageSpec> {
+    let os = profile.pack(PackLayer::Os)?.clone();
+    let kubernetes = profile.pack(PackLayer::Kubernetes)?.clone();
+    let base_image = os.image_ref().map(str::to_string);
+    let install_kubernetes = base_image.is_some() && os.skip_k8s_install() == Some("false");
+    let customization = if install_kubernetes || !os.ansible_roles.is_empty() {
+        Some(Customization {
+            install_kubernetes,
+            ansible_roles: os.ansible_roles.clone(),
+        })
+    } else {
+        None
+    };
+    let mut h = Sha256::new();
+    h.update(serde_json::to_vec(&os).unwrap_or_default());
+    h.update(kubernetes.name.as_bytes());
+    h.update(kubernetes.version.as_bytes());
+    let signature = hex(&h.finalize(), 16);
+    Some(ImageSpec {
+        os,
+        kubernetes,
+        base_image,
+        customization,
+        signature,
+    })
+}
+
+/// The shape hash of a pool's machines built from `image_id`: any change means replacement.
+pub fn shape_hash(pool: &NodePool, image_id: &str) -> String {
+    let mut h = Sha256::new();
+    let parts = (
+        &pool.instance_type,
+        &pool.disk_type,
+        pool.disk_size_gb,
+        pool.cpu,
+        pool.memory_gb,
+        &pool.placements,
+        image_id,
+    );
+    h.update(serde_json::to_vec(&parts).unwrap_or_default());
+    hex(&h.finalize(), 12)
+}
+
+/// Splits `size` nodes evenly over `zones` (the first zones take the remainder).
+pub fn zone_targets(size: u32, zones: &[String]) -> BTreeMap<String, u32> {
+    let n = zones.len().max(1) as u32;
+    zones
+        .iter()
+        .enumerate()
+        .map(|(i, z)| (z.clone(), size / n + u32::from((i as u32) < size % n)))
+        .collect()
+}
+
+fn stuck(m: &Machine, now: DateTime<Utc>, timeout: Duration) -> bool {
+    m.state == MachineState::Failed
+        || (m.state == MachineState::Pending
+            && now.signed_duration_since(m.created_at).to_std().unwrap_or_default() > timeout)
+}
+
+/// Computes the plan.
+pub fn plan(input: &PlanInput<'_>) -> Plan {
+    if input.lifecycle.is_deleting() {
+        return plan_delete(input);
+    }
+    let mut plan = Plan::default();
+    let a = &mut plan.assessment;
+    let wanted = image_spec(input.profile);
+    a.customization = wanted.as_ref().is_some_and(|w| w.customization.is_some());
+    let image = match (&wanted, input.image) {
+        (Some(w), Some(have)) if have.signature == w.signature => Some(have),
+        _ => None,
+    };
+    a.image_ready = image.is_some();
+    a.infra_ready = input.infra.is_some_and(|i| i.ready);
+    let Some(image) = image else {
+        if let Some(spec) = wanted {
+            plan.actions.push(Action::EnsureImage { spec });
+        }
+        return plan;
+    };
+    if !a.infra_ready || input.infra_stale {
+        plan.actions.push(Action::EnsureInfrastructure);
+        if !a.infra_ready {
+            return plan;
+        }
+    }
+    plan_machines(input, &image.image.id, &mut plan);
+    plan
+}
+
+fn plan_machines(input: &PlanInput<'_>, image_id: &str, plan: &mut Plan) {
+    let observed: BTreeSet<&str> = input.machines.iter().map(|m| m.name.as_str()).collect();
+    let pending: Vec<&Intent> = input
+        .intents
+        .iter()
+        .filter(|i| !observed.contains(i.name.as_str()))
+        .collect();
+    // Re-issue unobserved intents, one call per token, before anything else.
+    let mut by_token: BTreeMap<&str, Vec<&Intent>> = BTreeMap::new();
+    for i in &pending {
+        by_token.entry(i.token.as_str()).or_default().push(i);
+    }
+    for (token, group) in &by_token {
+        let first = group[0];
+        plan.actions.push(Action::CreateMachines(CreateRequest {
+            pool: first.pool.clone(),
+            zone: first.zone.clone(),
+            count: group.len() as u32,
+            shape: first.shape.clone(),
+            bootstrap: first.bootstrap,
+            reissue: Some((
+                token.to_string(),
+                group.iter().map(|i| i.name.clone()).collect(),
+            )),
+        }));
+    }
+
+    let cp_initialized = input
+        .machines
+        .iter()
+        .any(|m| m.role == PoolRole::ControlPlane && m.state == MachineState::Running);
+    let pool_names: BTreeSet<&str> = input.spec.node_pools.iter().map(|p| p.name.as_str()).collect();
+
+    // Machines of removed pools go (never control-plane machines: that pool cannot be removed).
+    let orphans: Vec<Machine> = input
+        .machines
+        .iter()
+        .filter(|m| {
+            !pool_names.contains(m.pool.as_str())
+                && m.role == PoolRole::Worker
+                && m.state != MachineState::Deleting
+        })
+        .cloned()
+        .collect();
+    let mut waiting = input
+        .machines
+        .iter()
+        .any(|m| matches!(m.state, MachineState::Pending | MachineState::Deleting))
+        || !pending.is_empty();
+    let mut converged = orphans.is_empty() && pending.is_empty();
+    if !orphans.is_empty() {
+        plan.actions.push(Action::DeleteMachines {
+            machines: orphans,
+            reason: DeleteReason::PoolRemoved,
+        });
+    }
+
+    let a = &mut plan.assessment;
+    let mut cp = Progress::default();
+    let mut wk = Progress::default();
+    // Control plane first, so its single create is planned before the workers'.
+    let mut pools: Vec<&NodePool> = input.spec.node_pools.iter().collect();
+    pools.sort_by_key(|p| p.role);
+    for pool in pools {
+        let shape = shape_hash(pool, image_id);
+        let zones = pool.fault_domains();
+        let targets = zone_targets(pool.size, &zones);
+        let mine: Vec<&Machine> = input
+            .machines
+            .iter()
+            .filter(|m| m.pool == pool.name && m.state != MachineState::Deleting)
+            .collect();
+        let (bad, live): (Vec<&Machine>, Vec<&Machine>) = mine
+            .iter()
+            .partition(|m| stuck(m, input.now, input.machine_timeout));
+        let pool_pending: Vec<&&Intent> = pending.iter().filter(|i| i.pool == pool.name).collect();
+        let (up, old): (Vec<&Machine>, Vec<&Machine>) = live
+            .iter()
+            .partition(|m| m.shape == shape && targets.contains_key(&m.zone));
+        let ready = up.iter().filter(|m| m.state == MachineState::Running).count() as u32;
+        let booting = live.iter().any(|m| m.state != MachineState::Running);
+        let in_flight = !pool_pending.is_empty() || booting;
+
+        a.pools.insert(
+            pool.name.clone(),
+            PoolStatus {
+                desired: pool.size,
+                ready,
+                current: mine.len() as u32,
+                outdated: old.len() as u32,
+            },
+        );
+        let prog = if pool.is_control_plane() { &mut cp } else { &mut wk };
+        prog.desired += pool.size;
+        prog.ready += ready.min(pool.size);
+        prog.outdated += old.len() as u32;
+        let pool_done = bad.is_empty()
+            && old.is_empty()
+            && pool_pending.is_empty()
+            && up.len() as u32 == pool.size
+            && ready == pool.size;
+        converged &= pool_done;
+
+        if !bad.is_empty() {
+            plan.actions.push(Action::DeleteMachines {
+                machines: bad.iter().map(|m| (*m).clone()).collect(),
+                reason: DeleteReason::Unhealthy,
+            });
+        }
+        // Workers wait for the first control-plane node.
+        let may_create = pool.is_control_plane() || cp_initialized;
+        if !may_create && pool.size > 0 {
+            waiting = true;
+            continue;
+        }
+        // Count per zone: up-to-date machines and pending intents of the current shape.
+        let mut have: BTreeMap<&str, u32> = BTreeMap::new();
+        for m in &up {
+            *have.entry(m.zone.as_str()).or_default() += 1;
+        }
+        for i in &pool_pending {
+            if i.shape == shape {
+                *have.entry(i.zone.as_str()).or_default() += 1;
+            }
+        }
+        let bootstrap = |first: bool| match pool.role {
+            PoolRole::ControlPlane if first => BootstrapRole::Init,
+            PoolRole::ControlPlane => BootstrapRole::JoinControlPlane,
+            PoolRole::Worker => BootstrapRole::JoinWorker,
+        };
+        let cp_first = pool.is_control_plane()
+            && !input
+                .machines
+                .iter()
+                .any(|m| m.role == PoolRole::ControlPlane && m.state != MachineState::Failed)
+            && pool_pending.is_empty();
+
+        if old.is_empty() {
+            let n_have = up.len() as u32 + pool_pending.len() as u32;
+            if n_have < pool.size {
+                let deficits = deficits(&targets, &have, pool.size - n_have);
+                if pool.is_control_plane() {
+                    // One control-plane node at a time, each after the previous one runs.
+                    if !in_flight {
+                        if let Some((zone, _)) = deficits.first() {
+                            plan.actions.push(create(pool, zone, 1, &shape, bootstrap(cp_first)));
+                        }
+                    }
+                } else {
+                    for (zone, n) in deficits {
+                        plan.actions.push(create(pool, &zone, n, &shape, bootstrap(false)));
+                    }
+                }
+            } else if n_have > pool.size && !pool.is_control_plane() {
+                let victims = pick_victims(&up, &targets, n_have - pool.size);
+                if !victims.is_empty() {
+                    plan.actions.push(Action::DeleteMachines {
+                        machines: victims,
+                        reason: DeleteReason::ScaleDown,
+                    });
+                }
+            }
+        } else if !in_flight && bad.is_empty() {
+            // Rolling replacement: one new first, then one old goes.
+            let total = (up.len() + old.len()) as u32;
+            if total > pool.size {
+                let victim = old
+                    .iter()
+                    .max_by_key(|m| (!targets.contains_key(&m.zone), m.created_at))
+                    .map(|m| (*m).clone());
+                if let Some(v) = victim {
+                    plan.actions.push(Action::DeleteMachines {
+                        machines: vec![v],
+                        reason: DeleteReason::Replaced,
+                    });
+                }
+            } else {
+                let deficits = deficits(&targets, &have, 1);
+                if let Some((zone, _)) = deficits.first() {
+                    plan.actions.push(create(pool, zone, 1, &shape, bootstrap(false)));
+                }
+            }
+        }
+    }
+    cp.done = cp.ready == cp.desired && cp.outdated == 0;
+    wk.done = wk.ready == wk.desired && wk.outdated == 0;
+    a.control_plane = cp;
+    a.workers = wk;
+    a.waiting = waiting;
+    a.converged = converged && plan.actions.is_empty();
+}
+
+fn create(pool: &NodePool, zone: &str, count: u32, shape: &str, b: BootstrapRole) -> Action {
+    Action::CreateMachines(CreateRequest {
+        pool: pool.name.clone(),
+        zone: zone.to_string(),
+        count,
+        shape: shape.to_string(),
+        bootstrap: b,
+        reissue: None,
+    })
+}
+
+/// Zones that need machines, most-needy first, `need` machines in all.
+fn deficits(targets: &BTreeMap<String, u32>, have: &BTreeMap<&str, u32>, need: u32) -> Vec<(String, u32)> {
+    let mut gaps: Vec<(String, u32)> = targets
+        .iter()
+        .map(|(z, t)| (z.clone(), t.saturating_sub(*have.get(z.as_str()).unwrap_or(&0))))
+        .filter(|(_, g)| *g > 0)
+        .collect();
+    gaps.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let mut left = need;
+    let mut out = Vec::new();
+    for (z, g) in gaps {
+        if left == 0 {
+            break;
+        }
+        let n = g.min(left);
+        out.push((z, n));
+        left -= n;
+    }
+    // Zones are full but more are needed (cannot happen with balanced targets): first zone.
+    if left > 0 {
+        if let Some(z) = targets.keys().next() {
+            out.push((z.clone(), left));
+        }
+    }
+    out
+}
+
+/// Machines to remove when scaling down: from the zones most over target, newest first.
+fn pick_victims(up: &[&Machine], targets: &BTreeMap<String, u32>, n: u32) -> Vec<Machine> {
+    let mut count: BTreeMap<&str, i64> = BTreeMap::new();
+    for m in up {
+        *count.entry(m.zone.as_str()).or_default() += 1;
+    }
+    let mut pool: Vec<&Machine> = up.to_vec();
+    pool.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.name.cmp(&a.name)));
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let zone = count
+            .iter()
+            .max_by_key(|(z, c)| (**c - i64::from(*targets.get(**z).unwrap_or(&0)), std::cmp::Reverse(**z)))
+            .map(|(z, _)| z.to_string());
+        let Some(zone) = zone else { break };
+        let Some(pos) = pool.iter().position(|m| m.zone == zone) else {
+            break;
+        };
+        let m = pool.remove(pos);
+        if let Some(c) = count.get_mut(zone.as_str()) {
+            *c -= 1;
+        }
+        out.push(m.clone());
+    }
+    out
+}
+
+fn plan_delete(input: &PlanInput<'_>) -> Plan {
+    let mut plan = Plan::default();
+    let live: Vec<Machine> = input
+        .machines
+        .iter()
+        .filter(|m| m.state != MachineState::Deleting)
+        .cloned()
+        .collect();
+    if !live.is_empty() {
+        plan.actions.push(Action::DeleteMachines {
+            machines: live,
+            reason: DeleteReason::ClusterDeleted,
+        });
+        plan.assessment.waiting = true;
+    } else if !input.machines.is_empty() {
+        plan.assessment.waiting = true;
+    } else if !input.infra_deleted {
+        plan.actions.push(Action::DeleteInfrastructure);
+    } else {
+        plan.actions.push(Action::Finalize);
+        plan.assessment.deleted = true;
+    }
+    plan
+}
+
+/// What an update would do to one pool.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase", tag = "change")]
+pub enum PoolChange {
+    /// Nothing.
+    NoChange,
+    /// A new pool.
+    Add {
+        /// Nodes created.
+        nodes: u32,
+    },
+    /// The pool goes away.
+    Remove {
+        /// Nodes deleted.
+        nodes: u32,
+    },
+    /// Size changes.
+    Scale {
+        /// Old size.
+        from: u32,
+        /// New size.
+        to: u32,
+    },
+    /// Nodes are replaced one by one (a repave).
+    Replace {
+        /// Nodes replaced.
+        nodes: u32,
+        /// What changed.
+        reasons: Vec<String>,
+        /// New size, when it changes too.
+        new_size: Option<u32>,
+    },
+}
+
+/// A dry run of an update, per pool, with the machines it creates and deletes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UpdatePreview {
+    /// Per pool, in the new spec's order (removed pools last).
+    pub pools: Vec<(String, PoolChange)>,
+    /// Machines created in all.
+    pub creates: u32,
+    /// Machines deleted in all.
+    pub deletes: u32,
+    /// The image changes (new OS or Kubernetes version): every pool is repaved.
+    pub image_changes: bool,
+}
+
+fn shape_reasons(a: &NodePool, b: &NodePool) -> Vec<String> {
+    let mut r = Vec::new();
+    let mut diff = |what: &str, x: String, y: String| {
+        if x != y {
+            r.push(format!("{what}: {x} → {y}"));
+        }
+    };
+    let o = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    let n = |v: Option<u32>| v.map_or("-".into(), |x| x.to_string());
+    diff("instanceType", o(&a.instance_type), o(&b.instance_type));
+    diff("diskType", o(&a.disk_type), o(&b.disk_type));
+    diff("diskSizeGb", n(a.disk_size_gb), n(b.disk_size_gb));
+    diff("cpu", n(a.cpu), n(b.cpu));
+    diff("memoryGb", n(a.memory_gb), n(b.memory_gb));
+    if a.placements != b.placements {
+        r.push("placements changed".into());
+    }
+    let removed: Vec<&String> = a
+        .availability_zones
+        .iter()
+        .filter(|z| !b.availability_zones.contains(z) && !b.availability_zones.is_empty())
+        .collect();
+    if !removed.is_empty() {
+        r.push(format!(
+            "zones removed: {}",
+            removed.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    r
+}
+
+/// Dry run: what moving from `old` to `new` (with profiles `old_profile`/`new_profile`) does.
+pub fn preview_update(
+    old: &Cluster,
+    old_profile: &ClusterProfile,
+    new: &Cluster,
+    new_profile: &ClusterProfile,
+) -> UpdatePreview {
+    let sig = |p: &ClusterProfile| image_spec(p).map(|s| s.signature);
+    let image_changes = sig(old_profile) != sig(new_profile);
+    let mut pools = Vec::new();
+    let (mut creates, mut deletes) = (0, 0);
+    for p in &new.node_pools {
+        let change = match old.pool(&p.name) {
+            None => {
+                creates += p.size;
+                PoolChange::Add { nodes: p.size }
+            }
+            Some(o) => {
+                let mut reasons = shape_reasons(o, p);
+                if image_changes {
+                    reasons.insert(0, "image (OS/Kubernetes packs) changed".into());
+                }
+                if !reasons.is_empty() {
+                    let replaced = o.size.min(p.size);
+                    creates += p.size;
+                    deletes += o.size;
+                    PoolChange::Replace {
+                        nodes: replaced,
+                        reasons,
+                        new_size: (o.size != p.size).then_some(p.size),
+                    }
+                } else if o.size != p.size {
+                    if p.size > o.size {
+                        creates += p.size - o.size;
+                    } else {
+                        deletes += o.size - p.size;
+                    }
+                    PoolChange::Scale {
+                        from: o.size,
+                        to: p.size,
+                    }
+                } else {
+                    PoolChange::NoChange
+                }
+            }
+        };
+        pools.push((p.name.clone(), change));
+    }
+    for o in &old.node_pools {
+        if new.pool(&o.name).is_none() {
+            deletes += o.size;
+            pools.push((o.name.clone(), PoolChange::Remove { nodes: o.size }));
+        }
+    }
+    UpdatePreview {
+        pools,
+        creates,
+        deletes,
+        image_changes,
+    }
+}

@@ -1,0 +1,148 @@
+//! A cluster's stored record: spec, applied profile, lifecycle and observed status.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::condition::Condition;
+use crate::model::{Cluster, ClusterProfile};
+use crate::provider::{ClusterId, ImageRef, InfraStatus};
+
+/// The image a cluster uses, with the signature of the packs it was resolved for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResolvedImage {
+    /// Signature of the OS + Kubernetes pack definition.
+    pub signature: String,
+    /// The image.
+    pub image: ImageRef,
+}
+
+/// The phase shown for a cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum Phase {
+    /// Accepted, not reconciled yet.
+    Pending,
+    /// Being provisioned for the first time.
+    Provisioning,
+    /// Converged to the desired state.
+    Running,
+    /// A change is being applied to a provisioned cluster.
+    Updating,
+    /// Resources are being deleted (delete or abort).
+    Deleting,
+    /// Everything is gone.
+    Deleted,
+}
+
+impl Phase {
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Pending => "pending",
+            Phase::Provisioning => "provisioning",
+            Phase::Running => "running",
+            Phase::Updating => "updating",
+            Phase::Deleting => "deleting",
+            Phase::Deleted => "deleted",
+        }
+    }
+}
+
+/// What the user asked for the cluster's existence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum Lifecycle {
+    /// Keep it at its spec.
+    Active,
+    /// Delete it (it was provisioned).
+    Deleting,
+    /// Stop provisioning and delete what was created.
+    Aborting,
+}
+
+impl Lifecycle {
+    /// True when the cluster is going away.
+    pub fn is_deleting(self) -> bool {
+        self != Lifecycle::Active
+    }
+}
+
+/// Per-pool node counts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolStatus {
+    /// Desired size.
+    pub desired: u32,
+    /// Running with the desired shape.
+    pub ready: u32,
+    /// All machines of the pool that exist (any state, any shape).
+    pub current: u32,
+    /// Machines still on an old shape (being replaced).
+    pub outdated: u32,
+}
+
+/// What the engine knows about a cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterStatus {
+    /// Phase.
+    pub phase: Phase,
+    /// Milestone conditions.
+    pub conditions: Vec<Condition>,
+    /// The spec generation last fully applied.
+    pub observed_generation: u64,
+    /// True once the cluster first reached Running (delete is allowed, abort is not).
+    pub provisioned: bool,
+    /// The machine image in use.
+    pub image: Option<ResolvedImage>,
+    /// Shared infrastructure as last ensured.
+    pub infrastructure: Option<InfraStatus>,
+    /// When the infrastructure was last checked.
+    pub infrastructure_checked: Option<DateTime<Utc>>,
+    /// Node counts per pool.
+    pub pools: BTreeMap<String, PoolStatus>,
+    /// The last error, if the last attempt failed.
+    pub last_error: Option<String>,
+}
+
+impl Default for ClusterStatus {
+    fn default() -> Self {
+        ClusterStatus {
+            phase: Phase::Pending,
+            conditions: Vec::new(),
+            observed_generation: 0,
+            provisioned: false,
+            image: None,
+            infrastructure: None,
+            infrastructure_checked: None,
+            pools: BTreeMap::new(),
+            last_error: None,
+        }
+    }
+}
+
+/// A cluster as stored: identity, desired state and status.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterRecord {
+    /// Stable id.
+    pub id: ClusterId,
+    /// Bumped on every spec change.
+    pub generation: u64,
+    /// Desired spec.
+    pub spec: Cluster,
+    /// The profile revision the cluster runs (a snapshot: profile edits raise notifications).
+    pub profile: ClusterProfile,
+    /// Revision of the stored profile the snapshot was taken at.
+    pub profile_revision: u64,
+    /// Active, deleting or aborting.
+    pub lifecycle: Lifecycle,
+    /// Observed status.
+    pub status: ClusterStatus,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+}

@@ -1,0 +1,336 @@
+//! The `CloudProvider` contract: what the engine asks of a cloud, and what it gets back.
+//!
+//! A provider is stateless with respect to the engine: everything it needs comes in a
+//! [`ClusterContext`] (cluster id and spec, account, profile), and everything it reports is
+//! found again in the cloud by the cluster's ownership tag, so a restarted engine finds it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::model::{CloudAccount, CloudType, Cluster, ClusterProfile, NodePool, Pack, PoolRole};
+
+/// Tag key carrying the cluster id on every cloud resource.
+pub const TAG_CLUSTER_ID: &str = "spectro.io/cluster-id";
+/// Tag key carrying the cluster name.
+pub const TAG_CLUSTER_NAME: &str = "spectro.io/cluster-name";
+/// Tag key carrying a resource's role (`control-plane`, `worker`, `vpc`, ...).
+pub const TAG_ROLE: &str = "spectro.io/role";
+/// Tag key carrying a machine's node pool.
+pub const TAG_POOL: &str = "spectro.io/pool";
+/// Tag key carrying a machine's shape hash (what it was built with).
+pub const TAG_SHAPE: &str = "spectro.io/shape";
+/// Tag key carrying the engine's idempotency token for the create that made a resource.
+pub const TAG_TOKEN: &str = "spectro.io/token";
+
+/// A cluster's stable identity (a UUID), used in every ownership tag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(transparent)]
+pub struct ClusterId(pub uuid::Uuid);
+
+impl ClusterId {
+    /// A fresh random id.
+    pub fn new() -> Self {
+        ClusterId(uuid::Uuid::new_v4())
+    }
+}
+
+impl Default for ClusterId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for ClusterId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::str::FromStr for ClusterId {
+    type Err = uuid::Error;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        uuid::Uuid::parse_str(s).map(ClusterId)
+    }
+}
+
+/// Everything a provider needs to act for one cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterContext {
+    /// The cluster's id (ownership tag value).
+    pub cluster_id: ClusterId,
+    /// The desired spec.
+    pub spec: Cluster,
+    /// The profile the cluster runs (the applied snapshot).
+    pub profile: ClusterProfile,
+    /// The account to act with (secrets inside are redacted in Debug).
+    pub account: CloudAccount,
+}
+
+impl ClusterContext {
+    /// The tags every resource of this cluster carries: the user's tags plus ownership.
+    pub fn ownership_tags(&self) -> BTreeMap<String, String> {
+        let mut t = self.spec.tags.clone();
+        t.insert(TAG_CLUSTER_ID.into(), self.cluster_id.to_string());
+        t.insert(TAG_CLUSTER_NAME.into(), self.spec.name.clone());
+        t
+    }
+}
+
+/// A cloud resource, by kind and id, as reported for inventory and leak checks.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+pub struct CloudResource {
+    /// Kind, e.g. `vpc`, `subnet`, `nat-gateway`, `load-balancer`, `vm`.
+    pub kind: String,
+    /// Cloud id.
+    pub id: String,
+}
+
+/// The state of a cluster's shared infrastructure (network, API endpoint, security).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InfraStatus {
+    /// Everything exists and is usable.
+    pub ready: bool,
+    /// The API server endpoint (load balancer DNS name or VIP), once known.
+    pub endpoint: Option<String>,
+    /// What exists now.
+    pub resources: Vec<CloudResource>,
+    /// What is still being waited for, when not ready.
+    pub message: Option<String>,
+    /// Provider data the machines need (subnet ids per zone, security groups, ...).
+    #[serde(default)]
+    pub outputs: BTreeMap<String, String>,
+}
+
+/// The state of infrastructure deletion.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct DeleteStatus {
+    /// Nothing of the cluster is left.
+    pub done: bool,
+    /// What is still there (being deleted, or impossible to delete: see `message`).
+    pub remaining: Vec<CloudResource>,
+    /// Why something is left.
+    pub message: Option<String>,
+}
+
+/// A machine's lifecycle state as the cloud reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum MachineState {
+    /// Created, not up yet.
+    Pending,
+    /// Up.
+    Running,
+    /// Being stopped or deleted.
+    Deleting,
+    /// Broken: will be replaced.
+    Failed,
+}
+
+/// A machine of a cluster, as observed in the cloud.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Machine {
+    /// Cloud id (instance id, VM managed object id, ...).
+    pub id: String,
+    /// Machine name (unique in the cluster, chosen by the engine).
+    pub name: String,
+    /// Node pool.
+    pub pool: String,
+    /// Role of its pool.
+    pub role: PoolRole,
+    /// Fault domain it was placed in (zone or placement domain).
+    pub zone: String,
+    /// Shape hash it was built with.
+    pub shape: String,
+    /// Idempotency token of the create that made it.
+    pub token: String,
+    /// State.
+    pub state: MachineState,
+    /// Primary private address.
+    pub address: Option<IpAddr>,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+}
+
+/// How a machine joins the cluster: decides its bootstrap data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum BootstrapRole {
+    /// The first control-plane node: `kubeadm init`.
+    Init,
+    /// Another control-plane node: `kubeadm join --control-plane`.
+    JoinControlPlane,
+    /// A worker: `kubeadm join`.
+    JoinWorker,
+}
+
+/// One create call: `names.len()` machines of one pool in one fault domain.
+#[derive(Debug, Clone)]
+pub struct MachineBatch {
+    /// Idempotency token: repeating a call with the same token creates nothing new.
+    pub token: String,
+    /// The pool (shape, role).
+    pub pool: NodePool,
+    /// The fault domain (zone, or `placement-N` for vSphere).
+    pub zone: String,
+    /// Shape hash to tag the machines with.
+    pub shape: String,
+    /// The machine image.
+    pub image: ImageRef,
+    /// Machine names, one per machine.
+    pub names: Vec<String>,
+    /// How they join the cluster.
+    pub bootstrap: BootstrapRole,
+    /// Cloud-init user data (may be empty when the engine has no bootstrapper).
+    pub user_data: Vec<u8>,
+}
+
+/// What image a cluster's machines need.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageSpec {
+    /// The OS pack.
+    pub os: Pack,
+    /// The Kubernetes pack.
+    pub kubernetes: Pack,
+    /// A bring-your-own image reference from the OS pack's annotations.
+    pub base_image: Option<String>,
+    /// Customization to run on the base image, if any.
+    pub customization: Option<Customization>,
+    /// Signature of the pack definition: customized images are tagged and reused by it.
+    pub signature: String,
+}
+
+/// Image customization: Kubernetes installation and/or Ansible roles.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Customization {
+    /// Install the Kubernetes components (bring-your-own image with `skipK8sInstall: false`).
+    pub install_kubernetes: bool,
+    /// Ansible roles to run.
+    pub ansible_roles: Vec<String>,
+}
+
+/// A resolved machine image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageRef {
+    /// Cloud id (AMI id, image URN, template path).
+    pub id: String,
+    /// True when spectro built it by customization.
+    pub customized: bool,
+}
+
+/// What went wrong in a cloud call, typed for the engine's error policy. Messages never
+/// contain secrets.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ProviderError {
+    /// A transient failure: retry with backoff.
+    #[error("transient cloud error: {message}")]
+    Retryable {
+        /// What happened.
+        message: String,
+    },
+    /// The cloud throttled us: retry after the given delay.
+    #[error("throttled by the cloud API (retry in {retry_after:?}): {message}")]
+    Throttled {
+        /// How long to wait.
+        retry_after: Duration,
+        /// The cloud's message.
+        message: String,
+    },
+    /// A quota or limit is exhausted: shown to the user; retried until it is raised.
+    #[error("{message}")]
+    QuotaExceeded {
+        /// The cloud's message, e.g. `vCPU limit exceeded`.
+        message: String,
+    },
+    /// The account cannot be used: wrong or expired credentials, missing permission.
+    #[error("cloud account rejected: {message}")]
+    Unauthorized {
+        /// The cloud's message.
+        message: String,
+    },
+    /// A failure retrying cannot fix without a change (bad image id, unknown instance type).
+    #[error("{message}")]
+    Terminal {
+        /// What happened.
+        message: String,
+    },
+}
+
+impl ProviderError {
+    /// The delay the cloud asked for, if any.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ProviderError::Throttled { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        }
+    }
+
+    /// A short reason code for events and conditions.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ProviderError::Retryable { .. } => "TransientError",
+            ProviderError::Throttled { .. } => "Throttled",
+            ProviderError::QuotaExceeded { .. } => "QuotaExceeded",
+            ProviderError::Unauthorized { .. } => "Unauthorized",
+            ProviderError::Terminal { .. } => "Failed",
+        }
+    }
+}
+
+/// A cloud: what the engine needs from AWS, Azure, GCP, vSphere or the simulated cloud.
+///
+/// Every method is idempotent. Resources carry the ownership tags of
+/// [`ClusterContext::ownership_tags`]; `list_machines` and `ensure_infrastructure` find them
+/// by those tags, never by memory alone.
+#[async_trait]
+pub trait CloudProvider: Send + Sync + 'static {
+    /// The cloud this provider serves.
+    fn cloud(&self) -> CloudType;
+
+    /// Checks that the account's credentials work (e.g. STS GetCallerIdentity).
+    async fn validate_account(&self, account: &CloudAccount) -> Result<(), ProviderError>;
+
+    /// Finds (or builds, when customization is needed) the image for the OS + Kubernetes packs.
+    async fn ensure_image(
+        &self,
+        ctx: &ClusterContext,
+        spec: &ImageSpec,
+    ) -> Result<ImageRef, ProviderError>;
+
+    /// Creates whatever shared infrastructure is missing and reports its state.
+    async fn ensure_infrastructure(&self, ctx: &ClusterContext)
+        -> Result<InfraStatus, ProviderError>;
+
+    /// All machines of the cluster (found by ownership tag), terminated ones excluded.
+    async fn list_machines(&self, ctx: &ClusterContext) -> Result<Vec<Machine>, ProviderError>;
+
+    /// Creates a batch of machines in one call; idempotent by `batch.token`.
+    async fn create_machines(
+        &self,
+        ctx: &ClusterContext,
+        infra: &InfraStatus,
+        batch: &MachineBatch,
+    ) -> Result<Vec<Machine>, ProviderError>;
+
+    /// Deletes machines by cloud id (already-gone ids are not an error).
+    async fn delete_machines(
+        &self,
+        ctx: &ClusterContext,
+        machines: &[Machine],
+    ) -> Result<(), ProviderError>;
+
+    /// Deletes the shared infrastructure (after the machines) and reports what is left.
+    async fn delete_infrastructure(&self, ctx: &ClusterContext)
+        -> Result<DeleteStatus, ProviderError>;
+}

@@ -1,0 +1,736 @@
+//! The simulated cloud: an in-memory [`CloudProvider`] for demos, scale tests and fault tests.
+//!
+//! A product feature, not a test double: it keeps a seeded RNG, reads time from an
+//! injectable [`Clock`], and has configurable latency per operation, machine boot time,
+//! infrastructure readiness time, quotas (a vCPU limit that can be changed at run time),
+//! injected failures, throttling and lost responses (the call took effect but the answer
+//! never came), and counts every API call. Like a real cloud it is idempotent only where
+//! the caller passes a token: a create repeated with a new token launches new machines.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::clock::{Clock, TokioClock};
+use crate::model::{CloudAccount, CloudType, Credentials, NodePool};
+use crate::provider::{
+    CloudProvider, CloudResource, ClusterContext, ClusterId, DeleteStatus, ImageRef, ImageSpec,
+    InfraStatus, Machine, MachineBatch, MachineState, ProviderError,
+};
+
+/// The operations of the simulated cloud (one API call each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SimOp {
+    /// Account check.
+    ValidateAccount,
+    /// Image lookup.
+    ResolveImage,
+    /// Image build (customization).
+    CustomizeImage,
+    /// Infrastructure create/check.
+    EnsureInfrastructure,
+    /// Machine listing by tag.
+    ListMachines,
+    /// Batch create.
+    CreateMachines,
+    /// Batch delete.
+    DeleteMachines,
+    /// Infrastructure delete.
+    DeleteInfrastructure,
+}
+
+impl SimOp {
+    /// The operation's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SimOp::ValidateAccount => "ValidateAccount",
+            SimOp::ResolveImage => "ResolveImage",
+            SimOp::CustomizeImage => "CustomizeImage",
+            SimOp::EnsureInfrastructure => "EnsureInfrastructure",
+            SimOp::ListMachines => "ListMachines",
+            SimOp::CreateMachines => "CreateMachines",
+            SimOp::DeleteMachines => "DeleteMachines",
+            SimOp::DeleteInfrastructure => "DeleteInfrastructure",
+        }
+    }
+}
+
+/// Behaviour of the simulated cloud.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// RNG seed: same seed, same faults.
+    pub seed: u64,
+    /// Latency per operation (default: none).
+    pub latency: HashMap<SimOp, Duration>,
+    /// Time from create to Running.
+    pub boot_time: Duration,
+    /// Time from infrastructure create to ready.
+    pub infra_ready_time: Duration,
+    /// Time a deleted machine stays visible as Deleting.
+    pub delete_time: Duration,
+    /// Share of calls failing with a transient error (0.0–1.0).
+    pub fault_rate: f64,
+    /// Share of calls throttled (0.0–1.0).
+    pub throttle_rate: f64,
+    /// Share of calls that take effect but whose answer is lost (0.0–1.0).
+    pub lost_response_rate: f64,
+    /// Retry-after of throttling errors.
+    pub throttle_retry_after: Duration,
+    /// vCPU quota of the account (None: unlimited).
+    pub vcpu_limit: Option<u32>,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            seed: 1,
+            latency: HashMap::new(),
+            boot_time: Duration::ZERO,
+            infra_ready_time: Duration::ZERO,
+            delete_time: Duration::ZERO,
+            fault_rate: 0.0,
+            throttle_rate: 0.0,
+            lost_response_rate: 0.0,
+            throttle_retry_after: Duration::from_millis(50),
+            vcpu_limit: None,
+        }
+    }
+}
+
+impl SimConfig {
+    /// Same latency for every operation.
+    pub fn with_latency(mut self, d: Duration) -> Self {
+        for op in [
+            SimOp::ValidateAccount,
+            SimOp::ResolveImage,
+            SimOp::CustomizeImage,
+            SimOp::EnsureInfrastructure,
+            SimOp::ListMachines,
+            SimOp::CreateMachines,
+            SimOp::DeleteMachines,
+            SimOp::DeleteInfrastructure,
+        ] {
+            self.latency.insert(op, d);
+        }
+        self
+    }
+}
+
+/// What a call hook asks the simulated cloud to do after a call took effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookAction {
+    /// Answer normally.
+    Continue,
+    /// Never answer (the caller hangs: used to crash an engine at an exact step).
+    Hang,
+}
+
+/// A function called after every call took effect, with the operation and its number.
+pub type CallHook = Arc<dyn Fn(SimOp, u64) -> HookAction + Send + Sync>;
+
+#[derive(Debug, Clone)]
+struct SimMachine {
+    machine: Machine,
+    vcpus: u32,
+    ready_at: DateTime<Utc>,
+    gone_at: Option<DateTime<Utc>>,
+    instance_type: String,
+    user_data: Vec<u8>,
+    image: String,
+}
+
+#[derive(Debug, Clone)]
+struct SimInfra {
+    resources: Vec<CloudResource>,
+    ready_at: DateTime<Utc>,
+    endpoint: String,
+    outputs: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Default)]
+struct SimCluster {
+    infra: Option<SimInfra>,
+    machines: BTreeMap<String, SimMachine>,
+    tokens: HashMap<String, Vec<String>>,
+}
+
+struct State {
+    rng: u64,
+    next_id: u64,
+    clusters: HashMap<ClusterId, SimCluster>,
+    images: HashMap<String, ImageRef>,
+    calls: BTreeMap<&'static str, u64>,
+    total_calls: u64,
+    vcpu_limit: Option<u32>,
+    vcpus_in_use: u32,
+    machines_launched: u64,
+    hook: Option<CallHook>,
+}
+
+impl State {
+    fn rand(&mut self) -> f64 {
+        // splitmix64
+        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        (z >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn id(&mut self, prefix: &str) -> String {
+        self.next_id += 1;
+        format!("{prefix}-{:08x}", self.next_id)
+    }
+}
+
+/// The simulated cloud.
+pub struct SimCloud {
+    cloud: CloudType,
+    config: SimConfig,
+    clock: Arc<dyn Clock>,
+    state: Mutex<State>,
+}
+
+impl std::fmt::Debug for SimCloud {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimCloud")
+            .field("cloud", &self.cloud)
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+/// A snapshot of a simulated machine, for inspection.
+#[derive(Debug, Clone)]
+pub struct SimMachineInfo {
+    /// As the engine sees it.
+    pub machine: Machine,
+    /// Instance type (or `Ncpu-Mgb` on vSphere).
+    pub instance_type: String,
+    /// The user data it was launched with.
+    pub user_data: Vec<u8>,
+    /// Image id.
+    pub image: String,
+}
+
+/// vCPUs of an instance type, the way the clouds name their sizes.
+pub fn vcpus_of(pool: &NodePool) -> u32 {
+    if let Some(c) = pool.cpu {
+        return c;
+    }
+    let t = pool.instance_type.as_deref().unwrap_or("");
+    // AWS: m5.2xlarge; Azure: Standard_D4s_v3; GCP: n2-standard-8.
+    if let Some((_, size)) = t.split_once('.') {
+        return match size {
+            "nano" | "micro" | "small" => 1,
+            "medium" | "large" => 2,
+            "xlarge" => 4,
+            s => s
+                .strip_suffix("xlarge")
+                .and_then(|n| n.parse::<u32>().ok())
+                .map_or(2, |n| n * 4),
+        };
+    }
+    if let Some(rest) = t.strip_prefix("Standard_") {
+        let digits: String = rest
+            .chars()
+            .skip_while(|c| c.is_ascii_alphabetic())
+            .take_while(|c| c.is_ascii_digit())
+            .collect();
+        return digits.parse().unwrap_or(2);
+    }
+    t.rsplit('-').next().and_then(|n| n.parse().ok()).unwrap_or(2)
+}
+
+impl SimCloud {
+    /// A simulated cloud answering as `cloud`, with the tokio-driven clock.
+    pub fn new(cloud: CloudType, config: SimConfig) -> Self {
+        Self::with_clock(cloud, config, Arc::new(TokioClock::new()))
+    }
+
+    /// A simulated cloud with an explicit clock.
+    pub fn with_clock(cloud: CloudType, config: SimConfig, clock: Arc<dyn Clock>) -> Self {
+        let state = State {
+            rng: config.seed,
+            next_id: 0,
+            clusters: HashMap::new(),
+            images: HashMap::new(),
+            calls: BTreeMap::new(),
+            total_calls: 0,
+            vcpu_limit: config.vcpu_limit,
+            vcpus_in_use: 0,
+            machines_launched: 0,
+            hook: None,
+        };
+        SimCloud {
+            cloud,
+            config,
+            clock,
+            state: Mutex::new(state),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Changes the vCPU quota at run time (None: unlimited).
+    pub fn set_vcpu_limit(&self, limit: Option<u32>) {
+        self.lock().vcpu_limit = limit;
+    }
+
+    /// Installs a hook called after every call took effect.
+    pub fn set_hook(&self, hook: Option<CallHook>) {
+        self.lock().hook = hook;
+    }
+
+    /// Calls per operation so far.
+    pub fn calls(&self) -> BTreeMap<&'static str, u64> {
+        self.lock().calls.clone()
+    }
+
+    /// All calls so far.
+    pub fn total_calls(&self) -> u64 {
+        self.lock().total_calls
+    }
+
+    /// Machines launched so far (including later deleted ones).
+    pub fn machines_launched(&self) -> u64 {
+        self.lock().machines_launched
+    }
+
+    /// vCPUs held by existing machines.
+    pub fn vcpus_in_use(&self) -> u32 {
+        self.lock().vcpus_in_use
+    }
+
+    /// Every resource (infrastructure and machines, Deleting ones included) of a cluster.
+    pub fn resources(&self, cluster: ClusterId) -> Vec<CloudResource> {
+        let st = self.lock();
+        let Some(c) = st.clusters.get(&cluster) else {
+            return Vec::new();
+        };
+        let mut out: Vec<CloudResource> = c
+            .infra
+            .iter()
+            .flat_map(|i| i.resources.iter().cloned())
+            .collect();
+        out.extend(c.machines.values().map(|m| CloudResource {
+            kind: "machine".into(),
+            id: m.machine.id.clone(),
+        }));
+        out
+    }
+
+    /// Number of resources of every cluster.
+    pub fn total_resources(&self) -> usize {
+        let st = self.lock();
+        st.clusters
+            .values()
+            .map(|c| c.machines.len() + c.infra.as_ref().map_or(0, |i| i.resources.len()))
+            .sum()
+    }
+
+    /// The machines of a cluster with their launch data.
+    pub fn machines(&self, cluster: ClusterId) -> Vec<SimMachineInfo> {
+        let now = self.clock.now();
+        let mut st = self.lock();
+        Self::settle(&mut st, now);
+        st.clusters
+            .get(&cluster)
+            .map(|c| {
+                c.machines
+                    .values()
+                    .map(|m| SimMachineInfo {
+                        machine: m.machine.clone(),
+                        instance_type: m.instance_type.clone(),
+                        user_data: m.user_data.clone(),
+                        image: m.image.clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Machine names that exist more than once in a cluster (must always be empty).
+    pub fn duplicate_names(&self, cluster: ClusterId) -> Vec<String> {
+        let mut seen: BTreeMap<String, u32> = BTreeMap::new();
+        for m in self.machines(cluster) {
+            *seen.entry(m.machine.name).or_default() += 1;
+        }
+        seen.into_iter().filter(|(_, n)| *n > 1).map(|(k, _)| k).collect()
+    }
+
+    /// Applies time: boots machines, forgets deleted ones.
+    fn settle(st: &mut State, now: DateTime<Utc>) {
+        for c in st.clusters.values_mut() {
+            c.machines.retain(|_, m| {
+                if m.gone_at.is_some_and(|g| g <= now) {
+                    return false;
+                }
+                if m.machine.state == MachineState::Pending && m.ready_at <= now {
+                    m.machine.state = MachineState::Running;
+                }
+                true
+            });
+        }
+    }
+
+    /// Counts the call, applies latency and injected faults. A call may lose its response
+    /// (the returned flag) after taking effect.
+    async fn enter(&self, op: SimOp) -> Result<bool, ProviderError> {
+        if let Some(d) = self.config.latency.get(&op) {
+            if !d.is_zero() {
+                tokio::time::sleep(*d).await;
+            }
+        }
+        let mut st = self.lock();
+        *st.calls.entry(op.as_str()).or_default() += 1;
+        st.total_calls += 1;
+        let r = st.rand();
+        if r < self.config.throttle_rate {
+            return Err(ProviderError::Throttled {
+                retry_after: self.config.throttle_retry_after,
+                message: format!("RequestLimitExceeded: request rate exceeded for {}", op.as_str()),
+            });
+        }
+        if r < self.config.throttle_rate + self.config.fault_rate {
+            return Err(ProviderError::Retryable {
+                message: format!("InternalError: simulated transient failure of {}", op.as_str()),
+            });
+        }
+        let lose = st.rand() < self.config.lost_response_rate;
+        Ok(lose)
+    }
+
+    /// After a call took effect: the hook, then a lost response if drawn.
+    async fn leave(&self, op: SimOp, lose: bool) -> Result<(), ProviderError> {
+        let (hook, n) = {
+            let st = self.lock();
+            (st.hook.clone(), st.total_calls)
+        };
+        if let Some(h) = hook {
+            if h(op, n) == HookAction::Hang {
+                std::future::pending::<()>().await;
+            }
+        }
+        if lose {
+            return Err(ProviderError::Retryable {
+                message: format!("RequestTimeout: no response to {} (it may have taken effect)", op.as_str()),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl CloudProvider for SimCloud {
+    fn cloud(&self) -> CloudType {
+        self.cloud
+    }
+
+    async fn validate_account(&self, account: &CloudAccount) -> Result<(), ProviderError> {
+        self.enter(SimOp::ValidateAccount).await?;
+        if account.cloud() != self.cloud {
+            return Err(ProviderError::Unauthorized {
+                message: format!("a {} account cannot be used on {}", account.cloud(), self.cloud),
+            });
+        }
+        let secret = match &account.credentials {
+            Credentials::Aws(c) => c.secret_access_key.expose(),
+            Credentials::Azure(c) => c.client_secret.expose(),
+            Credentials::Gcp(c) => c.service_account_json.expose(),
+            Credentials::Vsphere(c) => c.password.expose(),
+        };
+        if secret.is_empty() || secret == "invalid" {
+            return Err(ProviderError::Unauthorized {
+                message: "AuthFailure: the security token included in the request is invalid".into(),
+            });
+        }
+        Ok(())
+    }
+
+    async fn ensure_image(
+        &self,
+        _ctx: &ClusterContext,
+        spec: &ImageSpec,
+    ) -> Result<ImageRef, ProviderError> {
+        if spec.customization.is_none() {
+            let lose = self.enter(SimOp::ResolveImage).await?;
+            self.leave(SimOp::ResolveImage, lose).await?;
+            let id = spec.base_image.clone().unwrap_or_else(|| {
+                format!(
+                    "sim-{}-{}-k8s-{}",
+                    spec.os.name, spec.os.version, spec.kubernetes.version
+                )
+            });
+            return Ok(ImageRef {
+                id,
+                customized: false,
+            });
+        }
+        // Reuse an image built for the same signature.
+        let cached = self.lock().images.get(&spec.signature).cloned();
+        if let Some(img) = cached {
+            let lose = self.enter(SimOp::ResolveImage).await?;
+            self.leave(SimOp::ResolveImage, lose).await?;
+            return Ok(img);
+        }
+        let lose = self.enter(SimOp::CustomizeImage).await?;
+        let img = {
+            let mut st = self.lock();
+            let id = format!("sim-custom-{}", spec.signature);
+            let img = ImageRef { id, customized: true };
+            st.images.insert(spec.signature.clone(), img.clone());
+            img
+        };
+        self.leave(SimOp::CustomizeImage, lose).await?;
+        Ok(img)
+    }
+
+    async fn ensure_infrastructure(
+        &self,
+        ctx: &ClusterContext,
+    ) -> Result<InfraStatus, ProviderError> {
+        let lose = self.enter(SimOp::EnsureInfrastructure).await?;
+        let now = self.clock.now();
+        let status = {
+            let mut st = self.lock();
+            let exists = st
+                .clusters
+                .get(&ctx.cluster_id)
+                .is_some_and(|c| c.infra.is_some());
+            if !exists {
+                let mut zones: Vec<String> = ctx
+                    .spec
+                    .node_pools
+                    .iter()
+                    .flat_map(|p| p.fault_domains())
+                    .collect();
+                zones.sort();
+                zones.dedup();
+                let mut resources = vec![CloudResource {
+                    kind: "network".into(),
+                    id: st.id("net"),
+                }];
+                let mut outputs = BTreeMap::new();
+                for z in &zones {
+                    let id = st.id("subnet");
+                    outputs.insert(format!("subnet/{z}"), id.clone());
+                    resources.push(CloudResource {
+                        kind: "subnet".into(),
+                        id,
+                    });
+                }
+                resources.push(CloudResource {
+                    kind: "load-balancer".into(),
+                    id: st.id("lb"),
+                });
+                resources.push(CloudResource {
+                    kind: "security-group".into(),
+                    id: st.id("sg"),
+                });
+                let endpoint = format!("{}.sim.spectro.internal:6443", ctx.spec.name);
+                let ready_at = now + chrono::Duration::from_std(self.config.infra_ready_time).unwrap_or_default();
+                st.clusters.entry(ctx.cluster_id).or_default().infra = Some(SimInfra {
+                    resources,
+                    ready_at,
+                    endpoint,
+                    outputs,
+                });
+            }
+            let infra = st
+                .clusters
+                .get(&ctx.cluster_id)
+                .and_then(|c| c.infra.clone())
+                .expect("infrastructure was just ensured");
+            let ready = infra.ready_at <= now;
+            InfraStatus {
+                ready,
+                endpoint: Some(infra.endpoint),
+                resources: infra.resources,
+                message: (!ready).then(|| "waiting for the NAT gateways and load balancer".to_string()),
+                outputs: infra.outputs,
+            }
+        };
+        self.leave(SimOp::EnsureInfrastructure, lose).await?;
+        Ok(status)
+    }
+
+    async fn list_machines(&self, ctx: &ClusterContext) -> Result<Vec<Machine>, ProviderError> {
+        let lose = self.enter(SimOp::ListMachines).await?;
+        let now = self.clock.now();
+        let out = {
+            let mut st = self.lock();
+            Self::settle(&mut st, now);
+            st.clusters
+                .get(&ctx.cluster_id)
+                .map(|c| c.machines.values().map(|m| m.machine.clone()).collect())
+                .unwrap_or_default()
+        };
+        self.leave(SimOp::ListMachines, lose).await?;
+        Ok(out)
+    }
+
+    async fn create_machines(
+        &self,
+        ctx: &ClusterContext,
+        infra: &InfraStatus,
+        batch: &MachineBatch,
+    ) -> Result<Vec<Machine>, ProviderError> {
+        let lose = self.enter(SimOp::CreateMachines).await?;
+        let now = self.clock.now();
+        let created = (|| {
+            let mut st = self.lock();
+            Self::settle(&mut st, now);
+            if !infra.ready {
+                return Err(ProviderError::Retryable {
+                    message: "InvalidSubnetID.NotFound: the network is not ready".into(),
+                });
+            }
+            // Idempotency: a known token returns what it created.
+            if let Some(ids) = st
+                .clusters
+                .get(&ctx.cluster_id)
+                .and_then(|c| c.tokens.get(&batch.token))
+                .cloned()
+            {
+                let c = st.clusters.get(&ctx.cluster_id).expect("cluster exists");
+                let out: Vec<Machine> = ids
+                    .iter()
+                    .filter_map(|id| c.machines.get(id).map(|m| m.machine.clone()))
+                    .collect();
+                return Ok(out);
+            }
+            let per = vcpus_of(&batch.pool);
+            let want = per * batch.names.len() as u32;
+            if let Some(limit) = st.vcpu_limit {
+                if st.vcpus_in_use + want > limit {
+                    return Err(ProviderError::QuotaExceeded {
+                        message: format!(
+                            "VcpuLimitExceeded: You have requested more vCPU capacity than your current vCPU limit of {limit} allows ({} in use, {want} requested). Free capacity or request a limit increase.",
+                            st.vcpus_in_use
+                        ),
+                    });
+                }
+            }
+            st.vcpus_in_use += want;
+            let ready_at = now + chrono::Duration::from_std(self.config.boot_time).unwrap_or_default();
+            let booted = self.config.boot_time.is_zero();
+            let instance_type = batch.pool.instance_type.clone().unwrap_or_else(|| {
+                format!(
+                    "{}cpu-{}gb",
+                    batch.pool.cpu.unwrap_or(0),
+                    batch.pool.memory_gb.unwrap_or(0)
+                )
+            });
+            let mut out = Vec::new();
+            let mut ids = Vec::new();
+            for name in &batch.names {
+                let id = st.id("m");
+                let n = st.next_id;
+                let machine = Machine {
+                    id: id.clone(),
+                    name: name.clone(),
+                    pool: batch.pool.name.clone(),
+                    role: batch.pool.role,
+                    zone: batch.zone.clone(),
+                    shape: batch.shape.clone(),
+                    token: batch.token.clone(),
+                    state: if booted { MachineState::Running } else { MachineState::Pending },
+                    address: Some(std::net::IpAddr::V4(std::net::Ipv4Addr::from(
+                        0x0a00_0000u32 | (n as u32 & 0x00ff_ffff),
+                    ))),
+                    created_at: now,
+                };
+                ids.push(id.clone());
+                out.push(machine.clone());
+                st.machines_launched += 1;
+                let c = st.clusters.entry(ctx.cluster_id).or_default();
+                c.machines.insert(
+                    id,
+                    SimMachine {
+                        machine,
+                        vcpus: per,
+                        ready_at,
+                        gone_at: None,
+                        instance_type: instance_type.clone(),
+                        user_data: batch.user_data.clone(),
+                        image: batch.image.id.clone(),
+                    },
+                );
+            }
+            st.clusters
+                .entry(ctx.cluster_id)
+                .or_default()
+                .tokens
+                .insert(batch.token.clone(), ids);
+            Ok(out)
+        })()?;
+        self.leave(SimOp::CreateMachines, lose).await?;
+        Ok(created)
+    }
+
+    async fn delete_machines(
+        &self,
+        ctx: &ClusterContext,
+        machines: &[Machine],
+    ) -> Result<(), ProviderError> {
+        let lose = self.enter(SimOp::DeleteMachines).await?;
+        let now = self.clock.now();
+        {
+            let mut st = self.lock();
+            let gone = now + chrono::Duration::from_std(self.config.delete_time).unwrap_or_default();
+            let mut freed = 0;
+            if let Some(c) = st.clusters.get_mut(&ctx.cluster_id) {
+                for m in machines {
+                    if let Some(sm) = c.machines.get_mut(&m.id) {
+                        if sm.gone_at.is_none() {
+                            sm.gone_at = Some(gone);
+                            sm.machine.state = MachineState::Deleting;
+                            freed += sm.vcpus;
+                        }
+                    }
+                }
+            }
+            st.vcpus_in_use = st.vcpus_in_use.saturating_sub(freed);
+            Self::settle(&mut st, now);
+        }
+        self.leave(SimOp::DeleteMachines, lose).await
+    }
+
+    async fn delete_infrastructure(
+        &self,
+        ctx: &ClusterContext,
+    ) -> Result<DeleteStatus, ProviderError> {
+        let lose = self.enter(SimOp::DeleteInfrastructure).await?;
+        let now = self.clock.now();
+        {
+            let mut st = self.lock();
+            Self::settle(&mut st, now);
+            if let Some(c) = st.clusters.get_mut(&ctx.cluster_id) {
+                if !c.machines.is_empty() {
+                    return Err(ProviderError::Retryable {
+                        message: format!(
+                            "DependencyViolation: the network still has {} machine(s)",
+                            c.machines.len()
+                        ),
+                    });
+                }
+                c.infra = None;
+                c.tokens.clear();
+            }
+            st.clusters.remove(&ctx.cluster_id);
+        }
+        self.leave(SimOp::DeleteInfrastructure, lose).await?;
+        Ok(DeleteStatus {
+            done: true,
+            remaining: Vec::new(),
+            message: None,
+        })
+    }
+}

@@ -1,0 +1,167 @@
+//! Persistence: the `Store` trait the engine talks to, and its SQLite implementation.
+//!
+//! The engine never writes SQL: it asks for whole records and commits each reconcile's
+//! outcome (status, intents, events) as one atomic [`ClusterWrite`]. Specs (written by the
+//! API) and status (written by the engine) live in separate columns, so the two never
+//! overwrite each other.
+
+pub mod sqlite;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::engine::event::{Event, NewEvent};
+use crate::engine::status::{ClusterRecord, ClusterStatus};
+use crate::error::Result;
+use crate::provider::{BootstrapRole, ClusterId};
+
+pub use sqlite::SqliteStore;
+
+/// Kinds of catalog objects kept as JSON documents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ObjectKind {
+    /// Cluster profiles, keyed `name@version`.
+    Profile,
+    /// Cloud accounts (secrets stored in clear: keep the database private).
+    CloudAccount,
+    /// IP pools.
+    IpPool,
+    /// Private cloud gateways.
+    Gateway,
+}
+
+impl ObjectKind {
+    /// The stored kind name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ObjectKind::Profile => "profile",
+            ObjectKind::CloudAccount => "cloudAccount",
+            ObjectKind::IpPool => "ipPool",
+            ObjectKind::Gateway => "gateway",
+        }
+    }
+}
+
+/// A stored catalog object.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredObject {
+    /// Key (name, or `name@version` for profiles).
+    pub name: String,
+    /// Bumped on every write (starts at 1).
+    pub revision: u64,
+    /// The object as JSON.
+    pub body: serde_json::Value,
+}
+
+/// A machine create the engine is about to make (or made without recording the result yet).
+/// Recorded durably before the cloud call; removed once the machine is observed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Intent {
+    /// Machine name.
+    pub name: String,
+    /// Idempotency token of the batch the machine belongs to.
+    pub token: String,
+    /// Pool.
+    pub pool: String,
+    /// Fault domain.
+    pub zone: String,
+    /// Shape hash.
+    pub shape: String,
+    /// How the machine joins.
+    pub bootstrap: BootstrapRole,
+    /// When the intent was recorded.
+    pub created_at: DateTime<Utc>,
+}
+
+/// One atomic write of a reconcile's outcome.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterWrite {
+    /// The cluster.
+    pub cluster_id: Option<ClusterId>,
+    /// New status, when it changed.
+    pub status: Option<ClusterStatus>,
+    /// Intents to record.
+    pub add_intents: Vec<Intent>,
+    /// Intents (machine names) to drop.
+    pub remove_intents: Vec<String>,
+    /// Drop every intent of the cluster (after deletion).
+    pub clear_intents: bool,
+    /// Events to append.
+    pub events: Vec<NewEvent>,
+}
+
+impl ClusterWrite {
+    /// An empty write for `id`.
+    pub fn new(id: ClusterId) -> Self {
+        ClusterWrite {
+            cluster_id: Some(id),
+            ..Default::default()
+        }
+    }
+
+    /// True when there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.status.is_none()
+            && self.add_intents.is_empty()
+            && self.remove_intents.is_empty()
+            && !self.clear_intents
+            && self.events.is_empty()
+    }
+}
+
+/// Where the engine keeps everything. Implementations: [`SqliteStore`] (embedded default);
+/// the same trait serves a networked database for several engine replicas.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Writes a catalog object; with `expected_revision`, fails with a conflict when the
+    /// stored revision differs (0 = must not exist). Returns the new revision.
+    async fn put_object(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        body: &serde_json::Value,
+        expected_revision: Option<u64>,
+    ) -> Result<u64>;
+
+    /// Reads a catalog object.
+    async fn get_object(&self, kind: ObjectKind, name: &str) -> Result<Option<StoredObject>>;
+
+    /// Lists catalog objects of a kind, by name.
+    async fn list_objects(&self, kind: ObjectKind) -> Result<Vec<StoredObject>>;
+
+    /// Deletes a catalog object; false when it did not exist.
+    async fn delete_object(&self, kind: ObjectKind, name: &str) -> Result<bool>;
+
+    /// Inserts a new cluster; fails when a live cluster has the same name.
+    async fn insert_cluster(&self, rec: &ClusterRecord) -> Result<()>;
+
+    /// Writes a cluster's spec side (spec, generation, profile, lifecycle), only if its
+    /// stored generation is still `expected_generation` (optimistic concurrency).
+    async fn update_cluster(&self, rec: &ClusterRecord, expected_generation: u64) -> Result<()>;
+
+    /// Reads a cluster by id (deleted ones included).
+    async fn get_cluster(&self, id: ClusterId) -> Result<Option<ClusterRecord>>;
+
+    /// Reads a live (not deleted) cluster by name.
+    async fn find_cluster(&self, name: &str) -> Result<Option<ClusterRecord>>;
+
+    /// Lists clusters (deleted ones only when asked).
+    async fn list_clusters(&self, include_deleted: bool) -> Result<Vec<ClusterRecord>>;
+
+    /// Commits a reconcile's outcome atomically; returns the events with their positions.
+    async fn commit(&self, write: &ClusterWrite) -> Result<Vec<Event>>;
+
+    /// The cluster's recorded intents.
+    async fn intents(&self, id: ClusterId) -> Result<Vec<Intent>>;
+
+    /// Events after position `after` (of one cluster, or all), oldest first, at most `limit`.
+    async fn events(
+        &self,
+        cluster: Option<ClusterId>,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>>;
+}

@@ -1,0 +1,610 @@
+//! SQLite store: the embedded default. WAL journal, one writer connection and a few reader
+//! connections, schema migrations keyed by `PRAGMA user_version`.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::{ClusterWrite, Intent, ObjectKind, Store, StoredObject};
+use crate::engine::event::{Event, Severity};
+use crate::engine::status::{ClusterRecord, Phase};
+use crate::error::{CoreError, Result};
+use crate::provider::ClusterId;
+
+/// Schema migrations, applied in order; `PRAGMA user_version` counts the applied ones.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE objects (
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    revision INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (kind, name)
+);
+CREATE TABLE clusters (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    generation INTEGER NOT NULL,
+    lifecycle TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    profile TEXT NOT NULL,
+    profile_revision INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    deleted INTEGER NOT NULL DEFAULT 0,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE UNIQUE INDEX clusters_live_name ON clusters(name) WHERE deleted = 0;
+CREATE TABLE intents (
+    cluster_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (cluster_id, name)
+);
+CREATE TABLE events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    cluster_id TEXT NOT NULL,
+    time TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    message TEXT NOT NULL
+);
+CREATE INDEX events_cluster ON events(cluster_id, seq);
+"#];
+
+trait Db<T> {
+    fn db(self, op: &'static str) -> Result<T>;
+}
+
+impl<T> Db<T> for rusqlite::Result<T> {
+    fn db(self, op: &'static str) -> Result<T> {
+        self.map_err(|e| CoreError::store(op, e))
+    }
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| CoreError::Corrupt {
+        what: "document",
+        source: e,
+    })
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(what: &'static str, s: &str) -> Result<T> {
+    serde_json::from_str(s).map_err(|source| CoreError::Corrupt { what, source })
+}
+
+struct Inner {
+    writer: Mutex<Connection>,
+    readers: Vec<Mutex<Connection>>,
+    next_reader: AtomicUsize,
+}
+
+/// The SQLite store.
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("readers", &self.inner.readers.len())
+            .finish()
+    }
+}
+
+fn configure(c: &Connection) -> Result<()> {
+    c.busy_timeout(std::time::Duration::from_secs(10))
+        .db("configure")?;
+    c.pragma_update(None, "journal_mode", "WAL").db("configure")?;
+    c.pragma_update(None, "synchronous", "NORMAL")
+        .db("configure")?;
+    Ok(())
+}
+
+fn migrate(c: &mut Connection) -> Result<()> {
+    let version: i64 = c
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .db("migrate")?;
+    for (i, m) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
+        let tx = c.transaction().db("migrate")?;
+        tx.execute_batch(m).db("migrate")?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)
+            .db("migrate")?;
+        tx.commit().db("migrate")?;
+    }
+    Ok(())
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file at `path` and migrates it.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let mut writer = Connection::open(path).db("open")?;
+        configure(&writer)?;
+        migrate(&mut writer)?;
+        let mut readers = Vec::new();
+        for _ in 0..2 {
+            let r = Connection::open(path).db("open")?;
+            configure(&r)?;
+            readers.push(Mutex::new(r));
+        }
+        Ok(SqliteStore {
+            inner: Arc::new(Inner {
+                writer: Mutex::new(writer),
+                readers,
+                next_reader: AtomicUsize::new(0),
+            }),
+        })
+    }
+
+    /// A private in-memory database (one connection), for tests and demos.
+    pub fn open_in_memory() -> Result<Self> {
+        let mut writer = Connection::open_in_memory().db("open")?;
+        migrate(&mut writer)?;
+        Ok(SqliteStore {
+            inner: Arc::new(Inner {
+                writer: Mutex::new(writer),
+                readers: Vec::new(),
+                next_reader: AtomicUsize::new(0),
+            }),
+        })
+    }
+
+    async fn run<R: Send + 'static>(
+        &self,
+        write: bool,
+        f: impl FnOnce(&mut Connection) -> Result<R> + Send + 'static,
+    ) -> Result<R> {
+        let inner = self.inner.clone();
+        let task = tokio::task::spawn_blocking(move || {
+            let slot = if write || inner.readers.is_empty() {
+                &inner.writer
+            } else {
+                let i = inner.next_reader.fetch_add(1, Ordering::Relaxed) % inner.readers.len();
+                &inner.readers[i]
+            };
+            let mut conn = slot.lock().unwrap_or_else(|e| e.into_inner());
+            f(&mut conn)
+        });
+        task.await.map_err(|e| CoreError::store("task", e))?
+    }
+}
+
+const CLUSTER_COLUMNS: &str =
+    "id, generation, lifecycle, spec, profile, profile_revision, status, created_at";
+
+fn read_cluster(r: &rusqlite::Row<'_>) -> rusqlite::Result<[String; 8]> {
+    Ok([
+        r.get(0)?,
+        r.get::<_, i64>(1)?.to_string(),
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get::<_, i64>(5)?.to_string(),
+        r.get(6)?,
+        r.get(7)?,
+    ])
+}
+
+fn decode_cluster(c: [String; 8]) -> Result<ClusterRecord> {
+    let [id, generation, lifecycle, spec, profile, profile_revision, status, created_at] = c;
+    Ok(ClusterRecord {
+        id: id.parse().map_err(|e| CoreError::store("decode cluster id", e))?,
+        generation: generation.parse().unwrap_or(0),
+        lifecycle: from_json("cluster lifecycle", &lifecycle)?,
+        spec: from_json("cluster spec", &spec)?,
+        profile: from_json("cluster profile snapshot", &profile)?,
+        profile_revision: profile_revision.parse().unwrap_or(0),
+        status: from_json("cluster status", &status)?,
+        created_at: DateTime::parse_from_rfc3339(&created_at)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|e| CoreError::store("decode created_at", e))?,
+    })
+}
+
+fn decode_event(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, String, String, String, String, String)> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+}
+
+fn event_of(t: (i64, String, String, String, String, String)) -> Result<Event> {
+    let (seq, cluster, time, severity, reason, message) = t;
+    Ok(Event {
+        seq: seq as u64,
+        cluster_id: cluster
+            .parse()
+            .map_err(|e| CoreError::store("decode event", e))?,
+        time: DateTime::parse_from_rfc3339(&time)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|e| CoreError::store("decode event", e))?,
+        severity: Severity::parse(&severity),
+        reason,
+        message,
+    })
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn put_object(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        body: &serde_json::Value,
+        expected_revision: Option<u64>,
+    ) -> Result<u64> {
+        let name = name.to_string();
+        let body = to_json(body)?;
+        self.run(true, move |c| {
+            let tx = c.transaction().db("put object")?;
+            let current: Option<i64> = tx
+                .query_row(
+                    "SELECT revision FROM objects WHERE kind = ?1 AND name = ?2",
+                    params![kind.as_str(), name],
+                    |r| r.get(0),
+                )
+                .optional()
+                .db("put object")?;
+            let current = current.unwrap_or(0) as u64;
+            if let Some(exp) = expected_revision {
+                if exp != current {
+                    return Err(CoreError::Conflict {
+                        kind: kind.as_str(),
+                        name,
+                        expected: exp,
+                        found: current,
+                    });
+                }
+            }
+            let rev = current + 1;
+            tx.execute(
+                "INSERT INTO objects (kind, name, revision, body, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (kind, name) DO UPDATE SET revision = ?3, body = ?4, updated_at = ?5",
+                params![kind.as_str(), name, rev as i64, body, Utc::now().to_rfc3339()],
+            )
+            .db("put object")?;
+            tx.commit().db("put object")?;
+            Ok(rev)
+        })
+        .await
+    }
+
+    async fn get_object(&self, kind: ObjectKind, name: &str) -> Result<Option<StoredObject>> {
+        let name = name.to_string();
+        let row: Option<(String, i64, String)> = self
+            .run(false, move |c| {
+                c.query_row(
+                    "SELECT name, revision, body FROM objects WHERE kind = ?1 AND name = ?2",
+                    params![kind.as_str(), name],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()
+                .db("get object")
+            })
+            .await?;
+        row.map(|(name, rev, body)| {
+            Ok(StoredObject {
+                name,
+                revision: rev as u64,
+                body: from_json("object", &body)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn list_objects(&self, kind: ObjectKind) -> Result<Vec<StoredObject>> {
+        let rows: Vec<(String, i64, String)> = self
+            .run(false, move |c| {
+                let mut st = c
+                    .prepare("SELECT name, revision, body FROM objects WHERE kind = ?1 ORDER BY name")
+                    .db("list objects")?;
+                let rows = st
+                    .query_map(params![kind.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                    .db("list objects")?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+                    .db("list objects")?;
+                Ok(rows)
+            })
+            .await?;
+        rows.into_iter()
+            .map(|(name, rev, body)| {
+                Ok(StoredObject {
+                    name,
+                    revision: rev as u64,
+                    body: from_json("object", &body)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn delete_object(&self, kind: ObjectKind, name: &str) -> Result<bool> {
+        let name = name.to_string();
+        self.run(true, move |c| {
+            let n = c
+                .execute(
+                    "DELETE FROM objects WHERE kind = ?1 AND name = ?2",
+                    params![kind.as_str(), name],
+                )
+                .db("delete object")?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn insert_cluster(&self, rec: &ClusterRecord) -> Result<()> {
+        let id = rec.id.to_string();
+        let name = rec.spec.name.clone();
+        let lifecycle = to_json(&rec.lifecycle)?;
+        let spec = to_json(&rec.spec)?;
+        let profile = to_json(&rec.profile)?;
+        let status = to_json(&rec.status)?;
+        let (generation, prev) = (rec.generation as i64, rec.profile_revision as i64);
+        let created = rec.created_at.to_rfc3339();
+        self.run(true, move |c| {
+            let r = c.execute(
+                "INSERT INTO clusters (id, name, generation, lifecycle, spec, profile, profile_revision, status, deleted, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, ?9, ?9)",
+                params![id, name, generation, lifecycle, spec, profile, prev, status, created],
+            );
+            match r {
+                Ok(_) => Ok(()),
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+                {
+                    Err(CoreError::AlreadyExists {
+                        kind: "cluster",
+                        name,
+                    })
+                }
+                Err(e) => Err(CoreError::store("insert cluster", e)),
+            }
+        })
+        .await
+    }
+
+    async fn update_cluster(&self, rec: &ClusterRecord, expected_generation: u64) -> Result<()> {
+        let id = rec.id.to_string();
+        let lifecycle = to_json(&rec.lifecycle)?;
+        let spec = to_json(&rec.spec)?;
+        let profile = to_json(&rec.profile)?;
+        let (generation, prev) = (rec.generation as i64, rec.profile_revision as i64);
+        self.run(true, move |c| {
+            let n = c
+                .execute(
+                    "UPDATE clusters SET generation = ?2, lifecycle = ?3, spec = ?4, profile = ?5,
+                       profile_revision = ?6, updated_at = ?7
+                     WHERE id = ?1 AND generation = ?8",
+                    params![
+                        id,
+                        generation,
+                        lifecycle,
+                        spec,
+                        profile,
+                        prev,
+                        Utc::now().to_rfc3339(),
+                        expected_generation as i64
+                    ],
+                )
+                .db("update cluster")?;
+            if n == 1 {
+                return Ok(());
+            }
+            let found: Option<i64> = c
+                .query_row(
+                    "SELECT generation FROM clusters WHERE id = ?1",
+                    params![id],
+                    |r| r.get(0),
+                )
+                .optional()
+                .db("update cluster")?;
+            match found {
+                None => Err(CoreError::NotFound {
+                    kind: "cluster",
+                    name: id,
+                }),
+                Some(g) => Err(CoreError::Conflict {
+                    kind: "cluster",
+                    name: id,
+                    expected: expected_generation,
+                    found: g as u64,
+                }),
+            }
+        })
+        .await
+    }
+
+    async fn get_cluster(&self, id: ClusterId) -> Result<Option<ClusterRecord>> {
+        let id = id.to_string();
+        let row = self
+            .run(false, move |c| {
+                c.query_row(
+                    &format!("SELECT {CLUSTER_COLUMNS} FROM clusters WHERE id = ?1"),
+                    params![id],
+                    read_cluster,
+                )
+                .optional()
+                .db("get cluster")
+            })
+            .await?;
+        row.map(decode_cluster).transpose()
+    }
+
+    async fn find_cluster(&self, name: &str) -> Result<Option<ClusterRecord>> {
+        let name = name.to_string();
+        let row = self
+            .run(false, move |c| {
+                c.query_row(
+                    &format!("SELECT {CLUSTER_COLUMNS} FROM clusters WHERE name = ?1 AND deleted = 0"),
+                    params![name],
+                    read_cluster,
+                )
+                .optional()
+                .db("find cluster")
+            })
+            .await?;
+        row.map(decode_cluster).transpose()
+    }
+
+    async fn list_clusters(&self, include_deleted: bool) -> Result<Vec<ClusterRecord>> {
+        let rows = self
+            .run(false, move |c| {
+                let sql = if include_deleted {
+                    format!("SELECT {CLUSTER_COLUMNS} FROM clusters ORDER BY name")
+                } else {
+                    format!("SELECT {CLUSTER_COLUMNS} FROM clusters WHERE deleted = 0 ORDER BY name")
+                };
+                let mut st = c.prepare(&sql).db("list clusters")?;
+                let rows = st
+                    .query_map([], read_cluster)
+                    .db("list clusters")?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+                    .db("list clusters")?;
+                Ok(rows)
+            })
+            .await?;
+        rows.into_iter().map(decode_cluster).collect()
+    }
+
+    async fn commit(&self, w: &ClusterWrite) -> Result<Vec<Event>> {
+        let Some(cid) = w.cluster_id else {
+            return Ok(Vec::new());
+        };
+        let id = cid.to_string();
+        let status = w.status.as_ref().map(to_json).transpose()?;
+        let deleted = w.status.as_ref().is_some_and(|s| s.phase == Phase::Deleted);
+        let add: Vec<(String, String)> = w
+            .add_intents
+            .iter()
+            .map(|i| Ok((i.name.clone(), to_json(i)?)))
+            .collect::<Result<_>>()?;
+        let remove = w.remove_intents.clone();
+        let clear = w.clear_intents;
+        let events = w.events.clone();
+        self.run(true, move |c| {
+            let tx = c.transaction().db("commit")?;
+            if let Some(status) = status {
+                tx.execute(
+                    "UPDATE clusters SET status = ?2, deleted = ?3, updated_at = ?4 WHERE id = ?1",
+                    params![id, status, deleted as i64, Utc::now().to_rfc3339()],
+                )
+                .db("commit status")?;
+            }
+            if clear {
+                tx.execute("DELETE FROM intents WHERE cluster_id = ?1", params![id])
+                    .db("commit intents")?;
+            }
+            {
+                let mut ins = tx
+                    .prepare_cached(
+                        "INSERT OR REPLACE INTO intents (cluster_id, name, body) VALUES (?1, ?2, ?3)",
+                    )
+                    .db("commit intents")?;
+                for (name, body) in &add {
+                    ins.execute(params![id, name, body]).db("commit intents")?;
+                }
+                let mut del = tx
+                    .prepare_cached("DELETE FROM intents WHERE cluster_id = ?1 AND name = ?2")
+                    .db("commit intents")?;
+                for name in &remove {
+                    del.execute(params![id, name]).db("commit intents")?;
+                }
+            }
+            let mut out = Vec::with_capacity(events.len());
+            {
+                let mut ins = tx
+                    .prepare_cached(
+                        "INSERT INTO events (cluster_id, time, severity, reason, message) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    )
+                    .db("commit events")?;
+                for e in &events {
+                    ins.execute(params![
+                        id,
+                        e.time.to_rfc3339(),
+                        e.severity.as_str(),
+                        e.reason,
+                        e.message
+                    ])
+                    .db("commit events")?;
+                    out.push(Event {
+                        seq: tx.last_insert_rowid() as u64,
+                        cluster_id: cid,
+                        time: e.time,
+                        severity: e.severity,
+                        reason: e.reason.clone(),
+                        message: e.message.clone(),
+                    });
+                }
+            }
+            tx.commit().db("commit")?;
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn intents(&self, id: ClusterId) -> Result<Vec<Intent>> {
+        let id = id.to_string();
+        let rows: Vec<String> = self
+            .run(false, move |c| {
+                let mut st = c
+                    .prepare_cached("SELECT body FROM intents WHERE cluster_id = ?1 ORDER BY name")
+                    .db("intents")?;
+                let rows = st
+                    .query_map(params![id], |r| r.get(0))
+                    .db("intents")?
+                    .collect::<rusqlite::Result<Vec<String>>>()
+                    .db("intents")?;
+                Ok(rows)
+            })
+            .await?;
+        rows.iter().map(|b| from_json("intent", b)).collect()
+    }
+
+    async fn events(
+        &self,
+        cluster: Option<ClusterId>,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>> {
+        let cluster = cluster.map(|c| c.to_string());
+        let rows = self
+            .run(false, move |c| {
+                let limit = limit.min(i64::MAX as usize) as i64;
+                let rows = match cluster {
+                    Some(id) => {
+                        let mut st = c
+                            .prepare_cached(
+                                "SELECT seq, cluster_id, time, severity, reason, message FROM events
+                                 WHERE cluster_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+                            )
+                            .db("events")?;
+                        let r = st
+                            .query_map(params![id, after as i64, limit], decode_event)
+                            .db("events")?
+                            .collect::<rusqlite::Result<Vec<_>>>()
+                            .db("events")?;
+                        r
+                    }
+                    None => {
+                        let mut st = c
+                            .prepare_cached(
+                                "SELECT seq, cluster_id, time, severity, reason, message FROM events
+                                 WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+                            )
+                            .db("events")?;
+                        let r = st
+                            .query_map(params![after as i64, limit], decode_event)
+                            .db("events")?
+                            .collect::<rusqlite::Result<Vec<_>>>()
+                            .db("events")?;
+                        r
+                    }
+                };
+                Ok(rows)
+            })
+            .await?;
+        rows.into_iter().map(event_of).collect()
+    }
+}
