@@ -15,10 +15,13 @@ use spectro::engine::planner::PoolChange;
 use spectro::engine::status::Phase;
 use spectro::model::{ConflictResolution, NodePool, PoolRole};
 use spectro::provider::MachineState;
-use spectro::sim::{HookAction, SimConfig, SimOp};
+use spectro::sim::{HookAction, HookPoint, SimConfig, SimOp};
 use spectro::{ClusterId, CoreError};
 
-fn machines_by_pool(sim: &spectro::sim::SimCloud, id: ClusterId) -> BTreeMap<String, Vec<(String, String)>> {
+fn machines_by_pool(
+    sim: &spectro::sim::SimCloud,
+    id: ClusterId,
+) -> BTreeMap<String, Vec<(String, String)>> {
     let mut out: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
     for m in sim.machines(id) {
         if m.machine.state != MachineState::Deleting {
@@ -111,15 +114,27 @@ async fn scale_add_remove_pools_add_zones_and_rolling_reconfigure() {
     engine.wait_for_phase(id, Phase::Running, T).await.unwrap();
     let pools = machines_by_pool(&sim, id);
     assert!(!pools.contains_key("batch"));
-    assert_eq!(pools["gpu"], vec![("us-east-1a".to_string(), "g4dn.xlarge".to_string())]);
+    assert_eq!(
+        pools["gpu"],
+        vec![("us-east-1a".to_string(), "g4dn.xlarge".to_string())]
+    );
 
     // Add a zone to the gpu pool and scale it: nodes spread to the new zone.
-    let gi = spec.node_pools.iter().position(|p| p.name == "gpu").unwrap();
-    spec.node_pools[gi].availability_zones.push("us-east-1b".into());
+    let gi = spec
+        .node_pools
+        .iter()
+        .position(|p| p.name == "gpu")
+        .unwrap();
+    spec.node_pools[gi]
+        .availability_zones
+        .push("us-east-1b".into());
     spec.node_pools[gi].size = 2;
     engine.update_cluster(id, &spec).await.unwrap();
     engine.wait_for_phase(id, Phase::Running, T).await.unwrap();
-    let mut z: Vec<String> = machines_by_pool(&sim, id)["gpu"].iter().map(|x| x.0.clone()).collect();
+    let mut z: Vec<String> = machines_by_pool(&sim, id)["gpu"]
+        .iter()
+        .map(|x| x.0.clone())
+        .collect();
     z.sort();
     assert_eq!(z, ["us-east-1a", "us-east-1b"]);
 
@@ -128,13 +143,16 @@ async fn scale_add_remove_pools_add_zones_and_rolling_reconfigure() {
     let seen: Arc<Mutex<Vec<usize>>> = Arc::default();
     {
         let (seen, sim2) = (seen.clone(), Arc::downgrade(&sim));
-        sim.set_hook(Some(Arc::new(move |op, _| {
-            if matches!(op, SimOp::CreateMachines | SimOp::DeleteMachines) {
+        sim.set_hook(Some(Arc::new(move |op, _, at| {
+            if at == HookPoint::After && matches!(op, SimOp::CreateMachines | SimOp::DeleteMachines)
+            {
                 if let Some(s) = sim2.upgrade() {
                     let n = s
                         .machines(id)
                         .iter()
-                        .filter(|m| m.machine.pool == "general" && m.machine.state != MachineState::Deleting)
+                        .filter(|m| {
+                            m.machine.pool == "general" && m.machine.state != MachineState::Deleting
+                        })
                         .count();
                     seen.lock().unwrap().push(n);
                 }
@@ -144,14 +162,24 @@ async fn scale_add_remove_pools_add_zones_and_rolling_reconfigure() {
     }
     spec.node_pools[1].instance_type = Some("m5.2xlarge".into());
     let preview = engine.plan_update(id, &spec).await.unwrap();
-    assert!(matches!(&preview.pools[1].1, PoolChange::Replace { nodes: 2, .. }), "{preview:?}");
+    assert!(
+        matches!(&preview.pools[1].1, PoolChange::Replace { nodes: 2, .. }),
+        "{preview:?}"
+    );
     engine.update_cluster(id, &spec).await.unwrap();
     let rec = engine.wait_for_phase(id, Phase::Running, T).await.unwrap();
     sim.set_hook(None);
-    let types: Vec<String> = machines_by_pool(&sim, id)["general"].iter().map(|x| x.1.clone()).collect();
+    let types: Vec<String> = machines_by_pool(&sim, id)["general"]
+        .iter()
+        .map(|x| x.1.clone())
+        .collect();
     assert_eq!(types, ["m5.2xlarge", "m5.2xlarge"]);
     let seen = seen.lock().unwrap().clone();
-    assert_eq!(seen.len(), 4, "2 creates + 2 deletes, one node at a time: {seen:?}");
+    assert_eq!(
+        seen.len(),
+        4,
+        "2 creates + 2 deletes, one node at a time: {seen:?}"
+    );
     assert!(seen.iter().all(|n| (2..=3).contains(n)), "{seen:?}");
     assert_eq!(rec.status.pools["general"].outdated, 0);
     let replaced = engine
@@ -201,7 +229,12 @@ async fn quota_failure_shows_the_cloud_message_then_succeeds_when_raised() {
     assert_eq!(c.reason, "QuotaExceeded");
     assert!(c.message.contains("VcpuLimitExceeded"), "{}", c.message);
     assert_eq!(rec.status.phase, Phase::Provisioning);
-    assert!(rec.status.last_error.as_deref().unwrap().contains("vCPU limit"));
+    assert!(rec
+        .status
+        .last_error
+        .as_deref()
+        .unwrap()
+        .contains("vCPU limit"));
 
     sim.set_vcpu_limit(Some(64));
     let rec = engine.wait_for_phase(id, Phase::Running, T).await.unwrap();
@@ -222,7 +255,9 @@ async fn delete_needs_a_provisioned_cluster_abort_leaves_nothing() {
     let (engine, _) = setup(dir.path(), sim.clone()).await;
     let id = engine.create_cluster(&cluster("aborted")).await.unwrap();
     engine
-        .wait_for(id, T, |_| !sim.resources(id).iter().all(|r| r.kind != "machine"))
+        .wait_for(id, T, |_| {
+            !sim.resources(id).iter().all(|r| r.kind != "machine")
+        })
         .await
         .unwrap();
     let err = engine.delete_cluster(id).await.unwrap_err();
@@ -238,16 +273,23 @@ async fn delete_needs_a_provisioned_cluster_abort_leaves_nothing() {
     // The name is free again; abort on a provisioned cluster is refused.
     let id2 = engine.create_cluster(&cluster("aborted")).await.unwrap();
     engine.wait_for_phase(id2, Phase::Running, T).await.unwrap();
-    assert!(engine.abort_cluster(id2).await.unwrap_err().to_string().contains("use delete"));
+    assert!(engine
+        .abort_cluster(id2)
+        .await
+        .unwrap_err()
+        .to_string()
+        .contains("use delete"));
     engine.shutdown().await;
 }
 
-/// Crash the engine at a random cloud call (the call takes effect, the engine never hears
-/// back), restart on the same SQLite file: converge with no duplicate and, after delete,
-/// nothing left.
+/// Crash the engine at a random cloud call, before it takes effect (the intent is recorded,
+/// the create never happened) or after (the create happened, the engine never heard back),
+/// restart on the same SQLite file: converge with no duplicate and, after delete, nothing
+/// left.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_at_random_steps_then_restart_never_duplicates_or_leaks() {
-    for seed in 1..=24u64 {
+    let mut reissued = 0;
+    for seed in 1..=40u64 {
         let dir = tempfile::tempdir().unwrap();
         let sim = sim(SimConfig {
             seed,
@@ -258,8 +300,13 @@ async fn crash_at_random_steps_then_restart_never_duplicates_or_leaks() {
         let calls = Arc::new(AtomicU64::new(0));
         {
             let (crashed, calls) = (crashed.clone(), calls.clone());
-            sim.set_hook(Some(Arc::new(move |_, _| {
-                if calls.fetch_add(1, Ordering::SeqCst) + 1 == crash_at {
+            let point = if seed % 2 == 0 {
+                HookPoint::Before
+            } else {
+                HookPoint::After
+            };
+            sim.set_hook(Some(Arc::new(move |_, _, at| {
+                if at == point && calls.fetch_add(1, Ordering::SeqCst) + 1 == crash_at {
                     crashed.notify_one();
                     HookAction::Hang
                 } else {
@@ -269,7 +316,9 @@ async fn crash_at_random_steps_then_restart_never_duplicates_or_leaks() {
         }
         let (engine, store) = setup(dir.path(), sim.clone()).await;
         let id = engine.create_cluster(&cluster("crashy")).await.unwrap();
-        tokio::time::timeout(T, crashed.notified()).await.expect("the crash point was reached");
+        tokio::time::timeout(T, crashed.notified())
+            .await
+            .expect("the crash point was reached");
         drop(engine); // the crash: workers stop wherever they are
         sim.set_hook(None);
 
@@ -277,13 +326,32 @@ async fn crash_at_random_steps_then_restart_never_duplicates_or_leaks() {
         eprintln!("seed {seed}: crashed at call {crash_at}");
         engine.wait_for_phase(id, Phase::Running, T).await.unwrap();
         assert!(sim.duplicate_names(id).is_empty(), "seed {seed}");
-        assert_eq!(sim.machines(id).len(), 8, "seed {seed}: exactly the desired machines");
-        assert_eq!(sim.machines_launched(), 8, "seed {seed}: nothing launched twice");
+        assert_eq!(
+            sim.machines(id).len(),
+            8,
+            "seed {seed}: exactly the desired machines"
+        );
+        assert_eq!(
+            sim.machines_launched(),
+            8,
+            "seed {seed}: nothing launched twice"
+        );
+        let retried = engine
+            .events(Some(id), 0, 10_000)
+            .await
+            .unwrap()
+            .iter()
+            .any(|e| e.reason == "RetryingCreate");
+        reissued += u32::from(retried);
         engine.delete_cluster(id).await.unwrap();
         engine.wait_for_phase(id, Phase::Deleted, T).await.unwrap();
         assert_eq!(sim.total_resources(), 0, "seed {seed}: leaked");
         engine.shutdown().await;
     }
+    assert!(
+        reissued > 0,
+        "some crashes fell between an intent and its create"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -300,7 +368,12 @@ async fn twenty_percent_injected_faults_still_converge() {
     let (engine, _) = setup(dir.path(), sim.clone()).await;
     let mut ids = Vec::new();
     for i in 0..5 {
-        ids.push(engine.create_cluster(&cluster(&format!("faulty-{i}"))).await.unwrap());
+        ids.push(
+            engine
+                .create_cluster(&cluster(&format!("faulty-{i}")))
+                .await
+                .unwrap(),
+        );
     }
     for id in &ids {
         engine.wait_for_phase(*id, Phase::Running, T).await.unwrap();
@@ -375,7 +448,9 @@ async fn profile_update_notification_conflicts_and_repave() {
     p.packs[1].values = "apiServer:\n  extraArgs:\n    audit-log-maxage: \"60\"\n".into();
     engine.put_profile(&p).await.unwrap();
     let n = engine.update_notification(id).await.unwrap().unwrap();
-    assert!(n.changes.iter().any(|c| matches!(c, spectro::model::PackChange::VersionChanged { to, .. } if to == "1.31.1")));
+    assert!(n.changes.iter().any(
+        |c| matches!(c, spectro::model::PackChange::VersionChanged { to, .. } if to == "1.31.1")
+    ));
     assert_eq!(n.conflicts.len(), 1);
     assert_eq!(n.conflicts[0].key, "apiServer.extraArgs.audit-log-maxage");
     let err = engine.apply_profile_update(id, None).await.unwrap_err();
@@ -416,7 +491,11 @@ async fn image_customization_is_a_milestone_and_reused() {
         assert_eq!(c.status, ConditionStatus::Succeeded);
         assert!(rec.status.image.as_ref().unwrap().image.customized);
     }
-    assert_eq!(sim.calls()["CustomizeImage"], 1, "the image is built once and reused");
+    assert_eq!(
+        sim.calls()["CustomizeImage"],
+        1,
+        "the image is built once and reused"
+    );
     engine.shutdown().await;
 }
 
@@ -445,10 +524,11 @@ async fn bad_input_is_refused_with_field_paths_and_secrets_stay_hidden() {
     assert!(engine.update_cluster(id, &worse).await.is_err());
     engine.wait_for_phase(id, Phase::Running, T).await.unwrap();
     // The secret is stored (the provider can use it) but never shown.
-    let acct = spectro::store::Store::get_object(&*store, spectro::store::ObjectKind::CloudAccount, "sim")
-        .await
-        .unwrap()
-        .unwrap();
+    let acct =
+        spectro::store::Store::get_object(&*store, spectro::store::ObjectKind::CloudAccount, "sim")
+            .await
+            .unwrap()
+            .unwrap();
     assert!(acct.body.to_string().contains("super-secret-value-123"));
     let rec = engine.cluster(id).await.unwrap();
     let shown = format!(

@@ -31,7 +31,9 @@ pub enum CoreError {
         name: String,
     },
     /// Someone else changed the object since it was read: read it again and retry.
-    #[error("{kind} `{name}` was changed concurrently (expected revision {expected}, found {found})")]
+    #[error(
+        "{kind} `{name}` was changed concurrently (expected revision {expected}, found {found})"
+    )]
     Conflict {
         /// Object kind.
         kind: &'static str,
@@ -75,7 +77,10 @@ pub enum CoreError {
 }
 
 fn join(v: &[Violation]) -> String {
-    v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join("; ")
+    v.iter()
+        .map(|x| x.to_string())
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 impl CoreError {

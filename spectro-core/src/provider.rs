@@ -30,7 +30,9 @@ pub const TAG_SHAPE: &str = "spectro.io/shape";
 pub const TAG_TOKEN: &str = "spectro.io/token";
 
 /// A cluster's stable identity (a UUID), used in every ownership tag.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(transparent)]
 pub struct ClusterId(pub uuid::Uuid);
 
@@ -84,7 +86,9 @@ impl ClusterContext {
 }
 
 /// A cloud resource, by kind and id, as reported for inventory and leak checks.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 pub struct CloudResource {
     /// Kind, e.g. `vpc`, `subnet`, `nat-gateway`, `load-balancer`, `vm`.
     pub kind: String,
@@ -309,8 +313,10 @@ pub trait CloudProvider: Send + Sync + 'static {
     ) -> Result<ImageRef, ProviderError>;
 
     /// Creates whatever shared infrastructure is missing and reports its state.
-    async fn ensure_infrastructure(&self, ctx: &ClusterContext)
-        -> Result<InfraStatus, ProviderError>;
+    async fn ensure_infrastructure(
+        &self,
+        ctx: &ClusterContext,
+    ) -> Result<InfraStatus, ProviderError>;
 
     /// All machines of the cluster (found by ownership tag), terminated ones excluded.
     async fn list_machines(&self, ctx: &ClusterContext) -> Result<Vec<Machine>, ProviderError>;
@@ -331,6 +337,8 @@ pub trait CloudProvider: Send + Sync + 'static {
     ) -> Result<(), ProviderError>;
 
     /// Deletes the shared infrastructure (after the machines) and reports what is left.
-    async fn delete_infrastructure(&self, ctx: &ClusterContext)
-        -> Result<DeleteStatus, ProviderError>;
+    async fn delete_infrastructure(
+        &self,
+        ctx: &ClusterContext,
+    ) -> Result<DeleteStatus, ProviderError>;
 }

@@ -77,7 +77,11 @@ pub fn sim(config: SimConfig) -> Arc<SimCloud> {
     Arc::new(SimCloud::new(CloudType::Aws, config))
 }
 
-pub async fn engine_on(store: Arc<SqliteStore>, sim: Arc<SimCloud>, config: EngineConfig) -> Engine {
+pub async fn engine_on(
+    store: Arc<SqliteStore>,
+    sim: Arc<SimCloud>,
+    config: EngineConfig,
+) -> Engine {
     Engine::builder(store)
         .provider(sim)
         .config(config)

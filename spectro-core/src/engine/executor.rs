@@ -18,7 +18,7 @@ use super::Inner;
 use crate::error::{CoreError, Result};
 use crate::model::{CloudAccount, PoolRole};
 use crate::provider::{
-    BootstrapRole, ClusterContext, ClusterId, InfraStatus, Machine, MachineBatch, ProviderError,
+    BootstrapRole, ClusterContext, ClusterId, Machine, MachineBatch, ProviderError,
 };
 use crate::store::{ClusterWrite, Intent, ObjectKind};
 
@@ -60,7 +60,14 @@ impl Pass<'_> {
     }
 
     fn condition(&mut self, kind: ConditionType, status: ConditionStatus, reason: &str, msg: &str) {
-        set_condition(&mut self.status.conditions, kind, status, reason, msg, self.now);
+        set_condition(
+            &mut self.status.conditions,
+            kind,
+            status,
+            reason,
+            msg,
+            self.now,
+        );
     }
 
     fn fail(&mut self, kind: ConditionType, what: &str, e: &ProviderError) {
@@ -74,6 +81,25 @@ impl Pass<'_> {
         self.status.last_error = Some(msg);
         self.failed = Some(kind);
     }
+}
+
+/// The milestone being worked on: where a failure that belongs to no step is shown.
+fn active_condition(status: &ClusterStatus, deleting: bool) -> ConditionType {
+    if deleting {
+        return ConditionType::Deleted;
+    }
+    status
+        .conditions
+        .iter()
+        .find(|c| c.status != ConditionStatus::Succeeded)
+        .map_or(
+            if status.infrastructure.as_ref().is_some_and(|i| i.ready) {
+                ConditionType::WorkersReady
+            } else {
+                ConditionType::InfrastructureReady
+            },
+            |c| c.kind,
+        )
 }
 
 fn pool_condition(role: PoolRole) -> ConditionType {
@@ -127,11 +153,7 @@ pub(crate) async fn reconcile(inner: &Inner, id: ClusterId) -> Result<Outcome> {
             // Setup failures (missing account, no provider): shown, retried with backoff.
             let msg = e.to_string();
             pass.status.last_error = Some(msg.clone());
-            let kind = if pass.rec.lifecycle.is_deleting() {
-                ConditionType::Deleted
-            } else {
-                ConditionType::InfrastructureReady
-            };
+            let kind = active_condition(&pass.status, pass.rec.lifecycle.is_deleting());
             pass.condition(kind, ConditionStatus::Failed, "ConfigurationError", &msg);
             pass.event(Severity::Error, "ConfigurationError", msg);
             Outcome::Failed(None)
@@ -170,18 +192,19 @@ async fn run(p: &mut Pass<'_>) -> Result<Outcome> {
             "deleting the cluster"
         };
         p.event(Severity::Info, "Deleting", why);
-        p.condition(ConditionType::Deleted, ConditionStatus::InProgress, "Deleting", why);
+        p.condition(
+            ConditionType::Deleted,
+            ConditionStatus::InProgress,
+            "Deleting",
+            why,
+        );
     }
 
     // Observe.
     let mut machines = match provider.list_machines(&ctx).await {
         Ok(m) => m,
         Err(e) => {
-            let kind = if deleting {
-                ConditionType::Deleted
-            } else {
-                ConditionType::InfrastructureReady
-            };
+            let kind = active_condition(&p.status, deleting);
             p.fail(kind, "listing machines", &e);
             return Ok(Outcome::Failed(e.retry_after()));
         }
@@ -199,7 +222,7 @@ async fn run(p: &mut Pass<'_>) -> Result<Outcome> {
         .status
         .infrastructure_checked
         .map(|t| p.now.signed_duration_since(t).to_std().unwrap_or_default());
-    let mut infra_stale = p.status.observed_generation != p.rec.generation
+    let mut infra_stale = p.status.infrastructure_generation != p.rec.generation
         || infra_age.is_none_or(|a| a > p.inner.config.infra_resync);
     let mut infra_deleted = false;
     let mut assessment = Assessment::default();
@@ -228,6 +251,7 @@ async fn run(p: &mut Pass<'_>) -> Result<Outcome> {
         for action in plan.actions {
             match action {
                 Action::EnsureImage { spec } => {
+                    let spec = *spec;
                     let custom = spec.customization.is_some();
                     if custom {
                         p.condition(
@@ -241,10 +265,17 @@ async fn run(p: &mut Pass<'_>) -> Result<Outcome> {
                         Ok(image) => {
                             p.event(
                                 Severity::Info,
-                                if image.customized { "ImageCustomized" } else { "ImageResolved" },
+                                if image.customized {
+                                    "ImageCustomized"
+                                } else {
+                                    "ImageResolved"
+                                },
                                 format!(
                                     "image {} for {} {} + Kubernetes {}",
-                                    image.id, spec.os.name, spec.os.version, spec.kubernetes.version
+                                    image.id,
+                                    spec.os.name,
+                                    spec.os.version,
+                                    spec.kubernetes.version
                                 ),
                             );
                             p.status.image = Some(ResolvedImage {
@@ -278,6 +309,9 @@ async fn run(p: &mut Pass<'_>) -> Result<Outcome> {
                         Ok(infra) => {
                             infra_stale = false;
                             p.status.infrastructure_checked = Some(p.now);
+                            if infra.ready {
+                                p.status.infrastructure_generation = p.rec.generation;
+                            }
                             if infra.ready && !was_ready {
                                 p.event(
                                     Severity::Info,
@@ -289,18 +323,25 @@ async fn run(p: &mut Pass<'_>) -> Result<Outcome> {
                                     ),
                                 );
                             } else if !infra.ready {
-                                p.event(
-                                    Severity::Info,
-                                    "InfrastructurePending",
-                                    infra.message.clone().unwrap_or_else(|| "waiting".into()),
-                                );
+                                let before = p.status.infrastructure.as_ref().map(|i| &i.message);
+                                if before != Some(&infra.message) {
+                                    p.event(
+                                        Severity::Info,
+                                        "InfrastructurePending",
+                                        infra.message.clone().unwrap_or_else(|| "waiting".into()),
+                                    );
+                                }
                                 outcome = Some(Outcome::Waiting);
                                 stop = true;
                             }
                             p.status.infrastructure = Some(infra);
                         }
                         Err(e) => {
-                            p.fail(ConditionType::InfrastructureReady, "creating infrastructure", &e);
+                            p.fail(
+                                ConditionType::InfrastructureReady,
+                                "creating infrastructure",
+                                &e,
+                            );
                             outcome = Some(Outcome::Failed(e.retry_after()));
                             stop = true;
                         }
@@ -328,7 +369,10 @@ async fn run(p: &mut Pass<'_>) -> Result<Outcome> {
                         }
                     }
                 }
-                Action::DeleteMachines { machines: victims, reason } => {
+                Action::DeleteMachines {
+                    machines: victims,
+                    reason,
+                } => {
                     let kind = if reason == DeleteReason::ClusterDeleted {
                         ConditionType::Deleted
                     } else if victims.iter().any(|m| m.role == PoolRole::ControlPlane) {
@@ -338,11 +382,16 @@ async fn run(p: &mut Pass<'_>) -> Result<Outcome> {
                     };
                     match provider.delete_machines(&ctx, &victims).await {
                         Ok(()) => {
-                            let names: Vec<&str> = victims.iter().map(|m| m.name.as_str()).collect();
+                            let names: Vec<&str> =
+                                victims.iter().map(|m| m.name.as_str()).collect();
                             p.event(
                                 Severity::Info,
                                 "MachinesDeleted",
-                                format!("deleting {} machine(s) ({reason:?}): {}", victims.len(), names.join(", ")),
+                                format!(
+                                    "deleting {} machine(s) ({reason:?}): {}",
+                                    victims.len(),
+                                    names.join(", ")
+                                ),
                             );
                             machines.retain(|m| !victims.iter().any(|v| v.id == m.id));
                             if reason == DeleteReason::ClusterDeleted {
@@ -361,11 +410,18 @@ async fn run(p: &mut Pass<'_>) -> Result<Outcome> {
                 Action::DeleteInfrastructure => match provider.delete_infrastructure(&ctx).await {
                     Ok(ds) if ds.done => {
                         infra_deleted = true;
-                        p.event(Severity::Info, "InfrastructureDeleted", "network, endpoint and security groups deleted");
+                        p.event(
+                            Severity::Info,
+                            "InfrastructureDeleted",
+                            "network, endpoint and security groups deleted",
+                        );
                     }
                     Ok(ds) => {
-                        let left: Vec<String> =
-                            ds.remaining.iter().map(|r| format!("{} {}", r.kind, r.id)).collect();
+                        let left: Vec<String> = ds
+                            .remaining
+                            .iter()
+                            .map(|r| format!("{} {}", r.kind, r.id))
+                            .collect();
                         p.event(
                             Severity::Info,
                             "InfrastructureDeleting",
@@ -391,8 +447,17 @@ async fn run(p: &mut Pass<'_>) -> Result<Outcome> {
                     p.status.pools.clear();
                     p.status.infrastructure = None;
                     p.status.last_error = None;
-                    p.condition(ConditionType::Deleted, ConditionStatus::Succeeded, "Deleted", "every cloud resource of the cluster is gone");
-                    p.event(Severity::Info, "ClusterDeleted", "every cloud resource of the cluster is gone");
+                    p.condition(
+                        ConditionType::Deleted,
+                        ConditionStatus::Succeeded,
+                        "Deleted",
+                        "every cloud resource of the cluster is gone",
+                    );
+                    p.event(
+                        Severity::Info,
+                        "ClusterDeleted",
+                        "every cloud resource of the cluster is gone",
+                    );
                     return Ok(Outcome::Finished);
                 }
             }
@@ -475,7 +540,11 @@ async fn create(
             message: format!(
                 "{what}: {} in {} (token {})",
                 names.join(", "),
-                if req.zone.is_empty() { "the default zone" } else { &req.zone },
+                if req.zone.is_empty() {
+                    "the default zone"
+                } else {
+                    &req.zone
+                },
                 &token[..8]
             ),
         });
@@ -486,7 +555,10 @@ async fn create(
         p.event(
             Severity::Info,
             "RetryingCreate",
-            format!("re-issuing the create of {} with its recorded token", names.join(", ")),
+            format!(
+                "re-issuing the create of {} with its recorded token",
+                names.join(", ")
+            ),
         );
     }
     let image = p
@@ -498,7 +570,7 @@ async fn create(
             id: String::new(),
             customized: false,
         });
-    let infra = p.status.infrastructure.clone().unwrap_or_else(InfraStatus::default);
+    let infra = p.status.infrastructure.clone().unwrap_or_default();
     let batch = MachineBatch {
         token,
         pool,
@@ -517,7 +589,10 @@ async fn create(
                 format!(
                     "{} machine(s) created: {}",
                     ms.len(),
-                    ms.iter().map(|m| format!("{} ({})", m.name, m.id)).collect::<Vec<_>>().join(", ")
+                    ms.iter()
+                        .map(|m| format!("{} ({})", m.name, m.id))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             );
             Ok(Ok(ms))
@@ -543,35 +618,87 @@ fn apply_assessment(p: &mut Pass<'_>, a: &Assessment) {
         return;
     }
     if a.customization && a.image_ready {
-        set(p, ConditionType::ImageCustomized, ConditionStatus::Succeeded, "Ready", "custom image ready");
+        set(
+            p,
+            ConditionType::ImageCustomized,
+            ConditionStatus::Succeeded,
+            "Ready",
+            "custom image ready",
+        );
     }
     if a.infra_ready {
-        set(p, ConditionType::InfrastructureReady, ConditionStatus::Succeeded, "Ready", "infrastructure ready");
+        set(
+            p,
+            ConditionType::InfrastructureReady,
+            ConditionStatus::Succeeded,
+            "Ready",
+            "infrastructure ready",
+        );
     }
     if a.infra_ready && a.image_ready {
         let cp = &a.control_plane;
         if cp.done {
-            set(p, ConditionType::ControlPlaneReady, ConditionStatus::Succeeded, "Ready",
-                &format!("{}/{} control-plane nodes ready", cp.ready, cp.desired));
+            set(
+                p,
+                ConditionType::ControlPlaneReady,
+                ConditionStatus::Succeeded,
+                "Ready",
+                &format!("{}/{} control-plane nodes ready", cp.ready, cp.desired),
+            );
         } else {
-            set(p, ConditionType::ControlPlaneReady, ConditionStatus::InProgress, "Provisioning",
-                &format!("{}/{} control-plane nodes ready{}", cp.ready, cp.desired,
-                    if cp.outdated > 0 { format!(", {} being replaced", cp.outdated) } else { String::new() }));
+            set(
+                p,
+                ConditionType::ControlPlaneReady,
+                ConditionStatus::InProgress,
+                "Provisioning",
+                &format!(
+                    "{}/{} control-plane nodes ready{}",
+                    cp.ready,
+                    cp.desired,
+                    if cp.outdated > 0 {
+                        format!(", {} being replaced", cp.outdated)
+                    } else {
+                        String::new()
+                    }
+                ),
+            );
         }
         let wk = &a.workers;
         if wk.done {
-            set(p, ConditionType::WorkersReady, ConditionStatus::Succeeded, "Ready",
-                &format!("{}/{} worker nodes ready", wk.ready, wk.desired));
+            set(
+                p,
+                ConditionType::WorkersReady,
+                ConditionStatus::Succeeded,
+                "Ready",
+                &format!("{}/{} worker nodes ready", wk.ready, wk.desired),
+            );
         } else {
-            set(p, ConditionType::WorkersReady, ConditionStatus::InProgress, "Provisioning",
-                &format!("{}/{} worker nodes ready{}", wk.ready, wk.desired,
-                    if wk.outdated > 0 { format!(", {} being replaced", wk.outdated) } else { String::new() }));
+            set(
+                p,
+                ConditionType::WorkersReady,
+                ConditionStatus::InProgress,
+                "Provisioning",
+                &format!(
+                    "{}/{} worker nodes ready{}",
+                    wk.ready,
+                    wk.desired,
+                    if wk.outdated > 0 {
+                        format!(", {} being replaced", wk.outdated)
+                    } else {
+                        String::new()
+                    }
+                ),
+            );
         }
         p.status.pools = a.pools.clone();
     }
     if a.converged && p.failed.is_none() {
         if p.status.phase != Phase::Running {
-            p.event(Severity::Info, "Running", format!("cluster is running (generation {})", p.rec.generation));
+            p.event(
+                Severity::Info,
+                "Running",
+                format!("cluster is running (generation {})", p.rec.generation),
+            );
         }
         p.status.phase = Phase::Running;
         p.status.provisioned = true;

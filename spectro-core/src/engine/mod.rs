@@ -30,8 +30,8 @@ use crate::clock::{Clock, TokioClock};
 use crate::error::{CoreError, Result};
 use crate::model::profile::{diff_profiles, drop_conflicting_overrides, find_conflicts};
 use crate::model::{
-    CloudAccount, CloudType, Cluster, ClusterProfile, ConflictResolution, IpPool,
-    OverrideConflict, PackChange, PrivateCloudGateway,
+    CloudAccount, CloudType, Cluster, ClusterProfile, ConflictResolution, IpPool, OverrideConflict,
+    PackChange, PrivateCloudGateway,
 };
 use crate::provider::{CloudProvider, ClusterId};
 use crate::secret::with_secrets_revealed;
@@ -257,7 +257,10 @@ pub struct Engine {
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Engine")
-            .field("providers", &self.inner.providers.keys().collect::<Vec<_>>())
+            .field(
+                "providers",
+                &self.inner.providers.keys().collect::<Vec<_>>(),
+            )
             .field("queue", &self.inner.queue)
             .finish()
     }
@@ -342,7 +345,10 @@ impl Engine {
     /// Creates or replaces a cluster profile (same name and version = a new revision:
     /// clusters on it get an update notification).
     pub async fn put_profile(&self, p: &ClusterProfile) -> Result<u64> {
-        invalid(format!("cluster profile {}", p.name), validate::validate_profile(p))?;
+        invalid(
+            format!("cluster profile {}", p.name),
+            validate::validate_profile(p),
+        )?;
         let key = profile_key(&p.name, &p.version);
         self.inner
             .store
@@ -351,7 +357,11 @@ impl Engine {
     }
 
     /// Reads a profile and its revision.
-    pub async fn profile(&self, name: &str, version: &str) -> Result<Option<(ClusterProfile, u64)>> {
+    pub async fn profile(
+        &self,
+        name: &str,
+        version: &str,
+    ) -> Result<Option<(ClusterProfile, u64)>> {
         match self
             .inner
             .store
@@ -365,7 +375,10 @@ impl Engine {
 
     /// Creates or replaces a cloud account (its secrets are stored, never shown).
     pub async fn put_cloud_account(&self, a: &CloudAccount) -> Result<u64> {
-        invalid(format!("cloud account {}", a.name), validate::validate_cloud_account(a))?;
+        invalid(
+            format!("cloud account {}", a.name),
+            validate::validate_cloud_account(a),
+        )?;
         self.inner
             .store
             .put_object(ObjectKind::CloudAccount, &a.name, &encode(a)?, None)
@@ -386,7 +399,11 @@ impl Engine {
     /// Creates or updates an IP pool.
     pub async fn put_ip_pool(&self, p: &IpPool) -> Result<u64> {
         let mut v = validate::validate_ip_pool(p);
-        let old = self.inner.store.get_object(ObjectKind::IpPool, &p.name).await?;
+        let old = self
+            .inner
+            .store
+            .get_object(ObjectKind::IpPool, &p.name)
+            .await?;
         if let Some(o) = &old {
             let old: IpPool = decode("ip pool", o.body.clone())?;
             v.extend(validate::validate_ip_pool_update(&old, p));
@@ -394,14 +411,23 @@ impl Engine {
         invalid(format!("IP pool {}", p.name), v)?;
         self.inner
             .store
-            .put_object(ObjectKind::IpPool, &p.name, &encode(p)?, Some(old.map_or(0, |o| o.revision)))
+            .put_object(
+                ObjectKind::IpPool,
+                &p.name,
+                &encode(p)?,
+                Some(old.map_or(0, |o| o.revision)),
+            )
             .await
     }
 
     /// Creates or updates (resizes 1 → 3) a private cloud gateway.
     pub async fn put_gateway(&self, g: &PrivateCloudGateway) -> Result<u64> {
         let mut v = validate::validate_gateway(g);
-        let old = self.inner.store.get_object(ObjectKind::Gateway, &g.name).await?;
+        let old = self
+            .inner
+            .store
+            .get_object(ObjectKind::Gateway, &g.name)
+            .await?;
         if let Some(o) = &old {
             let old: PrivateCloudGateway = decode("gateway", o.body.clone())?;
             v.extend(validate::validate_gateway_update(&old, g));
@@ -409,7 +435,12 @@ impl Engine {
         invalid(format!("gateway {}", g.name), v)?;
         self.inner
             .store
-            .put_object(ObjectKind::Gateway, &g.name, &encode(g)?, Some(old.map_or(0, |o| o.revision)))
+            .put_object(
+                ObjectKind::Gateway,
+                &g.name,
+                &encode(g)?,
+                Some(old.map_or(0, |o| o.revision)),
+            )
             .await
     }
 
@@ -421,15 +452,26 @@ impl Engine {
         if let Some((p, _)) = self.profile(&c.profile.name, &c.profile.version).await? {
             cat.profiles.insert((p.name.clone(), p.version.clone()), p);
         }
-        if let Some(o) = self.inner.store.get_object(ObjectKind::CloudAccount, &c.cloud_account).await? {
+        if let Some(o) = self
+            .inner
+            .store
+            .get_object(ObjectKind::CloudAccount, &c.cloud_account)
+            .await?
+        {
             let a: CloudAccount = decode("cloud account", o.body)?;
             cat.accounts.insert(a.name.clone(), a);
         }
         for pool in &c.node_pools {
             for d in &pool.placements {
                 if let Some(name) = &d.ip_pool {
-                    if let Some(o) = self.inner.store.get_object(ObjectKind::IpPool, name).await? {
-                        cat.ip_pools.insert(name.clone(), decode("ip pool", o.body)?);
+                    if let Some(o) = self
+                        .inner
+                        .store
+                        .get_object(ObjectKind::IpPool, name)
+                        .await?
+                    {
+                        cat.ip_pools
+                            .insert(name.clone(), decode("ip pool", o.body)?);
                     }
                 }
             }
@@ -442,7 +484,10 @@ impl Engine {
     /// Declares a new cluster; provisioning starts at once. Returns its id.
     pub async fn create_cluster(&self, spec: &Cluster) -> Result<ClusterId> {
         let cat = self.catalog_for(spec).await?;
-        invalid(format!("cluster {}", spec.name), validate::validate_cluster(spec, &cat))?;
+        invalid(
+            format!("cluster {}", spec.name),
+            validate::validate_cluster(spec, &cat),
+        )?;
         let (profile, rev) = self
             .profile(&spec.profile.name, &spec.profile.version)
             .await?
@@ -527,7 +572,12 @@ impl Engine {
     pub async fn plan_update(&self, id: ClusterId, spec: &Cluster) -> Result<UpdatePreview> {
         let rec = self.cluster(id).await?;
         self.check_update(&rec, spec).await?;
-        Ok(planner::preview_update(&rec.spec, &rec.profile, spec, &rec.profile))
+        Ok(planner::preview_update(
+            &rec.spec,
+            &rec.profile,
+            spec,
+            &rec.profile,
+        ))
     }
 
     async fn check_update(&self, rec: &ClusterRecord, spec: &Cluster) -> Result<()> {
@@ -650,7 +700,9 @@ impl Engine {
         resolution: Option<ConflictResolution>,
     ) -> Result<u64> {
         let Some(n) = self.update_notification(id).await? else {
-            return Err(CoreError::InvalidState("no profile update is pending".into()));
+            return Err(CoreError::InvalidState(
+                "no profile update is pending".into(),
+            ));
         };
         if !n.conflicts.is_empty() && resolution.is_none() {
             let list: Vec<String> = n
@@ -675,7 +727,9 @@ impl Engine {
         let rec = self
             .modify(id, |r| {
                 if r.lifecycle.is_deleting() {
-                    return Err(CoreError::InvalidState("the cluster is being deleted".into()));
+                    return Err(CoreError::InvalidState(
+                        "the cluster is being deleted".into(),
+                    ));
                 }
                 r.profile = current.clone();
                 r.profile_revision = rev;
@@ -691,7 +745,12 @@ impl Engine {
     // ----- events and waiting -----
 
     /// Events of one cluster (or all) after position `after`.
-    pub async fn events(&self, cluster: Option<ClusterId>, after: u64, limit: usize) -> Result<Vec<Event>> {
+    pub async fn events(
+        &self,
+        cluster: Option<ClusterId>,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>> {
         self.inner.store.events(cluster, after, limit).await
     }
 
@@ -704,31 +763,40 @@ impl Engine {
     ) -> impl Stream<Item = Result<Event>> + Send + 'static {
         let store = self.inner.store.clone();
         let rx = self.inner.last_seq.subscribe();
-        let state = (store, rx, after, std::collections::VecDeque::<Event>::new(), false);
-        stream::unfold(state, move |(store, mut rx, mut last, mut buf, mut done)| async move {
-            loop {
-                if done {
-                    return None;
-                }
-                if let Some(e) = buf.pop_front() {
-                    last = e.seq;
-                    return Some((Ok(e), (store, rx, last, buf, done)));
-                }
-                rx.borrow_and_update();
-                match store.events(cluster, last, 512).await {
-                    Ok(evs) if !evs.is_empty() => buf.extend(evs),
-                    Ok(_) => {
-                        if rx.changed().await.is_err() {
+        let state = (
+            store,
+            rx,
+            after,
+            std::collections::VecDeque::<Event>::new(),
+            false,
+        );
+        stream::unfold(
+            state,
+            move |(store, mut rx, mut last, mut buf, mut done)| async move {
+                loop {
+                    if done {
+                        return None;
+                    }
+                    if let Some(e) = buf.pop_front() {
+                        last = e.seq;
+                        return Some((Ok(e), (store, rx, last, buf, done)));
+                    }
+                    rx.borrow_and_update();
+                    match store.events(cluster, last, 512).await {
+                        Ok(evs) if !evs.is_empty() => buf.extend(evs),
+                        Ok(_) => {
+                            if rx.changed().await.is_err() {
+                                done = true;
+                            }
+                        }
+                        Err(e) => {
                             done = true;
+                            return Some((Err(e), (store, rx, last, buf, done)));
                         }
                     }
-                    Err(e) => {
-                        done = true;
-                        return Some((Err(e), (store, rx, last, buf, done)));
-                    }
                 }
-            }
-        })
+            },
+        )
     }
 
     /// Waits until `pred` holds for the cluster, or `timeout` passes (returns the last record).
@@ -754,7 +822,12 @@ impl Engine {
     }
 
     /// Waits until the cluster reaches `phase` (at its current generation for Running).
-    pub async fn wait_for_phase(&self, id: ClusterId, phase: Phase, timeout: Duration) -> Result<ClusterRecord> {
+    pub async fn wait_for_phase(
+        &self,
+        id: ClusterId,
+        phase: Phase,
+        timeout: Duration,
+    ) -> Result<ClusterRecord> {
         let rec = self
             .wait_for(id, timeout, |r| {
                 r.status.phase == phase
@@ -771,6 +844,27 @@ impl Engine {
                 rec.status.phase.as_str(),
                 rec.status.last_error.as_deref().unwrap_or("none")
             )))
+        }
+    }
+
+    /// Queues every live cluster for a resync now (e.g. after an outage of the cloud).
+    pub async fn resync_all(&self) -> Result<usize> {
+        let recs = self.inner.store.list_clusters(false).await?;
+        for r in &recs {
+            self.inner.queue.add(r.id);
+        }
+        Ok(recs.len())
+    }
+
+    /// Queues one cluster for a resync now.
+    pub fn resync(&self, id: ClusterId) {
+        self.inner.queue.add(id);
+    }
+
+    /// Waits until no reconcile is queued or running (scheduled resyncs aside).
+    pub async fn wait_idle(&self) {
+        while !self.idle() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
 

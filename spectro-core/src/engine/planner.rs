@@ -23,7 +23,9 @@ use sha2::{Digest, Sha256};
 
 use super::status::{Lifecycle, PoolStatus, ResolvedImage};
 use crate::model::{Cluster, ClusterProfile, NodePool, PackLayer, PoolRole};
-use crate::provider::{BootstrapRole, Customization, ImageSpec, InfraStatus, Machine, MachineState};
+use crate::provider::{
+    BootstrapRole, Customization, ImageSpec, InfraStatus, Machine, MachineState,
+};
 use crate::store::Intent;
 
 /// Everything a plan is computed from.
@@ -94,7 +96,7 @@ pub enum Action {
     /// Find or build the image.
     EnsureImage {
         /// What to find or build.
-        spec: ImageSpec,
+        spec: Box<ImageSpec>,
     },
     /// Create or check the shared infrastructure.
     EnsureInfrastructure,
@@ -159,7 +161,11 @@ pub struct Plan {
 }
 
 fn hex(bytes: &[u8], n: usize) -> String {
-    bytes.iter().take(n / 2).map(|b| format!("{b:02x}")).collect()
+    bytes
+        .iter()
+        .take(n / 2)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// The image spec the profile's OS and Kubernetes packs call for.
@@ -219,7 +225,11 @@ pub fn zone_targets(size: u32, zones: &[String]) -> BTreeMap<String, u32> {
 fn stuck(m: &Machine, now: DateTime<Utc>, timeout: Duration) -> bool {
     m.state == MachineState::Failed
         || (m.state == MachineState::Pending
-            && now.signed_duration_since(m.created_at).to_std().unwrap_or_default() > timeout)
+            && now
+                .signed_duration_since(m.created_at)
+                .to_std()
+                .unwrap_or_default()
+                > timeout)
 }
 
 /// Computes the plan.
@@ -239,7 +249,9 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
     a.infra_ready = input.infra.is_some_and(|i| i.ready);
     let Some(image) = image else {
         if let Some(spec) = wanted {
-            plan.actions.push(Action::EnsureImage { spec });
+            plan.actions.push(Action::EnsureImage {
+                spec: Box::new(spec),
+            });
         }
         return plan;
     };
@@ -284,7 +296,12 @@ fn plan_machines(input: &PlanInput<'_>, image_id: &str, plan: &mut Plan) {
         .machines
         .iter()
         .any(|m| m.role == PoolRole::ControlPlane && m.state == MachineState::Running);
-    let pool_names: BTreeSet<&str> = input.spec.node_pools.iter().map(|p| p.name.as_str()).collect();
+    let pool_names: BTreeSet<&str> = input
+        .spec
+        .node_pools
+        .iter()
+        .map(|p| p.name.as_str())
+        .collect();
 
     // Machines of removed pools go (never control-plane machines: that pool cannot be removed).
     let orphans: Vec<Machine> = input
@@ -332,7 +349,10 @@ fn plan_machines(input: &PlanInput<'_>, image_id: &str, plan: &mut Plan) {
         let (up, old): (Vec<&Machine>, Vec<&Machine>) = live
             .iter()
             .partition(|m| m.shape == shape && targets.contains_key(&m.zone));
-        let ready = up.iter().filter(|m| m.state == MachineState::Running).count() as u32;
+        let ready = up
+            .iter()
+            .filter(|m| m.state == MachineState::Running)
+            .count() as u32;
         let booting = live.iter().any(|m| m.state != MachineState::Running);
         let in_flight = !pool_pending.is_empty() || booting;
 
@@ -345,7 +365,11 @@ fn plan_machines(input: &PlanInput<'_>, image_id: &str, plan: &mut Plan) {
                 outdated: old.len() as u32,
             },
         );
-        let prog = if pool.is_control_plane() { &mut cp } else { &mut wk };
+        let prog = if pool.is_control_plane() {
+            &mut cp
+        } else {
+            &mut wk
+        };
         prog.desired += pool.size;
         prog.ready += ready.min(pool.size);
         prog.outdated += old.len() as u32;
@@ -398,12 +422,14 @@ fn plan_machines(input: &PlanInput<'_>, image_id: &str, plan: &mut Plan) {
                     // One control-plane node at a time, each after the previous one runs.
                     if !in_flight {
                         if let Some((zone, _)) = deficits.first() {
-                            plan.actions.push(create(pool, zone, 1, &shape, bootstrap(cp_first)));
+                            plan.actions
+                                .push(create(pool, zone, 1, &shape, bootstrap(cp_first)));
                         }
                     }
                 } else {
                     for (zone, n) in deficits {
-                        plan.actions.push(create(pool, &zone, n, &shape, bootstrap(false)));
+                        plan.actions
+                            .push(create(pool, &zone, n, &shape, bootstrap(false)));
                     }
                 }
             } else if n_have > pool.size && !pool.is_control_plane() {
@@ -432,7 +458,8 @@ fn plan_machines(input: &PlanInput<'_>, image_id: &str, plan: &mut Plan) {
             } else {
                 let deficits = deficits(&targets, &have, 1);
                 if let Some((zone, _)) = deficits.first() {
-                    plan.actions.push(create(pool, zone, 1, &shape, bootstrap(false)));
+                    plan.actions
+                        .push(create(pool, zone, 1, &shape, bootstrap(false)));
                 }
             }
         }
@@ -457,10 +484,19 @@ fn create(pool: &NodePool, zone: &str, count: u32, shape: &str, b: BootstrapRole
 }
 
 /// Zones that need machines, most-needy first, `need` machines in all.
-fn deficits(targets: &BTreeMap<String, u32>, have: &BTreeMap<&str, u32>, need: u32) -> Vec<(String, u32)> {
+fn deficits(
+    targets: &BTreeMap<String, u32>,
+    have: &BTreeMap<&str, u32>,
+    need: u32,
+) -> Vec<(String, u32)> {
     let mut gaps: Vec<(String, u32)> = targets
         .iter()
-        .map(|(z, t)| (z.clone(), t.saturating_sub(*have.get(z.as_str()).unwrap_or(&0))))
+        .map(|(z, t)| {
+            (
+                z.clone(),
+                t.saturating_sub(*have.get(z.as_str()).unwrap_or(&0)),
+            )
+        })
         .filter(|(_, g)| *g > 0)
         .collect();
     gaps.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
@@ -495,7 +531,12 @@ fn pick_victims(up: &[&Machine], targets: &BTreeMap<String, u32>, n: u32) -> Vec
     for _ in 0..n {
         let zone = count
             .iter()
-            .max_by_key(|(z, c)| (**c - i64::from(*targets.get(**z).unwrap_or(&0)), std::cmp::Reverse(**z)))
+            .max_by_key(|(z, c)| {
+                (
+                    **c - i64::from(*targets.get(**z).unwrap_or(&0)),
+                    std::cmp::Reverse(**z),
+                )
+            })
             .map(|(z, _)| z.to_string());
         let Some(zone) = zone else { break };
         let Some(pos) = pool.iter().position(|m| m.zone == zone) else {
@@ -565,6 +606,7 @@ pub enum PoolChange {
         /// What changed.
         reasons: Vec<String>,
         /// New size, when it changes too.
+        #[serde(rename = "newSize", skip_serializing_if = "Option::is_none")]
         new_size: Option<u32>,
     },
 }
@@ -607,7 +649,11 @@ fn shape_reasons(a: &NodePool, b: &NodePool) -> Vec<String> {
     if !removed.is_empty() {
         r.push(format!(
             "zones removed: {}",
-            removed.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+            removed
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
     }
     r
@@ -672,5 +718,384 @@ pub fn preview_update(
         creates,
         deletes,
         image_changes,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::document::{from_text, Format};
+    use crate::provider::ImageRef;
+
+    const PROFILE: &str = "name: p\nversion: '1'\ncloud: aws\npacks:\n  - {name: ubuntu, layer: os, version: '22.04'}\n  - {name: kubernetes, layer: kubernetes, version: 1.30.4}\n  - {name: calico, layer: cni, version: 3.28.0}\n";
+    const CLUSTER: &str = "name: c\nprofile: {name: p, version: '1'}\ncloudAccount: a\ncloud: {aws: {region: us-east-1}}\nnodePools:\n  - {name: cp, role: controlPlane, size: 3, instanceType: m5.large, availabilityZones: [us-east-1a, us-east-1b, us-east-1c]}\n  - {name: w, role: worker, size: 5, instanceType: m5.large, availabilityZones: [us-east-1a, us-east-1b, us-east-1c]}\n";
+
+    struct Fx {
+        spec: Cluster,
+        profile: ClusterProfile,
+        image: ResolvedImage,
+        infra: InfraStatus,
+        machines: Vec<Machine>,
+        intents: Vec<Intent>,
+        lifecycle: Lifecycle,
+        infra_deleted: bool,
+        now: DateTime<Utc>,
+    }
+
+    impl Fx {
+        fn new() -> Fx {
+            let profile: ClusterProfile = from_text(PROFILE, Format::Yaml).unwrap();
+            let sig = image_spec(&profile).unwrap().signature;
+            Fx {
+                spec: from_text(CLUSTER, Format::Yaml).unwrap(),
+                profile,
+                image: ResolvedImage {
+                    signature: sig,
+                    image: ImageRef {
+                        id: "ami-1".into(),
+                        customized: false,
+                    },
+                },
+                infra: InfraStatus {
+                    ready: true,
+                    ..Default::default()
+                },
+                machines: Vec::new(),
+                intents: Vec::new(),
+                lifecycle: Lifecycle::Active,
+                infra_deleted: false,
+                now: DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
+            }
+        }
+
+        fn shape(&self, pool: usize) -> String {
+            shape_hash(&self.spec.node_pools[pool], "ami-1")
+        }
+
+        fn add(&mut self, pool: usize, zone: &str, state: MachineState, shape: Option<String>) {
+            let p = &self.spec.node_pools[pool];
+            let n = self.machines.len();
+            self.machines.push(Machine {
+                id: format!("i-{n}"),
+                name: format!("{}-{n}", p.name),
+                pool: p.name.clone(),
+                role: p.role,
+                zone: zone.into(),
+                shape: shape.unwrap_or_else(|| self.shape(pool)),
+                token: format!("t{n}"),
+                state,
+                address: None,
+                created_at: self.now - chrono::Duration::seconds(600 - n as i64),
+            });
+        }
+
+        fn plan(&self) -> Plan {
+            plan(&PlanInput {
+                spec: &self.spec,
+                profile: &self.profile,
+                lifecycle: self.lifecycle,
+                image: Some(&self.image),
+                infra: Some(&self.infra),
+                infra_stale: false,
+                machines: &self.machines,
+                intents: &self.intents,
+                now: self.now,
+                machine_timeout: Duration::from_secs(1200),
+                infra_deleted: self.infra_deleted,
+            })
+        }
+    }
+
+    fn creates(p: &Plan) -> Vec<(String, String, u32, BootstrapRole)> {
+        p.actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::CreateMachines(r) => {
+                    Some((r.pool.clone(), r.zone.clone(), r.count, r.bootstrap))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn deletes(p: &Plan) -> Vec<(Vec<String>, DeleteReason)> {
+        p.actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::DeleteMachines { machines, reason } => {
+                    Some((machines.iter().map(|m| m.name.clone()).collect(), *reason))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn zones_are_balanced() {
+        let z: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(
+            zone_targets(5, &z).values().copied().collect::<Vec<_>>(),
+            [2, 2, 1]
+        );
+        assert_eq!(zone_targets(0, &z).values().sum::<u32>(), 0);
+        assert_eq!(zone_targets(7, &[String::new()])[""], 7);
+    }
+
+    #[test]
+    fn image_then_infrastructure_then_first_control_plane_node() {
+        let fx = Fx::new();
+        let p = plan(&PlanInput {
+            image: None,
+            infra: None,
+            ..PlanInput {
+                spec: &fx.spec,
+                profile: &fx.profile,
+                lifecycle: fx.lifecycle,
+                image: None,
+                infra: None,
+                infra_stale: true,
+                machines: &[],
+                intents: &[],
+                now: fx.now,
+                machine_timeout: Duration::from_secs(60),
+                infra_deleted: false,
+            }
+        });
+        assert!(matches!(p.actions.as_slice(), [Action::EnsureImage { .. }]));
+        let p = plan(&PlanInput {
+            spec: &fx.spec,
+            profile: &fx.profile,
+            lifecycle: fx.lifecycle,
+            image: Some(&fx.image),
+            infra: None,
+            infra_stale: true,
+            machines: &[],
+            intents: &[],
+            now: fx.now,
+            machine_timeout: Duration::from_secs(60),
+            infra_deleted: false,
+        });
+        assert_eq!(p.actions, vec![Action::EnsureInfrastructure]);
+        let p = fx.plan();
+        assert_eq!(
+            creates(&p),
+            [("cp".into(), "us-east-1a".into(), 1, BootstrapRole::Init)]
+        );
+        assert!(!p.assessment.converged);
+    }
+
+    #[test]
+    fn control_plane_one_at_a_time_workers_after_the_first() {
+        let mut fx = Fx::new();
+        fx.add(0, "us-east-1a", MachineState::Pending, None);
+        let p = fx.plan();
+        assert!(creates(&p).is_empty(), "waits for the first node to run");
+        assert!(p.assessment.waiting);
+        fx.machines[0].state = MachineState::Running;
+        let p = fx.plan();
+        assert_eq!(
+            creates(&p),
+            [
+                (
+                    "cp".into(),
+                    "us-east-1b".into(),
+                    1,
+                    BootstrapRole::JoinControlPlane
+                ),
+                (
+                    "w".into(),
+                    "us-east-1a".into(),
+                    2,
+                    BootstrapRole::JoinWorker
+                ),
+                (
+                    "w".into(),
+                    "us-east-1b".into(),
+                    2,
+                    BootstrapRole::JoinWorker
+                ),
+                (
+                    "w".into(),
+                    "us-east-1c".into(),
+                    1,
+                    BootstrapRole::JoinWorker
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn converged_plans_nothing() {
+        let mut fx = Fx::new();
+        for z in ["us-east-1a", "us-east-1b", "us-east-1c"] {
+            fx.add(0, z, MachineState::Running, None);
+        }
+        for z in [
+            "us-east-1a",
+            "us-east-1a",
+            "us-east-1b",
+            "us-east-1b",
+            "us-east-1c",
+        ] {
+            fx.add(1, z, MachineState::Running, None);
+        }
+        let p = fx.plan();
+        assert!(p.actions.is_empty(), "{:?}", p.actions);
+        assert!(p.assessment.converged);
+        assert!(p.assessment.control_plane.done && p.assessment.workers.done);
+    }
+
+    fn converged() -> Fx {
+        let mut fx = Fx::new();
+        for z in ["us-east-1a", "us-east-1b", "us-east-1c"] {
+            fx.add(0, z, MachineState::Running, None);
+        }
+        for z in [
+            "us-east-1a",
+            "us-east-1a",
+            "us-east-1b",
+            "us-east-1b",
+            "us-east-1c",
+        ] {
+            fx.add(1, z, MachineState::Running, None);
+        }
+        fx
+    }
+
+    #[test]
+    fn scale_down_takes_from_the_fullest_zone_newest_first() {
+        let mut fx = converged();
+        fx.spec.node_pools[1].size = 3;
+        let d = deletes(&fx.plan());
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].1, DeleteReason::ScaleDown);
+        // w-3/w-4 in a, w-5/w-6 in b, w-7 in c (target 1 each): the newest of a, then of b.
+        assert_eq!(d[0].0, ["w-4", "w-6"]);
+    }
+
+    #[test]
+    fn rolling_replacement_is_one_at_a_time_with_surge() {
+        let mut fx = converged();
+        fx.spec.node_pools[1].instance_type = Some("m5.xlarge".into());
+        let p = fx.plan();
+        assert_eq!(creates(&p).len(), 1, "one new node first");
+        assert!(deletes(&p).is_empty());
+        // The new node boots: nothing else happens.
+        let new_shape = fx.shape(1);
+        fx.add(
+            1,
+            "us-east-1c",
+            MachineState::Pending,
+            Some(new_shape.clone()),
+        );
+        let p = fx.plan();
+        assert!(p.actions.is_empty());
+        assert_eq!(p.assessment.workers.outdated, 5);
+        // It runs: one old node goes.
+        fx.machines.last_mut().unwrap().state = MachineState::Running;
+        let d = deletes(&fx.plan());
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].0.len(), 1);
+        assert_eq!(d[0].1, DeleteReason::Replaced);
+    }
+
+    #[test]
+    fn failed_and_stuck_machines_are_replaced() {
+        let mut fx = converged();
+        fx.machines[4].state = MachineState::Failed;
+        fx.machines[5].state = MachineState::Pending;
+        fx.machines[5].created_at = fx.now - chrono::Duration::hours(2);
+        let p = fx.plan();
+        let d = deletes(&p);
+        assert_eq!(
+            d,
+            [(
+                vec!["w-4".to_string(), "w-5".to_string()],
+                DeleteReason::Unhealthy
+            )]
+        );
+        let c = creates(&p);
+        assert_eq!(c.iter().map(|x| x.2).sum::<u32>(), 2);
+    }
+
+    #[test]
+    fn recorded_intents_are_reissued_not_duplicated() {
+        let mut fx = converged();
+        fx.machines.retain(|m| m.name != "w-7");
+        fx.intents.push(Intent {
+            name: "w-new".into(),
+            token: "tok-1".into(),
+            pool: "w".into(),
+            zone: "us-east-1b".into(),
+            shape: fx.shape(1),
+            bootstrap: BootstrapRole::JoinWorker,
+            created_at: fx.now,
+        });
+        let p = fx.plan();
+        assert_eq!(p.actions.len(), 1, "{:?}", p.actions);
+        match &p.actions[0] {
+            Action::CreateMachines(r) => {
+                assert_eq!(
+                    r.reissue,
+                    Some(("tok-1".to_string(), vec!["w-new".to_string()]))
+                );
+            }
+            a => panic!("{a:?}"),
+        }
+    }
+
+    #[test]
+    fn removed_pools_go_and_delete_walks_machines_then_infrastructure() {
+        let mut fx = converged();
+        fx.spec.node_pools.pop();
+        let d = deletes(&fx.plan());
+        assert_eq!(d[0].0.len(), 5);
+        assert_eq!(d[0].1, DeleteReason::PoolRemoved);
+
+        let mut fx = converged();
+        fx.lifecycle = Lifecycle::Deleting;
+        let d = deletes(&fx.plan());
+        assert_eq!(d[0].0.len(), 8);
+        fx.machines
+            .iter_mut()
+            .for_each(|m| m.state = MachineState::Deleting);
+        assert!(fx.plan().actions.is_empty(), "waits for the machines to go");
+        fx.machines.clear();
+        assert_eq!(fx.plan().actions, vec![Action::DeleteInfrastructure]);
+        fx.infra_deleted = true;
+        let p = fx.plan();
+        assert_eq!(p.actions, vec![Action::Finalize]);
+        assert!(p.assessment.deleted);
+    }
+
+    #[test]
+    fn preview_names_scale_replace_add_remove() {
+        let fx = Fx::new();
+        let mut new = fx.spec.clone();
+        new.node_pools[1].size = 7;
+        new.node_pools[0].instance_type = Some("m5.xlarge".into());
+        let mut extra = new.node_pools[1].clone();
+        extra.name = "gpu".into();
+        extra.size = 2;
+        new.node_pools.push(extra);
+        let p = preview_update(&fx.spec, &fx.profile, &new, &fx.profile);
+        assert!(
+            matches!(&p.pools[0].1, PoolChange::Replace { nodes: 3, reasons, .. } if reasons[0].contains("m5.large → m5.xlarge"))
+        );
+        assert_eq!(p.pools[1].1, PoolChange::Scale { from: 5, to: 7 });
+        assert_eq!(p.pools[2].1, PoolChange::Add { nodes: 2 });
+        assert_eq!((p.creates, p.deletes), (3 + 2 + 2, 3));
+        let mut fewer = fx.spec.clone();
+        fewer.node_pools.pop();
+        let p = preview_update(&fx.spec, &fx.profile, &fewer, &fx.profile);
+        assert_eq!(
+            p.pools[1],
+            ("w".to_string(), PoolChange::Remove { nodes: 5 })
+        );
+        let mut upgraded = fx.profile.clone();
+        upgraded.packs[1].version = "1.31.0".into();
+        let p = preview_update(&fx.spec, &fx.profile, &fx.spec, &upgraded);
+        assert!(p.image_changes);
+        assert_eq!(p.creates, 8);
     }
 }

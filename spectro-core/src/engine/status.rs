@@ -103,6 +103,9 @@ pub struct ClusterStatus {
     pub infrastructure: Option<InfraStatus>,
     /// When the infrastructure was last checked.
     pub infrastructure_checked: Option<DateTime<Utc>>,
+    /// The spec generation the infrastructure was last ensured for.
+    #[serde(default)]
+    pub infrastructure_generation: u64,
     /// Node counts per pool.
     pub pools: BTreeMap<String, PoolStatus>,
     /// The last error, if the last attempt failed.
@@ -119,6 +122,7 @@ impl Default for ClusterStatus {
             image: None,
             infrastructure: None,
             infrastructure_checked: None,
+            infrastructure_generation: 0,
             pools: BTreeMap::new(),
             last_error: None,
         }

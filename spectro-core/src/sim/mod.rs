@@ -128,8 +128,18 @@ pub enum HookAction {
     Hang,
 }
 
-/// A function called after every call took effect, with the operation and its number.
-pub type CallHook = Arc<dyn Fn(SimOp, u64) -> HookAction + Send + Sync>;
+/// When a hook runs: before a call takes effect, or after.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookPoint {
+    /// The call was received; nothing happened yet.
+    Before,
+    /// The call took effect; the answer is about to be sent.
+    After,
+}
+
+/// A function called twice per call (before and after it takes effect) with the operation
+/// and the call's number.
+pub type CallHook = Arc<dyn Fn(SimOp, u64, HookPoint) -> HookAction + Send + Sync>;
 
 #[derive(Debug, Clone)]
 struct SimMachine {
@@ -243,7 +253,10 @@ pub fn vcpus_of(pool: &NodePool) -> u32 {
             .collect();
         return digits.parse().unwrap_or(2);
     }
-    t.rsplit('-').next().and_then(|n| n.parse().ok()).unwrap_or(2)
+    t.rsplit('-')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(2)
 }
 
 impl SimCloud {
@@ -362,7 +375,10 @@ impl SimCloud {
         for m in self.machines(cluster) {
             *seen.entry(m.machine.name).or_default() += 1;
         }
-        seen.into_iter().filter(|(_, n)| *n > 1).map(|(k, _)| k).collect()
+        seen.into_iter()
+            .filter(|(_, n)| *n > 1)
+            .map(|(k, _)| k)
+            .collect()
     }
 
     /// Applies time: boots machines, forgets deleted ones.
@@ -388,22 +404,36 @@ impl SimCloud {
                 tokio::time::sleep(*d).await;
             }
         }
-        let mut st = self.lock();
-        *st.calls.entry(op.as_str()).or_default() += 1;
-        st.total_calls += 1;
-        let r = st.rand();
-        if r < self.config.throttle_rate {
-            return Err(ProviderError::Throttled {
-                retry_after: self.config.throttle_retry_after,
-                message: format!("RequestLimitExceeded: request rate exceeded for {}", op.as_str()),
-            });
+        let (lose, hook, n) = {
+            let mut st = self.lock();
+            *st.calls.entry(op.as_str()).or_default() += 1;
+            st.total_calls += 1;
+            let r = st.rand();
+            if r < self.config.throttle_rate {
+                return Err(ProviderError::Throttled {
+                    retry_after: self.config.throttle_retry_after,
+                    message: format!(
+                        "RequestLimitExceeded: request rate exceeded for {}",
+                        op.as_str()
+                    ),
+                });
+            }
+            if r < self.config.throttle_rate + self.config.fault_rate {
+                return Err(ProviderError::Retryable {
+                    message: format!(
+                        "InternalError: simulated transient failure of {}",
+                        op.as_str()
+                    ),
+                });
+            }
+            let lose = st.rand() < self.config.lost_response_rate;
+            (lose, st.hook.clone(), st.total_calls)
+        };
+        if let Some(h) = hook {
+            if h(op, n, HookPoint::Before) == HookAction::Hang {
+                std::future::pending::<()>().await;
+            }
         }
-        if r < self.config.throttle_rate + self.config.fault_rate {
-            return Err(ProviderError::Retryable {
-                message: format!("InternalError: simulated transient failure of {}", op.as_str()),
-            });
-        }
-        let lose = st.rand() < self.config.lost_response_rate;
         Ok(lose)
     }
 
@@ -414,13 +444,16 @@ impl SimCloud {
             (st.hook.clone(), st.total_calls)
         };
         if let Some(h) = hook {
-            if h(op, n) == HookAction::Hang {
+            if h(op, n, HookPoint::After) == HookAction::Hang {
                 std::future::pending::<()>().await;
             }
         }
         if lose {
             return Err(ProviderError::Retryable {
-                message: format!("RequestTimeout: no response to {} (it may have taken effect)", op.as_str()),
+                message: format!(
+                    "RequestTimeout: no response to {} (it may have taken effect)",
+                    op.as_str()
+                ),
             });
         }
         Ok(())
@@ -437,7 +470,11 @@ impl CloudProvider for SimCloud {
         self.enter(SimOp::ValidateAccount).await?;
         if account.cloud() != self.cloud {
             return Err(ProviderError::Unauthorized {
-                message: format!("a {} account cannot be used on {}", account.cloud(), self.cloud),
+                message: format!(
+                    "a {} account cannot be used on {}",
+                    account.cloud(),
+                    self.cloud
+                ),
             });
         }
         let secret = match &account.credentials {
@@ -448,7 +485,8 @@ impl CloudProvider for SimCloud {
         };
         if secret.is_empty() || secret == "invalid" {
             return Err(ProviderError::Unauthorized {
-                message: "AuthFailure: the security token included in the request is invalid".into(),
+                message: "AuthFailure: the security token included in the request is invalid"
+                    .into(),
             });
         }
         Ok(())
@@ -484,7 +522,10 @@ impl CloudProvider for SimCloud {
         let img = {
             let mut st = self.lock();
             let id = format!("sim-custom-{}", spec.signature);
-            let img = ImageRef { id, customized: true };
+            let img = ImageRef {
+                id,
+                customized: true,
+            };
             st.images.insert(spec.signature.clone(), img.clone());
             img
         };
@@ -535,7 +576,8 @@ impl CloudProvider for SimCloud {
                     id: st.id("sg"),
                 });
                 let endpoint = format!("{}.sim.spectro.internal:6443", ctx.spec.name);
-                let ready_at = now + chrono::Duration::from_std(self.config.infra_ready_time).unwrap_or_default();
+                let ready_at = now
+                    + chrono::Duration::from_std(self.config.infra_ready_time).unwrap_or_default();
                 st.clusters.entry(ctx.cluster_id).or_default().infra = Some(SimInfra {
                     resources,
                     ready_at,
@@ -553,7 +595,8 @@ impl CloudProvider for SimCloud {
                 ready,
                 endpoint: Some(infra.endpoint),
                 resources: infra.resources,
-                message: (!ready).then(|| "waiting for the NAT gateways and load balancer".to_string()),
+                message: (!ready)
+                    .then(|| "waiting for the NAT gateways and load balancer".to_string()),
                 outputs: infra.outputs,
             }
         };
@@ -619,7 +662,8 @@ impl CloudProvider for SimCloud {
                 }
             }
             st.vcpus_in_use += want;
-            let ready_at = now + chrono::Duration::from_std(self.config.boot_time).unwrap_or_default();
+            let ready_at =
+                now + chrono::Duration::from_std(self.config.boot_time).unwrap_or_default();
             let booted = self.config.boot_time.is_zero();
             let instance_type = batch.pool.instance_type.clone().unwrap_or_else(|| {
                 format!(
@@ -641,7 +685,11 @@ impl CloudProvider for SimCloud {
                     zone: batch.zone.clone(),
                     shape: batch.shape.clone(),
                     token: batch.token.clone(),
-                    state: if booted { MachineState::Running } else { MachineState::Pending },
+                    state: if booted {
+                        MachineState::Running
+                    } else {
+                        MachineState::Pending
+                    },
                     address: Some(std::net::IpAddr::V4(std::net::Ipv4Addr::from(
                         0x0a00_0000u32 | (n as u32 & 0x00ff_ffff),
                     ))),
@@ -684,7 +732,8 @@ impl CloudProvider for SimCloud {
         let now = self.clock.now();
         {
             let mut st = self.lock();
-            let gone = now + chrono::Duration::from_std(self.config.delete_time).unwrap_or_default();
+            let gone =
+                now + chrono::Duration::from_std(self.config.delete_time).unwrap_or_default();
             let mut freed = 0;
             if let Some(c) = st.clusters.get_mut(&ctx.cluster_id) {
                 for m in machines {

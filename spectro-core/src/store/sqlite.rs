@@ -100,7 +100,8 @@ impl std::fmt::Debug for SqliteStore {
 fn configure(c: &Connection) -> Result<()> {
     c.busy_timeout(std::time::Duration::from_secs(10))
         .db("configure")?;
-    c.pragma_update(None, "journal_mode", "WAL").db("configure")?;
+    c.pragma_update(None, "journal_mode", "WAL")
+        .db("configure")?;
     c.pragma_update(None, "synchronous", "NORMAL")
         .db("configure")?;
     Ok(())
@@ -194,7 +195,9 @@ fn read_cluster(r: &rusqlite::Row<'_>) -> rusqlite::Result<[String; 8]> {
 fn decode_cluster(c: [String; 8]) -> Result<ClusterRecord> {
     let [id, generation, lifecycle, spec, profile, profile_revision, status, created_at] = c;
     Ok(ClusterRecord {
-        id: id.parse().map_err(|e| CoreError::store("decode cluster id", e))?,
+        id: id
+            .parse()
+            .map_err(|e| CoreError::store("decode cluster id", e))?,
         generation: generation.parse().unwrap_or(0),
         lifecycle: from_json("cluster lifecycle", &lifecycle)?,
         spec: from_json("cluster spec", &spec)?,
@@ -207,8 +210,17 @@ fn decode_cluster(c: [String; 8]) -> Result<ClusterRecord> {
     })
 }
 
-fn decode_event(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, String, String, String, String, String)> {
-    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+fn decode_event(
+    r: &rusqlite::Row<'_>,
+) -> rusqlite::Result<(i64, String, String, String, String, String)> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+    ))
 }
 
 fn event_of(t: (i64, String, String, String, String, String)) -> Result<Event> {
@@ -299,10 +311,14 @@ impl Store for SqliteStore {
         let rows: Vec<(String, i64, String)> = self
             .run(false, move |c| {
                 let mut st = c
-                    .prepare("SELECT name, revision, body FROM objects WHERE kind = ?1 ORDER BY name")
+                    .prepare(
+                        "SELECT name, revision, body FROM objects WHERE kind = ?1 ORDER BY name",
+                    )
                     .db("list objects")?;
                 let rows = st
-                    .query_map(params![kind.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                    .query_map(params![kind.as_str()], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                    })
                     .db("list objects")?
                     .collect::<rusqlite::Result<Vec<_>>>()
                     .db("list objects")?;
@@ -437,7 +453,9 @@ impl Store for SqliteStore {
         let row = self
             .run(false, move |c| {
                 c.query_row(
-                    &format!("SELECT {CLUSTER_COLUMNS} FROM clusters WHERE name = ?1 AND deleted = 0"),
+                    &format!(
+                        "SELECT {CLUSTER_COLUMNS} FROM clusters WHERE name = ?1 AND deleted = 0"
+                    ),
                     params![name],
                     read_cluster,
                 )
@@ -454,7 +472,9 @@ impl Store for SqliteStore {
                 let sql = if include_deleted {
                     format!("SELECT {CLUSTER_COLUMNS} FROM clusters ORDER BY name")
                 } else {
-                    format!("SELECT {CLUSTER_COLUMNS} FROM clusters WHERE deleted = 0 ORDER BY name")
+                    format!(
+                        "SELECT {CLUSTER_COLUMNS} FROM clusters WHERE deleted = 0 ORDER BY name"
+                    )
                 };
                 let mut st = c.prepare(&sql).db("list clusters")?;
                 let rows = st

@@ -51,6 +51,8 @@ impl fmt::Display for Violation {
     }
 }
 
+impl std::error::Error for Violation {}
+
 /// Collects violations under a path prefix.
 #[derive(Debug, Default)]
 pub struct Report {

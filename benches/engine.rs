@@ -1,0 +1,194 @@
+//! Engine benchmarks on the simulated cloud (zero latency) and the SQLite store:
+//! - converge N clusters × 13 machines from empty (N = 100, 1,000; 10,000 with
+//!   `SPECTRO_BENCH_10K=1`);
+//! - latency of one spec change (scale a pool by one) with N clusters loaded (p50/p99 are
+//!   printed besides criterion's estimate);
+//! - cost of an idle resync (every loaded, converged cluster reconciled once).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use futures_util::StreamExt;
+use spectro::engine::status::Phase;
+use spectro::model::document::{from_text, Format};
+use spectro::model::{CloudAccount, CloudType, Cluster, ClusterProfile};
+use spectro::sim::{SimCloud, SimConfig};
+use spectro::{ClusterId, Engine, EngineConfig, SqliteStore};
+
+const PROFILE: &str = "name: bench\nversion: '1'\ncloud: aws\npacks:\n  - {name: ubuntu, layer: os, version: '22.04'}\n  - {name: kubernetes, layer: kubernetes, version: 1.30.4}\n  - {name: calico, layer: cni, version: 3.28.0}\n";
+const ACCOUNT: &str =
+    "name: sim\ncredentials:\n  aws: {accessKeyId: AKIABENCHMARK0000000, secretAccessKey: x}\n";
+const CLUSTER: &str = "name: c\nprofile: {name: bench, version: '1'}\ncloudAccount: sim\ncloud: {aws: {region: us-east-1}}\nnodePools:\n  - {name: cp, role: controlPlane, size: 3, instanceType: m5.large, availabilityZones: [us-east-1a, us-east-1b, us-east-1c]}\n  - {name: general, role: worker, size: 6, instanceType: m5.xlarge, availabilityZones: [us-east-1a, us-east-1b, us-east-1c]}\n  - {name: batch, role: worker, size: 4, instanceType: c5.large, availabilityZones: [us-east-1a, us-east-1b]}\n";
+
+struct World {
+    engine: Engine,
+    sim: Arc<SimCloud>,
+    ids: Vec<ClusterId>,
+    _dir: tempfile::TempDir,
+}
+
+fn cluster(i: usize) -> Cluster {
+    let mut c: Cluster = from_text(CLUSTER, Format::Yaml).unwrap();
+    c.name = format!("c{i}");
+    c
+}
+
+/// Creates `n` clusters and waits until every one runs. Returns the world and the time.
+async fn converge(n: usize) -> (World, Duration) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path().join("bench.db")).unwrap());
+    let sim = Arc::new(SimCloud::new(CloudType::Aws, SimConfig::default()));
+    let engine = Engine::builder(store)
+        .provider(sim.clone())
+        .config(EngineConfig {
+            concurrency: 8,
+            resync_interval: Duration::from_secs(3600),
+            ..EngineConfig::fast()
+        })
+        .start()
+        .await
+        .unwrap();
+    let profile: ClusterProfile = from_text(PROFILE, Format::Yaml).unwrap();
+    let account: CloudAccount = from_text(ACCOUNT, Format::Yaml).unwrap();
+    engine.put_profile(&profile).await.unwrap();
+    engine.put_cloud_account(&account).await.unwrap();
+    let mut events = Box::pin(engine.watch_events(None, 0));
+    let t0 = Instant::now();
+    let mut ids = Vec::with_capacity(n);
+    for i in 0..n {
+        ids.push(engine.create_cluster(&cluster(i)).await.unwrap());
+    }
+    let mut running = 0;
+    while running < n {
+        let e = events.next().await.unwrap().unwrap();
+        if e.reason == "Running" {
+            running += 1;
+        }
+    }
+    let took = t0.elapsed();
+    assert_eq!(sim.machines_launched() as usize, 13 * n);
+    (
+        World {
+            engine,
+            sim,
+            ids,
+            _dir: dir,
+        },
+        took,
+    )
+}
+
+fn sizes() -> Vec<usize> {
+    let mut v = vec![100, 1_000];
+    if std::env::var("SPECTRO_BENCH_10K").is_ok() {
+        v.push(10_000);
+    }
+    v
+}
+
+fn bench_converge(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut g = c.benchmark_group("converge");
+    g.sample_size(10);
+    for n in sizes() {
+        g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, &n| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let (world, took) = rt.block_on(converge(n));
+                    total += took;
+                    rt.block_on(world.engine.shutdown());
+                }
+                total
+            })
+        });
+    }
+    g.finish();
+}
+
+fn bench_loaded(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let n = *sizes().last().unwrap();
+    let (world, took) = rt.block_on(converge(n));
+    println!(
+        "loaded {n} clusters ({} machines) in {took:.2?}",
+        world.sim.machines_launched()
+    );
+    let mut g = c.benchmark_group(format!("loaded-{n}"));
+    g.sample_size(30);
+
+    // One spec change: scale a worker pool by one, until that cluster runs again.
+    let mut samples = Vec::new();
+    let mut k = 0usize;
+    g.bench_function("spec-change", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let id = world.ids[k % world.ids.len()];
+                k += 1;
+                let took = rt.block_on(async {
+                    let mut spec = world.engine.cluster(id).await.unwrap().spec;
+                    spec.node_pools[2].size = if spec.node_pools[2].size == 4 { 5 } else { 4 };
+                    let t0 = Instant::now();
+                    world.engine.update_cluster(id, &spec).await.unwrap();
+                    world
+                        .engine
+                        .wait_for_phase(id, Phase::Running, Duration::from_secs(30))
+                        .await
+                        .unwrap();
+                    t0.elapsed()
+                });
+                samples.push(took);
+                total += took;
+            }
+            total
+        })
+    });
+    samples.sort();
+    if !samples.is_empty() {
+        let p = |q: f64| samples[((samples.len() - 1) as f64 * q) as usize];
+        println!(
+            "spec change with {n} clusters loaded: p50 {:.2?}, p99 {:.2?} over {} changes",
+            p(0.5),
+            p(0.99),
+            samples.len()
+        );
+    }
+
+    // Idle resync: every converged cluster reconciled once (one ListMachines each, no writes).
+    g.sample_size(10);
+    g.bench_function("idle-resync-all", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                total += rt.block_on(async {
+                    let calls = world.sim.total_calls();
+                    let t0 = Instant::now();
+                    world.engine.resync_all().await.unwrap();
+                    world.engine.wait_idle().await;
+                    let took = t0.elapsed();
+                    assert_eq!(
+                        world.sim.total_calls() - calls,
+                        n as u64,
+                        "one call per cluster"
+                    );
+                    took
+                });
+            }
+            total
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench_converge, bench_loaded);
+criterion_main!(benches);
