@@ -540,3 +540,54 @@ async fn bad_input_is_refused_with_field_paths_and_secrets_stay_hidden() {
     assert!(!format!("{:?}", account()).contains("super-secret-value-123"));
     engine.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_clusters_converge_with_exactly_the_desired_machines() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = sim(SimConfig::default());
+    let store = Arc::new(spectro::SqliteStore::open(dir.path().join("s.db")).unwrap());
+    let engine = engine_on(
+        store,
+        sim.clone(),
+        spectro::EngineConfig {
+            concurrency: 8,
+            ..spectro::EngineConfig::fast()
+        },
+    )
+    .await;
+    engine.put_profile(&profile()).await.unwrap();
+    engine.put_cloud_account(&account()).await.unwrap();
+    let mut ids = Vec::new();
+    for i in 0..300 {
+        ids.push(
+            engine
+                .create_cluster(&cluster(&format!("m{i}")))
+                .await
+                .unwrap(),
+        );
+    }
+    for id in &ids {
+        engine.wait_for_phase(*id, Phase::Running, T).await.unwrap();
+    }
+    for id in &ids {
+        assert_eq!(sim.machines(*id).len(), 8);
+    }
+    let launched = sim.machines_launched();
+    if launched != 8 * 300 {
+        let events = engine.events(None, 0, 1_000_000).await.unwrap();
+        for id in &ids {
+            let n = events
+                .iter()
+                .filter(|e| e.cluster_id == *id && e.reason == "MachinesCreated")
+                .count();
+            if n != 8 {
+                for e in events.iter().filter(|e| e.cluster_id == *id) {
+                    eprintln!("{} {} {}", e.seq, e.reason, e.message);
+                }
+                break;
+            }
+        }
+    }
+    assert_eq!(launched, 8 * 300);
+    engine.shutdown().await;
+}

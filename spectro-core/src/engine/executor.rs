@@ -109,9 +109,20 @@ fn pool_condition(role: PoolRole) -> ConditionType {
     }
 }
 
-fn machine_name(cluster: &str, pool: &str) -> String {
-    let u = uuid::Uuid::new_v4().simple().to_string();
-    format!("{cluster}-{pool}-{}", &u[..5])
+/// A fresh machine name, unique among the cluster's machines and intents (names identify
+/// machines across crashes, so a collision would hide one machine from the planner).
+fn machine_name(
+    cluster: &str,
+    pool: &str,
+    taken: &mut std::collections::HashSet<String>,
+) -> String {
+    loop {
+        let u = uuid::Uuid::new_v4().simple().to_string();
+        let name = format!("{cluster}-{pool}-{}", &u[..6]);
+        if taken.insert(name.clone()) {
+            return name;
+        }
+    }
 }
 
 pub(crate) async fn load_account(inner: &Inner, name: &str) -> Result<CloudAccount> {
@@ -348,7 +359,7 @@ async fn run(p: &mut Pass<'_>) -> Result<Outcome> {
                     }
                 }
                 Action::CreateMachines(req) => {
-                    match create(p, &*provider, &ctx, req, &mut intents).await? {
+                    match create(p, &*provider, &ctx, req, &mut intents, &machines).await? {
                         Ok(created) => {
                             for m in created {
                                 if !machines.iter().any(|x| x.name == m.name) {
@@ -491,6 +502,7 @@ async fn create(
     ctx: &ClusterContext,
     req: CreateRequest,
     intents: &mut Vec<Intent>,
+    machines: &[Machine],
 ) -> Result<std::result::Result<Vec<Machine>, ProviderError>> {
     let Some(pool) = p.rec.spec.pool(&req.pool).cloned() else {
         // An intent of a pool that was removed meanwhile: forget it.
@@ -503,8 +515,13 @@ async fn create(
     let (token, names, fresh) = match req.reissue {
         Some((token, names)) => (token, names, false),
         None => {
+            let mut taken: std::collections::HashSet<String> = machines
+                .iter()
+                .map(|m| m.name.clone())
+                .chain(intents.iter().map(|i| i.name.clone()))
+                .collect();
             let names: Vec<String> = (0..req.count)
-                .map(|_| machine_name(&p.rec.spec.name, &pool.name))
+                .map(|_| machine_name(&p.rec.spec.name, &pool.name, &mut taken))
                 .collect();
             (uuid::Uuid::new_v4().to_string(), names, true)
         }

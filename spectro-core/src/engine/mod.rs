@@ -233,8 +233,6 @@ impl EngineBuilder {
             jitter: AtomicU64::new(seed),
             reconciles: AtomicU64::new(0),
         });
-        let last = inner.store.events(None, u64::MAX - 1, 1).await?;
-        let _ = last;
         for rec in inner.store.list_clusters(false).await? {
             inner.queue.add(rec.id);
         }
