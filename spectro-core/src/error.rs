@@ -71,6 +71,32 @@ pub enum CoreError {
     /// No provider is registered for the cluster's cloud.
     #[error("no cloud provider registered for {0}")]
     NoProvider(crate::model::CloudType),
+    /// Certificate generation failed.
+    #[error("cluster PKI: {message}")]
+    Pki {
+        /// What failed.
+        message: String,
+    },
+    /// A pack's values cannot be rendered into the node configuration.
+    #[error("pack `{pack}`: {field}: {rule}")]
+    PackValues {
+        /// Pack name.
+        pack: String,
+        /// The value's key, e.g. `podCIDR`.
+        field: String,
+        /// What is wrong.
+        rule: String,
+    },
+    /// Bootstrap data exceeds what the cloud accepts, even compressed.
+    #[error("user data for {role} nodes is {size} bytes compressed, the cloud accepts {limit}: trim pack manifests")]
+    UserDataTooLarge {
+        /// Node role.
+        role: String,
+        /// Compressed size.
+        size: usize,
+        /// The cloud's limit.
+        limit: usize,
+    },
     /// The engine is shut down.
     #[error("the engine is shut down")]
     Shutdown,

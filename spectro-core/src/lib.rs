@@ -4,12 +4,14 @@
 //! - [`validate`]: every rule, all violations at once, each with a field path.
 //! - [`secret`]: values that never print.
 //! - [`schema`]: JSON Schema of the spec documents.
+//! - [`bootstrap`]: cluster PKI, kubeadm configuration, cloud-init user data.
 //! - [`provider`]: the `CloudProvider` contract every cloud implements.
 //! - [`engine`]: the reconcile engine (pure planner, executor, keyed work queue).
 //! - [`store`]: the `Store` trait and the embedded SQLite store.
 //! - [`sim`]: the simulated cloud (latency, quotas, faults, API-call counters).
 #![warn(missing_docs)]
 
+pub mod bootstrap;
 pub mod clock;
 pub mod engine;
 pub mod error;

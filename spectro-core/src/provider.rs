@@ -302,6 +302,11 @@ pub trait CloudProvider: Send + Sync + 'static {
     /// The cloud this provider serves.
     fn cloud(&self) -> CloudType;
 
+    /// The largest user data the cloud accepts, in bytes (None: no practical limit).
+    fn user_data_limit(&self) -> Option<usize> {
+        None
+    }
+
     /// Checks that the account's credentials work (e.g. STS GetCallerIdentity).
     async fn validate_account(&self, account: &CloudAccount) -> Result<(), ProviderError>;
 

@@ -15,11 +15,13 @@ use super::event::{NewEvent, Severity};
 use super::planner::{plan, Action, Assessment, CreateRequest, DeleteReason, PlanInput};
 use super::status::{ClusterRecord, ClusterStatus, Lifecycle, Phase, ResolvedImage};
 use super::Inner;
+use crate::bootstrap::{self, ClusterPki, NodeBootstrap};
 use crate::error::{CoreError, Result};
 use crate::model::{CloudAccount, PoolRole};
 use crate::provider::{
     BootstrapRole, ClusterContext, ClusterId, Machine, MachineBatch, ProviderError,
 };
+use crate::secret::with_secrets_revealed;
 use crate::store::{ClusterWrite, Intent, ObjectKind};
 
 /// Most plan/execute rounds in one reconcile.
@@ -42,6 +44,7 @@ pub enum Outcome {
 
 struct Pass<'a> {
     inner: &'a Inner,
+    pki: Option<ClusterPki>,
     rec: ClusterRecord,
     status: ClusterStatus,
     write: ClusterWrite,
@@ -125,6 +128,39 @@ fn machine_name(
     }
 }
 
+/// The cluster's PKI: loaded, or generated and stored once (a concurrent generator loses the
+/// race on the revision and reads the winner's).
+pub(crate) async fn ensure_pki(inner: &Inner, id: ClusterId) -> Result<ClusterPki> {
+    let key = id.to_string();
+    for _ in 0..2 {
+        if let Some(o) = inner.store.get_object(ObjectKind::ClusterPki, &key).await? {
+            return serde_json::from_value(o.body).map_err(|source| CoreError::Corrupt {
+                what: "cluster PKI",
+                source,
+            });
+        }
+        let pki = ClusterPki::generate()?;
+        let body = with_secrets_revealed(|| serde_json::to_value(&pki)).map_err(|source| {
+            CoreError::Corrupt {
+                what: "cluster PKI",
+                source,
+            }
+        })?;
+        match inner
+            .store
+            .put_object(ObjectKind::ClusterPki, &key, &body, Some(0))
+            .await
+        {
+            Ok(_) => return Ok(pki),
+            Err(CoreError::Conflict { .. }) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(CoreError::InvalidState(format!(
+        "the PKI of cluster {id} keeps changing"
+    )))
+}
+
 pub(crate) async fn load_account(inner: &Inner, name: &str) -> Result<CloudAccount> {
     let obj = inner
         .store
@@ -151,6 +187,7 @@ pub(crate) async fn reconcile(inner: &Inner, id: ClusterId) -> Result<Outcome> {
     let now = inner.clock.now();
     let mut pass = Pass {
         inner,
+        pki: None,
         status: rec.status.clone(),
         write: ClusterWrite::new(id),
         rec,
@@ -453,6 +490,11 @@ async fn run(p: &mut Pass<'_>) -> Result<Outcome> {
                     }
                 },
                 Action::Finalize => {
+                    // The CA keys outlive nothing they protected.
+                    p.inner
+                        .store
+                        .delete_object(ObjectKind::ClusterPki, &p.rec.id.to_string())
+                        .await?;
                     p.write.clear_intents = true;
                     p.status.phase = Phase::Deleted;
                     p.status.pools.clear();
@@ -588,6 +630,36 @@ async fn create(
             customized: false,
         });
     let infra = p.status.infrastructure.clone().unwrap_or_default();
+    let Some(endpoint) = infra.endpoint.clone() else {
+        let e = ProviderError::Retryable {
+            message: "the infrastructure reports no API endpoint yet".into(),
+        };
+        p.fail(kind, &what, &e);
+        return Ok(Err(e));
+    };
+    if p.pki.is_none() {
+        p.pki = Some(ensure_pki(p.inner, p.rec.id).await?);
+    }
+    let pki = p.pki.as_ref().expect("PKI loaded above");
+    let text = match bootstrap::user_data(&NodeBootstrap {
+        cluster: &p.rec.spec,
+        profile: &p.rec.profile,
+        pki,
+        endpoint: &endpoint,
+        role: req.bootstrap,
+    })
+    .and_then(|t| bootstrap::encode_user_data(&t, req.bootstrap, provider.user_data_limit()))
+    {
+        Ok(t) => t,
+        Err(e) => {
+            // The spec cannot be rendered: shown on the milestone, retried after a change.
+            let e = ProviderError::Terminal {
+                message: e.to_string(),
+            };
+            p.fail(kind, &what, &e);
+            return Ok(Err(e));
+        }
+    };
     let batch = MachineBatch {
         token,
         pool,
@@ -596,7 +668,7 @@ async fn create(
         image,
         names,
         bootstrap: req.bootstrap,
-        user_data: Vec::new(),
+        user_data: text,
     };
     match provider.create_machines(ctx, &infra, &batch).await {
         Ok(ms) => {

@@ -665,6 +665,31 @@ impl Engine {
         .map(|_| ())
     }
 
+    /// The admin kubeconfig of a cluster (client certificate signed by its CA, server = its
+    /// API endpoint). Available once the infrastructure reports the endpoint.
+    pub async fn kubeconfig(&self, id: ClusterId) -> Result<crate::secret::Secret> {
+        let rec = self.cluster(id).await?;
+        if rec.status.phase == Phase::Deleted {
+            return Err(CoreError::InvalidState(format!(
+                "cluster {} is deleted",
+                rec.spec.name
+            )));
+        }
+        let endpoint = rec
+            .status
+            .infrastructure
+            .as_ref()
+            .and_then(|i| i.endpoint.clone())
+            .ok_or_else(|| {
+                CoreError::InvalidState(format!(
+                    "cluster {} has no API endpoint yet",
+                    rec.spec.name
+                ))
+            })?;
+        let pki = executor::ensure_pki(&self.inner, id).await?;
+        Ok(pki.admin_kubeconfig(&rec.spec.name, &endpoint))
+    }
+
     /// Profile changes since the cluster's snapshot, with conflicts against its overrides.
     pub async fn update_notification(&self, id: ClusterId) -> Result<Option<UpdateNotification>> {
         let rec = self.cluster(id).await?;

@@ -60,6 +60,10 @@ pub struct Pack {
     /// Ansible roles run on the image to customize it (OS packs only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ansible_roles: Vec<String>,
+    /// Kubernetes manifests (YAML) the pack installs, applied after `kubeadm init`
+    /// (CNI, CSI and add-on packs).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub manifests: String,
 }
 
 impl Pack {

@@ -30,6 +30,8 @@ pub enum ObjectKind {
     IpPool,
     /// Private cloud gateways.
     Gateway,
+    /// A cluster's PKI (CA keys: secrets), keyed by cluster id.
+    ClusterPki,
 }
 
 impl ObjectKind {
@@ -40,6 +42,7 @@ impl ObjectKind {
             ObjectKind::CloudAccount => "cloudAccount",
             ObjectKind::IpPool => "ipPool",
             ObjectKind::Gateway => "gateway",
+            ObjectKind::ClusterPki => "clusterPki",
         }
     }
 }

@@ -20,7 +20,7 @@ pub use account::validate_cloud_account;
 pub use cluster::{validate_cluster, validate_cluster_update};
 pub use gateway::{validate_gateway, validate_gateway_update};
 pub use ip_pool::{validate_ip_pool, validate_ip_pool_update};
-pub use profile::validate_profile;
+pub use profile::{parse_k8s_version, validate_profile};
 
 /// One broken rule: where (a field path) and what (a plain sentence).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]

@@ -1,0 +1,11 @@
+//! Node bootstrap: the cluster PKI, kubeadm configuration and cloud-init user data that turn
+//! the machines a provider creates into a Kubernetes cluster. Cloud-agnostic: providers get
+//! the rendered bytes in [`crate::provider::MachineBatch::user_data`].
+
+pub mod cloud_init;
+pub mod kubeadm;
+pub mod pki;
+
+pub use cloud_init::{encode_user_data, user_data, NodeBootstrap};
+pub use kubeadm::{KubeadmApi, KubernetesSettings};
+pub use pki::{CertKey, ClusterPki};
