@@ -44,6 +44,14 @@ pub enum CoreError {
         /// The stored revision.
         found: u64,
     },
+    /// This replica lost the cluster to another one (fencing): the write was refused.
+    #[error("cluster {cluster} is now owned by another replica (stale fencing token {fence})")]
+    Fenced {
+        /// The cluster.
+        cluster: String,
+        /// The stale token.
+        fence: u64,
+    },
     /// The operation does not fit the object's state (e.g. delete while provisioning).
     #[error("{0}")]
     InvalidState(String),

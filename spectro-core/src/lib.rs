@@ -26,4 +26,4 @@ pub mod validate;
 pub use engine::{Engine, EngineBuilder, EngineConfig};
 pub use error::{CoreError, Result};
 pub use provider::{CloudProvider, ClusterId};
-pub use store::{SqliteStore, Store};
+pub use store::{PostgresStore, SqliteStore, Store};

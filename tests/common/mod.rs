@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 use std::path::Path;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -98,5 +99,7 @@ pub async fn setup(dir: &Path, sim: Arc<SimCloud>) -> (Engine, Arc<SqliteStore>)
     engine.put_cloud_account(&account()).await.unwrap();
     (engine, store)
 }
+
+pub mod pg;
 
 pub const T: Duration = Duration::from_secs(30);

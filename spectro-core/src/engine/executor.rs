@@ -44,6 +44,7 @@ pub enum Outcome {
 
 struct Pass<'a> {
     inner: &'a Inner,
+    fence: Option<u64>,
     pki: Option<ClusterPki>,
     rec: ClusterRecord,
     status: ClusterStatus,
@@ -177,7 +178,7 @@ pub(crate) async fn load_account(inner: &Inner, name: &str) -> Result<CloudAccou
 }
 
 /// Reconciles one cluster once.
-pub(crate) async fn reconcile(inner: &Inner, id: ClusterId) -> Result<Outcome> {
+pub(crate) async fn reconcile(inner: &Inner, id: ClusterId, fence: Option<u64>) -> Result<Outcome> {
     let Some(rec) = inner.store.get_cluster(id).await? else {
         return Ok(Outcome::Finished);
     };
@@ -185,11 +186,14 @@ pub(crate) async fn reconcile(inner: &Inner, id: ClusterId) -> Result<Outcome> {
         return Ok(Outcome::Finished);
     }
     let now = inner.clock.now();
+    let mut write = ClusterWrite::new(id);
+    write.fence = fence;
     let mut pass = Pass {
         inner,
+        fence,
         pki: None,
         status: rec.status.clone(),
-        write: ClusterWrite::new(id),
+        write,
         rec,
         now,
         failed: None,
@@ -197,6 +201,7 @@ pub(crate) async fn reconcile(inner: &Inner, id: ClusterId) -> Result<Outcome> {
     let outcome = run(&mut pass).await;
     let outcome = match outcome {
         Ok(o) => o,
+        Err(e @ CoreError::Fenced { .. }) => return Err(e),
         Err(e) => {
             // Setup failures (missing account, no provider): shown, retried with backoff.
             let msg = e.to_string();
@@ -590,6 +595,7 @@ async fn create(
             .collect();
         // Durable before the cloud call: a crash after the call finds the intent again.
         let mut w = ClusterWrite::new(p.rec.id);
+        w.fence = p.fence;
         w.add_intents = new.clone();
         w.events = std::mem::take(&mut p.write.events);
         w.events.push(NewEvent {

@@ -61,6 +61,21 @@ pub struct EngineConfig {
     pub infra_resync: Duration,
     /// A machine still booting after this long is replaced.
     pub machine_timeout: Duration,
+    /// Replica mode: share the clusters with other engines on the same database through
+    /// leases. `None`: this engine owns every cluster (one process).
+    pub replica: Option<ReplicaConfig>,
+}
+
+/// How a replica shares work with the others.
+#[derive(Debug, Clone)]
+pub struct ReplicaConfig {
+    /// This replica's unique name (lease owner).
+    pub id: String,
+    /// Lease lifetime: a dead replica's clusters are taken over within it. Renewed every
+    /// third of it.
+    pub lease_ttl: Duration,
+    /// Most clusters one replica holds (spreads the work).
+    pub max_clusters: usize,
 }
 
 impl Default for EngineConfig {
@@ -73,6 +88,7 @@ impl Default for EngineConfig {
             backoff_cap: Duration::from_secs(300),
             infra_resync: Duration::from_secs(3600),
             machine_timeout: Duration::from_secs(20 * 60),
+            replica: None,
         }
     }
 }
@@ -100,6 +116,9 @@ pub(crate) struct Inner {
     changes: watch::Sender<u64>,
     jitter: AtomicU64,
     reconciles: AtomicU64,
+    /// Replica mode: the clusters this replica holds, with their fencing tokens.
+    owned: std::sync::Mutex<HashMap<ClusterId, u64>>,
+    lease_wake: tokio::sync::Notify,
 }
 
 impl Inner {
@@ -147,10 +166,77 @@ impl Inner {
             .remove(&id);
     }
 
+    /// The fencing token of an owned cluster; `Some(None)` when no leases are used.
+    fn ownership(&self, id: ClusterId) -> Option<Option<u64>> {
+        if self.config.replica.is_none() {
+            return Some(None);
+        }
+        self.owned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .map(|f| Some(*f))
+    }
+
+    /// Replica mode: renew and claim leases every third of the TTL (or when woken), queue
+    /// newly claimed clusters, forget lost ones.
+    async fn lease_loop(self: Arc<Self>, rc: ReplicaConfig) {
+        loop {
+            match self
+                .store
+                .acquire_leases(&rc.id, rc.lease_ttl, rc.max_clusters)
+                .await
+            {
+                Ok(leases) => {
+                    let fresh: HashMap<ClusterId, u64> =
+                        leases.iter().map(|l| (l.cluster_id, l.fence)).collect();
+                    let gained: Vec<ClusterId> = {
+                        let mut owned = self.owned.lock().unwrap_or_else(|e| e.into_inner());
+                        let gained = fresh
+                            .iter()
+                            .filter(|(id, f)| owned.get(id) != Some(f))
+                            .map(|(id, _)| *id)
+                            .collect();
+                        *owned = fresh;
+                        gained
+                    };
+                    for id in gained {
+                        self.queue.add(id);
+                    }
+                }
+                Err(e) => tracing::warn!(replica = %rc.id, error = %e, "lease renewal failed"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(rc.lease_ttl / 3) => {}
+                _ = self.lease_wake.notified() => {}
+            }
+        }
+    }
+
+    /// Cross-process change notifications: the owner reconciles at once; an unknown cluster
+    /// (new) makes this replica try to claim it.
+    async fn change_loop(
+        self: Arc<Self>,
+        mut changes: futures_util::stream::BoxStream<'static, ClusterId>,
+    ) {
+        use futures_util::StreamExt;
+        while let Some(id) = changes.next().await {
+            match self.ownership(id) {
+                Some(_) => self.queue.add(id),
+                None => self.lease_wake.notify_one(),
+            }
+        }
+    }
+
     async fn worker(self: Arc<Self>) {
         while let Some(id) = self.queue.next().await {
+            let Some(fence) = self.ownership(id) else {
+                // Another replica holds it.
+                self.queue.done(id, None);
+                continue;
+            };
             self.reconciles.fetch_add(1, Ordering::Relaxed);
-            let outcome = executor::reconcile(&self, id).await;
+            let outcome = executor::reconcile(&self, id, fence).await;
             let requeue = match outcome {
                 Ok(Outcome::Finished) => {
                     self.succeeded(id);
@@ -173,6 +259,14 @@ impl Inner {
                 Ok(Outcome::Failed(after)) => {
                     let b = self.backoff(id);
                     Some(after.map_or(b, |a| a.max(b.min(a * 2))))
+                }
+                Err(CoreError::Fenced { .. }) => {
+                    // Taken over by another replica: let go.
+                    self.owned
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&id);
+                    None
                 }
                 Err(e) => {
                     tracing::warn!(cluster = %id, error = %e, "reconcile failed");
@@ -232,13 +326,21 @@ impl EngineBuilder {
             changes: watch::channel(0).0,
             jitter: AtomicU64::new(seed),
             reconciles: AtomicU64::new(0),
+            owned: Default::default(),
+            lease_wake: tokio::sync::Notify::new(),
         });
         for rec in inner.store.list_clusters(false).await? {
             inner.queue.add(rec.id);
         }
-        let workers = (0..inner.config.concurrency.max(1))
+        let mut workers: Vec<JoinHandle<()>> = (0..inner.config.concurrency.max(1))
             .map(|_| tokio::spawn(inner.clone().worker()))
             .collect();
+        if let Some(rc) = inner.config.replica.clone() {
+            if let Some(changes) = inner.store.changes().await? {
+                workers.push(tokio::spawn(inner.clone().change_loop(changes)));
+            }
+            workers.push(tokio::spawn(inner.clone().lease_loop(rc)));
+        }
         Ok(Engine { inner, workers })
     }
 }
@@ -330,12 +432,32 @@ impl Engine {
         self.inner.reconciles.load(Ordering::Relaxed)
     }
 
-    /// Stops handing out work and waits for running reconciles to finish.
+    /// Stops handing out work, waits for running reconciles to finish and (replicas) gives
+    /// up the leases so the others take over at once.
     pub async fn shutdown(mut self) {
         self.inner.queue.close();
-        for w in std::mem::take(&mut self.workers) {
+        let n = self.inner.config.concurrency.max(1);
+        let mut all = std::mem::take(&mut self.workers);
+        for extra in all.split_off(n.min(all.len())) {
+            extra.abort();
+        }
+        for w in all {
             let _ = w.await;
         }
+        if let Some(rc) = &self.inner.config.replica {
+            let _ = self.inner.store.release_leases(&rc.id).await;
+        }
+    }
+
+    /// Replica mode: the clusters this replica holds now.
+    pub fn owned_clusters(&self) -> Vec<ClusterId> {
+        self.inner
+            .owned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .copied()
+            .collect()
     }
 
     // ----- catalog -----
@@ -508,6 +630,7 @@ impl Engine {
         };
         self.inner.store.insert_cluster(&rec).await?;
         self.inner.queue.add(rec.id);
+        self.inner.lease_wake.notify_one();
         Ok(rec.id)
     }
 

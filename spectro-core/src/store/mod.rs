@@ -5,6 +5,7 @@
 //! API) and status (written by the engine) live in separate columns, so the two never
 //! overwrite each other.
 
+pub mod postgres;
 pub mod sqlite;
 
 use async_trait::async_trait;
@@ -17,6 +18,7 @@ use crate::engine::status::{ClusterRecord, ClusterStatus};
 use crate::error::Result;
 use crate::provider::{BootstrapRole, ClusterId};
 
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 /// Kinds of catalog objects kept as JSON documents.
@@ -94,6 +96,10 @@ pub struct ClusterWrite {
     pub clear_intents: bool,
     /// Events to append.
     pub events: Vec<NewEvent>,
+    /// The writer's fencing token for the cluster (replicas): the write is refused with
+    /// [`CoreError::Fenced`](crate::CoreError::Fenced) when another replica took the
+    /// cluster over since. `None` for a single engine that owns everything.
+    pub fence: Option<u64>,
 }
 
 impl ClusterWrite {
@@ -113,6 +119,15 @@ impl ClusterWrite {
             && !self.clear_intents
             && self.events.is_empty()
     }
+}
+
+/// A replica's claim on a cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Lease {
+    /// The cluster.
+    pub cluster_id: ClusterId,
+    /// Fencing token: grows every time the cluster changes hands.
+    pub fence: u64,
 }
 
 /// Where the engine keeps everything. Implementations: [`SqliteStore`] (embedded default);
@@ -167,4 +182,24 @@ pub trait Store: Send + Sync + 'static {
         after: u64,
         limit: usize,
     ) -> Result<Vec<Event>>;
+
+    /// Renews the leases `owner` holds and claims live clusters nobody holds (or whose lease
+    /// expired) until `owner` holds `max`; skips rows other claimers have locked. The
+    /// database's clock decides expiry. Returns every lease `owner` holds now.
+    async fn acquire_leases(
+        &self,
+        owner: &str,
+        ttl: std::time::Duration,
+        max: usize,
+    ) -> Result<Vec<Lease>>;
+
+    /// Gives up every lease `owner` holds (graceful shutdown).
+    async fn release_leases(&self, owner: &str) -> Result<()>;
+
+    /// Cluster ids whose spec or lifecycle changed, from any process sharing the database
+    /// (PostgreSQL LISTEN/NOTIFY). `None` when the store has no cross-process notifications
+    /// (an embedded store only serves one engine).
+    async fn changes(&self) -> Result<Option<futures_util::stream::BoxStream<'static, ClusterId>>> {
+        Ok(None)
+    }
 }

@@ -9,14 +9,15 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{ClusterWrite, Intent, ObjectKind, Store, StoredObject};
+use super::{ClusterWrite, Intent, Lease, ObjectKind, Store, StoredObject};
 use crate::engine::event::{Event, Severity};
 use crate::engine::status::{ClusterRecord, Phase};
 use crate::error::{CoreError, Result};
 use crate::provider::ClusterId;
 
 /// Schema migrations, applied in order; `PRAGMA user_version` counts the applied ones.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE objects (
     kind TEXT NOT NULL,
     name TEXT NOT NULL,
@@ -54,7 +55,13 @@ CREATE TABLE events (
     message TEXT NOT NULL
 );
 CREATE INDEX events_cluster ON events(cluster_id, seq);
-"#];
+"#,
+    r#"
+ALTER TABLE clusters ADD COLUMN lease_owner TEXT;
+ALTER TABLE clusters ADD COLUMN lease_expires INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE clusters ADD COLUMN fence INTEGER NOT NULL DEFAULT 0;
+"#,
+];
 
 trait Db<T> {
     fn db(self, op: &'static str) -> Result<T>;
@@ -503,8 +510,21 @@ impl Store for SqliteStore {
         let remove = w.remove_intents.clone();
         let clear = w.clear_intents;
         let events = w.events.clone();
+        let fence = w.fence;
         self.run(true, move |c| {
             let tx = c.transaction().db("commit")?;
+            if let Some(f) = fence {
+                let current: Option<i64> = tx
+                    .query_row("SELECT fence FROM clusters WHERE id = ?1", params![id], |r| r.get(0))
+                    .optional()
+                    .db("commit fence")?;
+                if current != Some(f as i64) {
+                    return Err(CoreError::Fenced {
+                        cluster: id,
+                        fence: f,
+                    });
+                }
+            }
             if let Some(status) = status {
                 tx.execute(
                     "UPDATE clusters SET status = ?2, deleted = ?3, updated_at = ?4 WHERE id = ?1",
@@ -626,5 +646,75 @@ impl Store for SqliteStore {
             })
             .await?;
         rows.into_iter().map(event_of).collect()
+    }
+
+    async fn acquire_leases(
+        &self,
+        owner: &str,
+        ttl: std::time::Duration,
+        max: usize,
+    ) -> Result<Vec<Lease>> {
+        let owner = owner.to_string();
+        self.run(true, move |c| {
+            let tx = c.transaction().db("acquire leases")?;
+            let now = Utc::now().timestamp_millis();
+            let until = now + ttl.as_millis() as i64;
+            tx.execute(
+                "UPDATE clusters SET lease_expires = ?2 WHERE lease_owner = ?1 AND lease_expires >= ?3 AND deleted = 0",
+                params![owner, until, now],
+            )
+            .db("acquire leases")?;
+            let held: i64 = tx
+                .query_row(
+                    "SELECT COUNT(*) FROM clusters WHERE lease_owner = ?1 AND lease_expires >= ?2 AND deleted = 0",
+                    params![owner, now],
+                    |r| r.get(0),
+                )
+                .db("acquire leases")?;
+            let room = (max as i64 - held).max(0);
+            tx.execute(
+                "UPDATE clusters SET lease_owner = ?1, lease_expires = ?2, fence = fence + 1
+                 WHERE id IN (SELECT id FROM clusters
+                              WHERE deleted = 0 AND (lease_owner IS NULL OR lease_expires < ?3)
+                              ORDER BY created_at LIMIT ?4)",
+                params![owner, until, now, room],
+            )
+            .db("acquire leases")?;
+            let leases = {
+                let mut st = tx
+                    .prepare("SELECT id, fence FROM clusters WHERE lease_owner = ?1 AND lease_expires >= ?2 AND deleted = 0")
+                    .db("acquire leases")?;
+                let rows = st
+                    .query_map(params![owner, now], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+                    .db("acquire leases")?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+                    .db("acquire leases")?;
+                rows
+            };
+            tx.commit().db("acquire leases")?;
+            leases
+                .into_iter()
+                .map(|(id, fence)| {
+                    Ok(Lease {
+                        cluster_id: id.parse().map_err(|e| CoreError::store("decode lease", e))?,
+                        fence: fence as u64,
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn release_leases(&self, owner: &str) -> Result<()> {
+        let owner = owner.to_string();
+        self.run(true, move |c| {
+            c.execute(
+                "UPDATE clusters SET lease_owner = NULL, lease_expires = 0 WHERE lease_owner = ?1",
+                params![owner],
+            )
+            .db("release leases")?;
+            Ok(())
+        })
+        .await
     }
 }

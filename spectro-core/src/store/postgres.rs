@@ -1,0 +1,679 @@
+//! PostgreSQL store: the same [`Store`] as SQLite, for several engine replicas.
+//!
+//! Client: tokio-postgres (async, pipelined, LISTEN/NOTIFY through its connection's message
+//! stream) with deadpool-postgres for pooling; see ARCHITECTURE.md for why not sqlx.
+//! Leases: `lease_owner`, `lease_expires` (database clock) and `fence` columns on `clusters`;
+//! claims use `FOR UPDATE SKIP LOCKED`; a commit locks its cluster row and is refused when
+//! the fence moved. Event positions come from a one-row counter updated inside the commit,
+//! so positions are handed out in commit order and a reader never skips an event.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use futures_util::stream::BoxStream;
+use tokio_postgres::{NoTls, Row};
+
+use super::{ClusterWrite, Intent, Lease, ObjectKind, Store, StoredObject};
+use crate::engine::event::{Event, Severity};
+use crate::engine::status::{ClusterRecord, Phase};
+use crate::error::{CoreError, Result};
+use crate::provider::ClusterId;
+
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE objects (
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    revision BIGINT NOT NULL,
+    body TEXT NOT NULL,
+    updated_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (kind, name)
+);
+CREATE TABLE clusters (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    generation BIGINT NOT NULL,
+    lifecycle TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    profile TEXT NOT NULL,
+    profile_revision BIGINT NOT NULL,
+    status TEXT NOT NULL,
+    deleted BOOLEAN NOT NULL DEFAULT false,
+    created_at TEXT NOT NULL,
+    updated_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    lease_owner TEXT,
+    lease_expires TIMESTAMPTZ,
+    fence BIGINT NOT NULL DEFAULT 0
+);
+CREATE UNIQUE INDEX clusters_live_name ON clusters(name) WHERE NOT deleted;
+CREATE INDEX clusters_lease ON clusters(lease_owner, lease_expires) WHERE NOT deleted;
+CREATE TABLE intents (
+    cluster_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (cluster_id, name)
+);
+CREATE TABLE events (
+    seq BIGINT PRIMARY KEY,
+    cluster_id TEXT NOT NULL,
+    time TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    message TEXT NOT NULL
+);
+CREATE INDEX events_cluster ON events(cluster_id, seq);
+CREATE TABLE event_seq (id INT PRIMARY KEY, v BIGINT NOT NULL);
+INSERT INTO event_seq VALUES (1, 0);
+"#];
+
+/// Channel the spec writers notify on.
+const CHANNEL: &str = "spectro_changes";
+
+trait Db<T> {
+    fn db(self, op: &'static str) -> Result<T>;
+}
+
+impl<T> Db<T> for std::result::Result<T, tokio_postgres::Error> {
+    fn db(self, op: &'static str) -> Result<T> {
+        self.map_err(|e| CoreError::store(op, e))
+    }
+}
+
+impl<T> Db<T> for std::result::Result<T, deadpool_postgres::PoolError> {
+    fn db(self, op: &'static str) -> Result<T> {
+        self.map_err(|e| CoreError::store(op, e))
+    }
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| CoreError::Corrupt {
+        what: "document",
+        source: e,
+    })
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(what: &'static str, s: &str) -> Result<T> {
+    serde_json::from_str(s).map_err(|source| CoreError::Corrupt { what, source })
+}
+
+/// The PostgreSQL store.
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: Pool,
+    url: String,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may carry a password: never printed.
+        f.debug_struct("PostgresStore")
+            .field("pool", &self.pool.status().size)
+            .finish()
+    }
+}
+
+const CLUSTER_COLUMNS: &str =
+    "id, generation, lifecycle, spec, profile, profile_revision, status, created_at";
+
+fn decode_cluster(r: &Row) -> Result<ClusterRecord> {
+    let id: String = r.get(0);
+    let created: String = r.get(7);
+    Ok(ClusterRecord {
+        id: id
+            .parse()
+            .map_err(|e| CoreError::store("decode cluster id", e))?,
+        generation: r.get::<_, i64>(1) as u64,
+        lifecycle: from_json("cluster lifecycle", r.get(2))?,
+        spec: from_json("cluster spec", r.get(3))?,
+        profile: from_json("cluster profile snapshot", r.get(4))?,
+        profile_revision: r.get::<_, i64>(5) as u64,
+        status: from_json("cluster status", r.get(6))?,
+        created_at: DateTime::parse_from_rfc3339(&created)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|e| CoreError::store("decode created_at", e))?,
+    })
+}
+
+fn decode_event(r: &Row) -> Result<Event> {
+    let cluster: String = r.get(1);
+    let time: String = r.get(2);
+    Ok(Event {
+        seq: r.get::<_, i64>(0) as u64,
+        cluster_id: cluster
+            .parse()
+            .map_err(|e| CoreError::store("decode event", e))?,
+        time: DateTime::parse_from_rfc3339(&time)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|e| CoreError::store("decode event", e))?,
+        severity: Severity::parse(r.get(3)),
+        reason: r.get(4),
+        message: r.get(5),
+    })
+}
+
+impl PostgresStore {
+    /// Connects to `url` (`postgres://user:password@host:port/db`), with a pool of `size`
+    /// connections, and migrates the schema (safe when several replicas start at once).
+    pub async fn connect(url: &str, size: usize) -> Result<Self> {
+        let pg: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| CoreError::store("parse database URL", e))?;
+        let mgr = Manager::from_config(
+            pg,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(mgr)
+            .max_size(size.max(1))
+            .build()
+            .map_err(|e| CoreError::store("create pool", e))?;
+        let store = PostgresStore {
+            pool,
+            url: url.to_string(),
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        let mut c = self.pool.get().await.db("migrate")?;
+        let tx = c.transaction().await.db("migrate")?;
+        // One migrator at a time across replicas.
+        tx.execute("SELECT pg_advisory_xact_lock(7255012019)", &[])
+            .await
+            .db("migrate")?;
+        tx.batch_execute("CREATE TABLE IF NOT EXISTS spectro_migrations (version INT PRIMARY KEY)")
+            .await
+            .db("migrate")?;
+        let done: i64 = tx
+            .query_one("SELECT COUNT(*) FROM spectro_migrations", &[])
+            .await
+            .db("migrate")?
+            .get(0);
+        for (i, m) in MIGRATIONS.iter().enumerate().skip(done as usize) {
+            tx.batch_execute(m).await.db("migrate")?;
+            tx.execute(
+                "INSERT INTO spectro_migrations (version) VALUES ($1)",
+                &[&((i + 1) as i32)],
+            )
+            .await
+            .db("migrate")?;
+        }
+        tx.commit().await.db("migrate")
+    }
+
+    async fn notify(tx: &tokio_postgres::Transaction<'_>, id: &str) -> Result<()> {
+        tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &id])
+            .await
+            .db("notify")?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn put_object(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        body: &serde_json::Value,
+        expected_revision: Option<u64>,
+    ) -> Result<u64> {
+        let body = to_json(body)?;
+        let mut c = self.pool.get().await.db("put object")?;
+        let tx = c.transaction().await.db("put object")?;
+        let current: Option<i64> = tx
+            .query_opt(
+                "SELECT revision FROM objects WHERE kind = $1 AND name = $2 FOR UPDATE",
+                &[&kind.as_str(), &name],
+            )
+            .await
+            .db("put object")?
+            .map(|r| r.get(0));
+        let current = current.unwrap_or(0) as u64;
+        if let Some(exp) = expected_revision {
+            if exp != current {
+                return Err(CoreError::Conflict {
+                    kind: kind.as_str(),
+                    name: name.to_string(),
+                    expected: exp,
+                    found: current,
+                });
+            }
+        }
+        let rev = (current + 1) as i64;
+        let n = tx
+            .execute(
+                "INSERT INTO objects (kind, name, revision, body) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (kind, name) DO UPDATE SET revision = $3, body = $4, updated_at = now()",
+                &[&kind.as_str(), &name, &rev, &body],
+            )
+            .await;
+        match n {
+            Ok(_) => {}
+            // Two first writers raced past the FOR UPDATE (no row to lock yet).
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
+                return Err(CoreError::Conflict {
+                    kind: kind.as_str(),
+                    name: name.to_string(),
+                    expected: current,
+                    found: current + 1,
+                })
+            }
+            Err(e) => return Err(CoreError::store("put object", e)),
+        }
+        tx.commit().await.db("put object")?;
+        Ok(rev as u64)
+    }
+
+    async fn get_object(&self, kind: ObjectKind, name: &str) -> Result<Option<StoredObject>> {
+        let c = self.pool.get().await.db("get object")?;
+        let row = c
+            .query_opt(
+                "SELECT name, revision, body FROM objects WHERE kind = $1 AND name = $2",
+                &[&kind.as_str(), &name],
+            )
+            .await
+            .db("get object")?;
+        row.map(|r| {
+            Ok(StoredObject {
+                name: r.get(0),
+                revision: r.get::<_, i64>(1) as u64,
+                body: from_json("object", r.get(2))?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn list_objects(&self, kind: ObjectKind) -> Result<Vec<StoredObject>> {
+        let c = self.pool.get().await.db("list objects")?;
+        let rows = c
+            .query(
+                "SELECT name, revision, body FROM objects WHERE kind = $1 ORDER BY name",
+                &[&kind.as_str()],
+            )
+            .await
+            .db("list objects")?;
+        rows.iter()
+            .map(|r| {
+                Ok(StoredObject {
+                    name: r.get(0),
+                    revision: r.get::<_, i64>(1) as u64,
+                    body: from_json("object", r.get(2))?,
+                })
+            })
+            .collect()
+    }
+
+    async fn delete_object(&self, kind: ObjectKind, name: &str) -> Result<bool> {
+        let c = self.pool.get().await.db("delete object")?;
+        let n = c
+            .execute(
+                "DELETE FROM objects WHERE kind = $1 AND name = $2",
+                &[&kind.as_str(), &name],
+            )
+            .await
+            .db("delete object")?;
+        Ok(n > 0)
+    }
+
+    async fn insert_cluster(&self, rec: &ClusterRecord) -> Result<()> {
+        let id = rec.id.to_string();
+        let mut c = self.pool.get().await.db("insert cluster")?;
+        let tx = c.transaction().await.db("insert cluster")?;
+        let r = tx
+            .execute(
+                "INSERT INTO clusters (id, name, generation, lifecycle, spec, profile, profile_revision, status, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                &[
+                    &id,
+                    &rec.spec.name,
+                    &(rec.generation as i64),
+                    &to_json(&rec.lifecycle)?,
+                    &to_json(&rec.spec)?,
+                    &to_json(&rec.profile)?,
+                    &(rec.profile_revision as i64),
+                    &to_json(&rec.status)?,
+                    &rec.created_at.to_rfc3339(),
+                ],
+            )
+            .await;
+        match r {
+            Ok(_) => {}
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
+                return Err(CoreError::AlreadyExists {
+                    kind: "cluster",
+                    name: rec.spec.name.clone(),
+                })
+            }
+            Err(e) => return Err(CoreError::store("insert cluster", e)),
+        }
+        Self::notify(&tx, &id).await?;
+        tx.commit().await.db("insert cluster")
+    }
+
+    async fn update_cluster(&self, rec: &ClusterRecord, expected_generation: u64) -> Result<()> {
+        let id = rec.id.to_string();
+        let mut c = self.pool.get().await.db("update cluster")?;
+        let tx = c.transaction().await.db("update cluster")?;
+        let n = tx
+            .execute(
+                "UPDATE clusters SET generation = $2, lifecycle = $3, spec = $4, profile = $5,
+                   profile_revision = $6, updated_at = now()
+                 WHERE id = $1 AND generation = $7",
+                &[
+                    &id,
+                    &(rec.generation as i64),
+                    &to_json(&rec.lifecycle)?,
+                    &to_json(&rec.spec)?,
+                    &to_json(&rec.profile)?,
+                    &(rec.profile_revision as i64),
+                    &(expected_generation as i64),
+                ],
+            )
+            .await
+            .db("update cluster")?;
+        if n == 1 {
+            Self::notify(&tx, &id).await?;
+            return tx.commit().await.db("update cluster");
+        }
+        let found: Option<i64> = tx
+            .query_opt("SELECT generation FROM clusters WHERE id = $1", &[&id])
+            .await
+            .db("update cluster")?
+            .map(|r| r.get(0));
+        match found {
+            None => Err(CoreError::NotFound {
+                kind: "cluster",
+                name: id,
+            }),
+            Some(g) => Err(CoreError::Conflict {
+                kind: "cluster",
+                name: id,
+                expected: expected_generation,
+                found: g as u64,
+            }),
+        }
+    }
+
+    async fn get_cluster(&self, id: ClusterId) -> Result<Option<ClusterRecord>> {
+        let c = self.pool.get().await.db("get cluster")?;
+        let row = c
+            .query_opt(
+                &format!("SELECT {CLUSTER_COLUMNS} FROM clusters WHERE id = $1"),
+                &[&id.to_string()],
+            )
+            .await
+            .db("get cluster")?;
+        row.as_ref().map(decode_cluster).transpose()
+    }
+
+    async fn find_cluster(&self, name: &str) -> Result<Option<ClusterRecord>> {
+        let c = self.pool.get().await.db("find cluster")?;
+        let row = c
+            .query_opt(
+                &format!("SELECT {CLUSTER_COLUMNS} FROM clusters WHERE name = $1 AND NOT deleted"),
+                &[&name],
+            )
+            .await
+            .db("find cluster")?;
+        row.as_ref().map(decode_cluster).transpose()
+    }
+
+    async fn list_clusters(&self, include_deleted: bool) -> Result<Vec<ClusterRecord>> {
+        let c = self.pool.get().await.db("list clusters")?;
+        let rows = c
+            .query(
+                &format!(
+                    "SELECT {CLUSTER_COLUMNS} FROM clusters WHERE $1 OR NOT deleted ORDER BY name"
+                ),
+                &[&include_deleted],
+            )
+            .await
+            .db("list clusters")?;
+        rows.iter().map(decode_cluster).collect()
+    }
+
+    async fn commit(&self, w: &ClusterWrite) -> Result<Vec<Event>> {
+        let Some(cid) = w.cluster_id else {
+            return Ok(Vec::new());
+        };
+        let id = cid.to_string();
+        let status = w.status.as_ref().map(to_json).transpose()?;
+        let deleted = w.status.as_ref().is_some_and(|s| s.phase == Phase::Deleted);
+        let mut c = self.pool.get().await.db("commit")?;
+        let tx = c.transaction().await.db("commit")?;
+        // Lock the row: a claim by another replica cannot slip between check and write.
+        let fence: Option<i64> = tx
+            .query_opt(
+                "SELECT fence FROM clusters WHERE id = $1 FOR UPDATE",
+                &[&id],
+            )
+            .await
+            .db("commit")?
+            .map(|r| r.get(0));
+        if let Some(f) = w.fence {
+            if fence != Some(f as i64) {
+                return Err(CoreError::Fenced {
+                    cluster: id,
+                    fence: f,
+                });
+            }
+        }
+        if let Some(status) = status {
+            tx.execute(
+                "UPDATE clusters SET status = $2, deleted = $3, updated_at = now() WHERE id = $1",
+                &[&id, &status, &deleted],
+            )
+            .await
+            .db("commit status")?;
+        }
+        if w.clear_intents {
+            tx.execute("DELETE FROM intents WHERE cluster_id = $1", &[&id])
+                .await
+                .db("commit intents")?;
+        }
+        for i in &w.add_intents {
+            tx.execute(
+                "INSERT INTO intents (cluster_id, name, body) VALUES ($1, $2, $3)
+                 ON CONFLICT (cluster_id, name) DO UPDATE SET body = $3",
+                &[&id, &i.name, &to_json(i)?],
+            )
+            .await
+            .db("commit intents")?;
+        }
+        if !w.remove_intents.is_empty() {
+            tx.execute(
+                "DELETE FROM intents WHERE cluster_id = $1 AND name = ANY($2)",
+                &[&id, &w.remove_intents],
+            )
+            .await
+            .db("commit intents")?;
+        }
+        let mut out = Vec::with_capacity(w.events.len());
+        if !w.events.is_empty() {
+            let n = w.events.len() as i64;
+            let last: i64 = tx
+                .query_one(
+                    "UPDATE event_seq SET v = v + $1 WHERE id = 1 RETURNING v",
+                    &[&n],
+                )
+                .await
+                .db("commit events")?
+                .get(0);
+            let stmt = tx
+                .prepare(
+                    "INSERT INTO events (seq, cluster_id, time, severity, reason, message) VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .await
+                .db("commit events")?;
+            for (k, e) in w.events.iter().enumerate() {
+                let seq = last - n + 1 + k as i64;
+                tx.execute(
+                    &stmt,
+                    &[
+                        &seq,
+                        &id,
+                        &e.time.to_rfc3339(),
+                        &e.severity.as_str(),
+                        &e.reason,
+                        &e.message,
+                    ],
+                )
+                .await
+                .db("commit events")?;
+                out.push(Event {
+                    seq: seq as u64,
+                    cluster_id: cid,
+                    time: e.time,
+                    severity: e.severity,
+                    reason: e.reason.clone(),
+                    message: e.message.clone(),
+                });
+            }
+        }
+        tx.commit().await.db("commit")?;
+        Ok(out)
+    }
+
+    async fn intents(&self, id: ClusterId) -> Result<Vec<Intent>> {
+        let c = self.pool.get().await.db("intents")?;
+        let rows = c
+            .query(
+                "SELECT body FROM intents WHERE cluster_id = $1 ORDER BY name",
+                &[&id.to_string()],
+            )
+            .await
+            .db("intents")?;
+        rows.iter().map(|r| from_json("intent", r.get(0))).collect()
+    }
+
+    async fn events(
+        &self,
+        cluster: Option<ClusterId>,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>> {
+        let c = self.pool.get().await.db("events")?;
+        let limit = limit.min(i64::MAX as usize) as i64;
+        let after = after.min(i64::MAX as u64) as i64;
+        let rows = match cluster {
+            Some(id) => c
+                .query(
+                    "SELECT seq, cluster_id, time, severity, reason, message FROM events
+                     WHERE cluster_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+                    &[&id.to_string(), &after, &limit],
+                )
+                .await
+                .db("events")?,
+            None => c
+                .query(
+                    "SELECT seq, cluster_id, time, severity, reason, message FROM events
+                     WHERE seq > $1 ORDER BY seq LIMIT $2",
+                    &[&after, &limit],
+                )
+                .await
+                .db("events")?,
+        };
+        rows.iter().map(decode_event).collect()
+    }
+
+    async fn acquire_leases(&self, owner: &str, ttl: Duration, max: usize) -> Result<Vec<Lease>> {
+        let secs = ttl.as_secs_f64();
+        let mut c = self.pool.get().await.db("acquire leases")?;
+        let tx = c.transaction().await.db("acquire leases")?;
+        tx.execute(
+            "UPDATE clusters SET lease_expires = now() + make_interval(secs => $2)
+             WHERE lease_owner = $1 AND lease_expires >= now() AND NOT deleted",
+            &[&owner, &secs],
+        )
+        .await
+        .db("renew leases")?;
+        let held: i64 = tx
+            .query_one(
+                "SELECT COUNT(*) FROM clusters WHERE lease_owner = $1 AND lease_expires >= now() AND NOT deleted",
+                &[&owner],
+            )
+            .await
+            .db("acquire leases")?
+            .get(0);
+        let room = (max as i64 - held).max(0);
+        if room > 0 {
+            tx.execute(
+                "UPDATE clusters SET lease_owner = $1, lease_expires = now() + make_interval(secs => $2), fence = fence + 1
+                 WHERE id IN (SELECT id FROM clusters
+                              WHERE NOT deleted AND (lease_owner IS NULL OR lease_expires < now())
+                              ORDER BY created_at LIMIT $3
+                              FOR UPDATE SKIP LOCKED)",
+                &[&owner, &secs, &room],
+            )
+            .await
+            .db("claim leases")?;
+        }
+        let rows = tx
+            .query(
+                "SELECT id, fence FROM clusters WHERE lease_owner = $1 AND lease_expires >= now() AND NOT deleted",
+                &[&owner],
+            )
+            .await
+            .db("acquire leases")?;
+        tx.commit().await.db("acquire leases")?;
+        rows.iter()
+            .map(|r| {
+                let id: String = r.get(0);
+                Ok(Lease {
+                    cluster_id: id
+                        .parse()
+                        .map_err(|e| CoreError::store("decode lease", e))?,
+                    fence: r.get::<_, i64>(1) as u64,
+                })
+            })
+            .collect()
+    }
+
+    async fn release_leases(&self, owner: &str) -> Result<()> {
+        let c = self.pool.get().await.db("release leases")?;
+        c.execute(
+            "UPDATE clusters SET lease_owner = NULL, lease_expires = NULL WHERE lease_owner = $1",
+            &[&owner],
+        )
+        .await
+        .db("release leases")?;
+        Ok(())
+    }
+
+    async fn changes(&self) -> Result<Option<BoxStream<'static, ClusterId>>> {
+        use futures_util::StreamExt;
+        let (client, mut conn) = tokio_postgres::connect(&self.url, NoTls)
+            .await
+            .db("listen")?;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut messages = futures_util::stream::poll_fn(move |cx| conn.poll_message(cx));
+            while let Some(m) = messages.next().await {
+                match m {
+                    Ok(tokio_postgres::AsyncMessage::Notification(n)) => {
+                        if let Ok(id) = n.payload().parse::<ClusterId>() {
+                            if tx.send(id).is_err() {
+                                break;
+                            }
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+            }
+        });
+        client
+            .batch_execute(&format!("LISTEN {CHANNEL}"))
+            .await
+            .db("listen")?;
+        let stream = futures_util::stream::unfold((rx, client), |(mut rx, client)| async move {
+            rx.recv().await.map(|id| (id, (rx, client)))
+        });
+        Ok(Some(stream.boxed()))
+    }
+}

@@ -1,0 +1,267 @@
+//! One store conformance suite, run unchanged against SQLite and PostgreSQL.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use common::pg::PgServer;
+use common::*;
+use spectro::engine::event::{NewEvent, Severity};
+use spectro::engine::status::{ClusterRecord, ClusterStatus, Lifecycle, Phase};
+use spectro::provider::BootstrapRole;
+use spectro::store::{ClusterWrite, Intent, ObjectKind, Store};
+use spectro::{ClusterId, CoreError, PostgresStore, SqliteStore};
+
+fn record(name: &str) -> ClusterRecord {
+    ClusterRecord {
+        id: ClusterId::new(),
+        generation: 1,
+        spec: cluster(name),
+        profile: profile(),
+        profile_revision: 1,
+        lifecycle: Lifecycle::Active,
+        status: ClusterStatus::default(),
+        created_at: Utc::now(),
+    }
+}
+
+fn ev(reason: &str) -> NewEvent {
+    NewEvent {
+        time: Utc::now(),
+        severity: Severity::Info,
+        reason: reason.into(),
+        message: format!("{reason} happened"),
+    }
+}
+
+fn intent(name: &str) -> Intent {
+    Intent {
+        name: name.into(),
+        token: "tok".into(),
+        pool: "general".into(),
+        zone: "us-east-1a".into(),
+        shape: "abc".into(),
+        bootstrap: BootstrapRole::JoinWorker,
+        created_at: Utc::now(),
+    }
+}
+
+async fn conformance(s: Arc<dyn Store>) {
+    // Catalog objects: revisions and optimistic concurrency.
+    let body = serde_json::json!({"name": "a", "x": 1});
+    assert_eq!(
+        s.put_object(ObjectKind::IpPool, "a", &body, None)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        s.put_object(ObjectKind::IpPool, "a", &body, Some(1))
+            .await
+            .unwrap(),
+        2
+    );
+    assert!(matches!(
+        s.put_object(ObjectKind::IpPool, "a", &body, Some(1)).await,
+        Err(CoreError::Conflict {
+            expected: 1,
+            found: 2,
+            ..
+        })
+    ));
+    assert!(matches!(
+        s.put_object(ObjectKind::IpPool, "b", &body, Some(3)).await,
+        Err(CoreError::Conflict { found: 0, .. })
+    ));
+    let o = s
+        .get_object(ObjectKind::IpPool, "a")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (o.name.as_str(), o.revision, o.body["x"].as_i64()),
+        ("a", 2, Some(1))
+    );
+    assert!(
+        s.get_object(ObjectKind::Gateway, "a")
+            .await
+            .unwrap()
+            .is_none(),
+        "kinds are separate"
+    );
+    s.put_object(ObjectKind::IpPool, "c", &body, None)
+        .await
+        .unwrap();
+    let names: Vec<String> = s
+        .list_objects(ObjectKind::IpPool)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.name)
+        .collect();
+    assert_eq!(names, ["a", "c"]);
+    assert!(s.delete_object(ObjectKind::IpPool, "c").await.unwrap());
+    assert!(!s.delete_object(ObjectKind::IpPool, "c").await.unwrap());
+
+    // Clusters: unique live names, generations.
+    let mut r = record("one");
+    s.insert_cluster(&r).await.unwrap();
+    assert!(matches!(
+        s.insert_cluster(&record("one")).await,
+        Err(CoreError::AlreadyExists { .. })
+    ));
+    assert_eq!(s.get_cluster(r.id).await.unwrap().unwrap(), r);
+    assert_eq!(s.find_cluster("one").await.unwrap().unwrap().id, r.id);
+    r.generation = 2;
+    r.spec.node_pools[1].size = 9;
+    s.update_cluster(&r, 1).await.unwrap();
+    assert!(matches!(
+        s.update_cluster(&r, 1).await,
+        Err(CoreError::Conflict {
+            expected: 1,
+            found: 2,
+            ..
+        })
+    ));
+    assert_eq!(
+        s.get_cluster(r.id).await.unwrap().unwrap().spec.node_pools[1].size,
+        9
+    );
+
+    // Commits: status, intents and events together; the spec side untouched.
+    let mut w = ClusterWrite::new(r.id);
+    w.status = Some(ClusterStatus {
+        phase: Phase::Provisioning,
+        ..Default::default()
+    });
+    w.add_intents = vec![intent("m1"), intent("m2"), intent("m3")];
+    w.events = vec![ev("A"), ev("B")];
+    let evs = s.commit(&w).await.unwrap();
+    assert_eq!(evs.len(), 2);
+    assert!(evs[0].seq < evs[1].seq);
+    let got = s.get_cluster(r.id).await.unwrap().unwrap();
+    assert_eq!(got.status.phase, Phase::Provisioning);
+    assert_eq!(got.generation, 2);
+    let mut w = ClusterWrite::new(r.id);
+    w.remove_intents = vec!["m2".into()];
+    w.events = vec![ev("C")];
+    s.commit(&w).await.unwrap();
+    let names: Vec<String> = s
+        .intents(r.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.name)
+        .collect();
+    assert_eq!(names, ["m1", "m3"]);
+
+    // Events: per cluster and global, resumable, in order.
+    let other = record("two");
+    s.insert_cluster(&other).await.unwrap();
+    let mut w = ClusterWrite::new(other.id);
+    w.events = vec![ev("X")];
+    s.commit(&w).await.unwrap();
+    let mine = s.events(Some(r.id), 0, 100).await.unwrap();
+    assert_eq!(
+        mine.iter().map(|e| e.reason.as_str()).collect::<Vec<_>>(),
+        ["A", "B", "C"]
+    );
+    let all = s.events(None, 0, 100).await.unwrap();
+    assert_eq!(all.len(), 4);
+    assert!(all.windows(2).all(|w| w[0].seq < w[1].seq));
+    let rest = s.events(None, all[1].seq, 2).await.unwrap();
+    assert_eq!(
+        rest.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        [all[2].seq, all[3].seq]
+    );
+
+    // Deletion frees the name; deleted clusters are listed only on request.
+    let mut w = ClusterWrite::new(other.id);
+    w.status = Some(ClusterStatus {
+        phase: Phase::Deleted,
+        ..Default::default()
+    });
+    w.clear_intents = true;
+    s.commit(&w).await.unwrap();
+    assert!(s.find_cluster("two").await.unwrap().is_none());
+    s.insert_cluster(&record("two")).await.unwrap();
+    assert_eq!(s.list_clusters(false).await.unwrap().len(), 2);
+    assert_eq!(s.list_clusters(true).await.unwrap().len(), 3);
+
+    // Leases: claimed once, renewed, taken over after expiry with a higher fence; a write
+    // with the stale fence is refused and changes nothing.
+    let ttl = Duration::from_millis(400);
+    let a = s.acquire_leases("replica-a", ttl, 10).await.unwrap();
+    assert_eq!(a.len(), 2, "both live clusters");
+    let b = s.acquire_leases("replica-b", ttl, 10).await.unwrap();
+    assert!(b.is_empty(), "held by a");
+    let a2 = s.acquire_leases("replica-a", ttl, 10).await.unwrap();
+    let fence = |l: &[spectro::store::Lease], id: ClusterId| {
+        l.iter().find(|x| x.cluster_id == id).map(|x| x.fence)
+    };
+    assert_eq!(fence(&a2, r.id), fence(&a, r.id), "renewal keeps the fence");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let b = s.acquire_leases("replica-b", ttl, 1).await.unwrap();
+    assert_eq!(b.len(), 1, "max respected");
+    let b = s.acquire_leases("replica-b", ttl, 10).await.unwrap();
+    assert_eq!(b.len(), 2, "expired leases taken over");
+    assert!(fence(&b, r.id).unwrap() > fence(&a, r.id).unwrap());
+    let mut stale = ClusterWrite::new(r.id);
+    stale.fence = fence(&a, r.id);
+    stale.status = Some(ClusterStatus {
+        phase: Phase::Running,
+        ..Default::default()
+    });
+    stale.events = vec![ev("Stale")];
+    assert!(matches!(
+        s.commit(&stale).await,
+        Err(CoreError::Fenced { .. })
+    ));
+    assert_eq!(
+        s.get_cluster(r.id).await.unwrap().unwrap().status.phase,
+        Phase::Provisioning
+    );
+    assert!(s
+        .events(Some(r.id), 0, 100)
+        .await
+        .unwrap()
+        .iter()
+        .all(|e| e.reason != "Stale"));
+    let mut fresh = ClusterWrite::new(r.id);
+    fresh.fence = fence(&b, r.id);
+    fresh.events = vec![ev("Fresh")];
+    s.commit(&fresh).await.unwrap();
+    s.release_leases("replica-b").await.unwrap();
+    assert_eq!(
+        s.acquire_leases("replica-a", ttl, 10).await.unwrap().len(),
+        2,
+        "released leases are free at once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_conforms() {
+    let dir = tempfile::tempdir().unwrap();
+    conformance(Arc::new(
+        SqliteStore::open(dir.path().join("c.db")).unwrap(),
+    ))
+    .await;
+    conformance(Arc::new(SqliteStore::open_in_memory().unwrap())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_conforms() {
+    let Some(pg) = PgServer::start().await else {
+        return;
+    };
+    let store = PostgresStore::connect(&pg.url, 4).await.unwrap();
+    // A second connect migrates nothing twice.
+    PostgresStore::connect(&pg.url, 1).await.unwrap();
+    assert!(
+        !format!("{store:?}").contains("postgres@"),
+        "the URL never prints"
+    );
+    conformance(Arc::new(store)).await;
+}
