@@ -119,6 +119,9 @@ pub(crate) struct Inner {
     /// Replica mode: the clusters this replica holds, with their fencing tokens.
     owned: std::sync::Mutex<HashMap<ClusterId, u64>>,
     lease_wake: tokio::sync::Notify,
+    /// When the leases were last renewed: past the TTL this replica stops acting on its
+    /// own (self-fencing), before another replica can have taken over.
+    renewed: std::sync::Mutex<Option<tokio::time::Instant>>,
 }
 
 impl Inner {
@@ -168,8 +171,16 @@ impl Inner {
 
     /// The fencing token of an owned cluster; `Some(None)` when no leases are used.
     fn ownership(&self, id: ClusterId) -> Option<Option<u64>> {
-        if self.config.replica.is_none() {
+        let Some(rc) = &self.config.replica else {
             return Some(None);
+        };
+        let fresh = self
+            .renewed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|t| t.elapsed() < rc.lease_ttl * 2 / 3);
+        if !fresh {
+            return None;
         }
         self.owned
             .lock()
@@ -182,12 +193,14 @@ impl Inner {
     /// newly claimed clusters, forget lost ones.
     async fn lease_loop(self: Arc<Self>, rc: ReplicaConfig) {
         loop {
+            let asked = tokio::time::Instant::now();
             match self
                 .store
                 .acquire_leases(&rc.id, rc.lease_ttl, rc.max_clusters)
                 .await
             {
                 Ok(leases) => {
+                    *self.renewed.lock().unwrap_or_else(|e| e.into_inner()) = Some(asked);
                     let fresh: HashMap<ClusterId, u64> =
                         leases.iter().map(|l| (l.cluster_id, l.fence)).collect();
                     let gained: Vec<ClusterId> = {
@@ -231,8 +244,20 @@ impl Inner {
     async fn worker(self: Arc<Self>) {
         while let Some(id) = self.queue.next().await {
             let Some(fence) = self.ownership(id) else {
-                // Another replica holds it.
-                self.queue.done(id, None);
+                // Another replica holds it; or this one does but could not renew its leases
+                // lately (self-fenced): look again once renewals may have resumed.
+                let held = self
+                    .owned
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .contains_key(&id);
+                let retry = self
+                    .config
+                    .replica
+                    .as_ref()
+                    .filter(|_| held)
+                    .map(|rc| rc.lease_ttl / 3);
+                self.queue.done(id, retry);
                 continue;
             };
             self.reconciles.fetch_add(1, Ordering::Relaxed);
@@ -328,6 +353,7 @@ impl EngineBuilder {
             reconciles: AtomicU64::new(0),
             owned: Default::default(),
             lease_wake: tokio::sync::Notify::new(),
+            renewed: std::sync::Mutex::new(None),
         });
         for rec in inner.store.list_clusters(false).await? {
             inner.queue.add(rec.id);
@@ -946,6 +972,8 @@ impl Engine {
     }
 
     /// Waits until `pred` holds for the cluster, or `timeout` passes (returns the last record).
+    /// Woken by this engine's reconciles, and looks again every 200 ms for changes made by
+    /// other replicas.
     pub async fn wait_for(
         &self,
         id: ClusterId,
@@ -957,12 +985,14 @@ impl Engine {
         loop {
             rx.borrow_and_update();
             let rec = self.cluster(id).await?;
-            if pred(&rec) {
+            if pred(&rec) || tokio::time::Instant::now() >= deadline {
                 return Ok(rec);
             }
+            let look_again =
+                (tokio::time::Instant::now() + Duration::from_millis(200)).min(deadline);
             tokio::select! {
                 r = rx.changed() => { if r.is_err() { return Ok(rec); } }
-                _ = tokio::time::sleep_until(deadline) => { return Ok(rec); }
+                _ = tokio::time::sleep_until(look_again) => {}
             }
         }
     }
@@ -974,20 +1004,21 @@ impl Engine {
         phase: Phase,
         timeout: Duration,
     ) -> Result<ClusterRecord> {
-        let rec = self
-            .wait_for(id, timeout, |r| {
-                r.status.phase == phase
-                    && (phase != Phase::Running || r.status.observed_generation == r.generation)
-            })
-            .await?;
-        if rec.status.phase == phase {
+        let reached = |r: &ClusterRecord| {
+            r.status.phase == phase
+                && (phase != Phase::Running || r.status.observed_generation == r.generation)
+        };
+        let rec = self.wait_for(id, timeout, reached).await?;
+        if reached(&rec) {
             Ok(rec)
         } else {
             Err(CoreError::InvalidState(format!(
-                "cluster {} did not reach {} within {timeout:?} (phase {}, last error: {})",
+                "cluster {} did not reach {} within {timeout:?} (phase {}, generation {} of {}, last error: {})",
                 rec.spec.name,
                 phase.as_str(),
                 rec.status.phase.as_str(),
+                rec.status.observed_generation,
+                rec.generation,
                 rec.status.last_error.as_deref().unwrap_or("none")
             )))
         }
