@@ -271,11 +271,12 @@ impl Store for PostgresStore {
 
     async fn get_object(&self, kind: ObjectKind, name: &str) -> Result<Option<StoredObject>> {
         let c = self.pool.get().await.db("get object")?;
+        let st = c
+            .prepare_cached("SELECT name, revision, body FROM objects WHERE kind = $1 AND name = $2")
+            .await
+            .db("get object")?;
         let row = c
-            .query_opt(
-                "SELECT name, revision, body FROM objects WHERE kind = $1 AND name = $2",
-                &[&kind.as_str(), &name],
-            )
+            .query_opt(&st, &[&kind.as_str(), &name])
             .await
             .db("get object")?;
         row.map(|r| {
@@ -401,13 +402,11 @@ impl Store for PostgresStore {
 
     async fn get_cluster(&self, id: ClusterId) -> Result<Option<ClusterRecord>> {
         let c = self.pool.get().await.db("get cluster")?;
-        let row = c
-            .query_opt(
-                &format!("SELECT {CLUSTER_COLUMNS} FROM clusters WHERE id = $1"),
-                &[&id.to_string()],
-            )
+        let st = c
+            .prepare_cached(&format!("SELECT {CLUSTER_COLUMNS} FROM clusters WHERE id = $1"))
             .await
             .db("get cluster")?;
+        let row = c.query_opt(&st, &[&id.to_string()]).await.db("get cluster")?;
         row.as_ref().map(decode_cluster).transpose()
     }
 
@@ -464,12 +463,15 @@ impl Store for PostgresStore {
             }
         }
         if let Some(status) = status {
-            tx.execute(
-                "UPDATE clusters SET status = $2, deleted = $3, updated_at = now() WHERE id = $1",
-                &[&id, &status, &deleted],
-            )
-            .await
-            .db("commit status")?;
+            let st = tx
+                .prepare_cached(
+                    "UPDATE clusters SET status = $2, deleted = $3, updated_at = now() WHERE id = $1",
+                )
+                .await
+                .db("commit status")?;
+            tx.execute(&st, &[&id, &status, &deleted])
+                .await
+                .db("commit status")?;
         }
         if w.clear_intents {
             tx.execute("DELETE FROM intents WHERE cluster_id = $1", &[&id])
@@ -504,29 +506,27 @@ impl Store for PostgresStore {
                 .await
                 .db("commit events")?
                 .get(0);
+            // One round trip for all events.
+            let first = last - n + 1;
+            let seqs: Vec<i64> = (first..=last).collect();
+            let ids: Vec<&str> = w.events.iter().map(|_| id.as_str()).collect();
+            let times: Vec<String> = w.events.iter().map(|e| e.time.to_rfc3339()).collect();
+            let sev: Vec<&str> = w.events.iter().map(|e| e.severity.as_str()).collect();
+            let reasons: Vec<&str> = w.events.iter().map(|e| e.reason.as_str()).collect();
+            let messages: Vec<&str> = w.events.iter().map(|e| e.message.as_str()).collect();
             let stmt = tx
-                .prepare(
-                    "INSERT INTO events (seq, cluster_id, time, severity, reason, message) VALUES ($1, $2, $3, $4, $5, $6)",
+                .prepare_cached(
+                    "INSERT INTO events (seq, cluster_id, time, severity, reason, message)
+                     SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])",
                 )
+                .await
+                .db("commit events")?;
+            tx.execute(&stmt, &[&seqs, &ids, &times, &sev, &reasons, &messages])
                 .await
                 .db("commit events")?;
             for (k, e) in w.events.iter().enumerate() {
-                let seq = last - n + 1 + k as i64;
-                tx.execute(
-                    &stmt,
-                    &[
-                        &seq,
-                        &id,
-                        &e.time.to_rfc3339(),
-                        &e.severity.as_str(),
-                        &e.reason,
-                        &e.message,
-                    ],
-                )
-                .await
-                .db("commit events")?;
                 out.push(Event {
-                    seq: seq as u64,
+                    seq: (first + k as i64) as u64,
                     cluster_id: cid,
                     time: e.time,
                     severity: e.severity,
@@ -541,13 +541,11 @@ impl Store for PostgresStore {
 
     async fn intents(&self, id: ClusterId) -> Result<Vec<Intent>> {
         let c = self.pool.get().await.db("intents")?;
-        let rows = c
-            .query(
-                "SELECT body FROM intents WHERE cluster_id = $1 ORDER BY name",
-                &[&id.to_string()],
-            )
+        let st = c
+            .prepare_cached("SELECT body FROM intents WHERE cluster_id = $1 ORDER BY name")
             .await
             .db("intents")?;
+        let rows = c.query(&st, &[&id.to_string()]).await.db("intents")?;
         rows.iter().map(|r| from_json("intent", r.get(0))).collect()
     }
 
