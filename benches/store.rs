@@ -25,7 +25,8 @@ use spectro::store::{ClusterWrite, Store};
 use spectro::{ClusterId, Engine, EngineConfig, PostgresStore, SqliteStore};
 
 const PROFILE: &str = "name: bench\nversion: '1'\ncloud: aws\npacks:\n  - {name: ubuntu, layer: os, version: '22.04'}\n  - {name: kubernetes, layer: kubernetes, version: 1.30.4}\n  - {name: calico, layer: cni, version: 3.28.0}\n";
-const ACCOUNT: &str = "name: sim\ncredentials:\n  aws: {accessKeyId: AKIABENCHMARK0000000, secretAccessKey: x}\n";
+const ACCOUNT: &str =
+    "name: sim\ncredentials:\n  aws: {accessKeyId: AKIABENCHMARK0000000, secretAccessKey: x}\n";
 const CLUSTER: &str = "name: c\nprofile: {name: bench, version: '1'}\ncloudAccount: sim\ncloud: {aws: {region: us-east-1}}\nnodePools:\n  - {name: cp, role: controlPlane, size: 3, instanceType: m5.large, availabilityZones: [us-east-1a, us-east-1b, us-east-1c]}\n  - {name: workers, role: worker, size: 5, instanceType: m5.xlarge, availabilityZones: [us-east-1a, us-east-1b, us-east-1c]}\n";
 
 fn rt() -> tokio::runtime::Runtime {
@@ -56,7 +57,11 @@ async fn seeded(store: Arc<dyn Store>) -> ClusterId {
 fn write(id: ClusterId, i: u64) -> ClusterWrite {
     let mut w = ClusterWrite::new(id);
     w.status = Some(ClusterStatus {
-        phase: if i % 2 == 0 { Phase::Provisioning } else { Phase::Running },
+        phase: if i % 2 == 0 {
+            Phase::Provisioning
+        } else {
+            Phase::Running
+        },
         observed_generation: i,
         ..Default::default()
     });
@@ -80,7 +85,10 @@ fn bench_writes(c: &mut Criterion) {
         Arc::new(SqliteStore::open(dir.path().join("w.db")).unwrap()),
     )];
     if let Some(s) = &server {
-        stores.push(("postgres", Arc::new(rt.block_on(PostgresStore::connect(&s.url, 8)).unwrap())));
+        stores.push((
+            "postgres",
+            Arc::new(rt.block_on(PostgresStore::connect(&s.url, 8)).unwrap()),
+        ));
     }
     let mut g = c.benchmark_group("commit-status-and-2-events");
     g.throughput(criterion::Throughput::Elements(1));
@@ -119,9 +127,17 @@ fn bench_writes(c: &mut Criterion) {
 }
 
 async fn converge_replicas(url: &str, replicas: usize, n: usize) -> Duration {
-    let mut latency = SimConfig::default().with_latency(Duration::from_millis(5)).latency;
+    let mut latency = SimConfig::default()
+        .with_latency(Duration::from_millis(5))
+        .latency;
     latency.remove(&spectro::sim::SimOp::ValidateAccount);
-    let sim = Arc::new(SimCloud::new(CloudType::Aws, SimConfig { latency, ..Default::default() }));
+    let sim = Arc::new(SimCloud::new(
+        CloudType::Aws,
+        SimConfig {
+            latency,
+            ..Default::default()
+        },
+    ));
     let mut engines = Vec::new();
     for r in 0..replicas {
         let store = Arc::new(PostgresStore::connect(url, 8).await.unwrap());
@@ -166,7 +182,9 @@ async fn converge_replicas(url: &str, replicas: usize, n: usize) -> Duration {
         let _ = engines[i % replicas].delete_cluster(*id).await;
     }
     for id in &ids {
-        let _ = engines[0].wait_for_phase(*id, Phase::Deleted, Duration::from_secs(600)).await;
+        let _ = engines[0]
+            .wait_for_phase(*id, Phase::Deleted, Duration::from_secs(600))
+            .await;
     }
     for e in engines {
         e.shutdown().await;
@@ -180,13 +198,18 @@ fn bench_replicas(c: &mut Criterion) {
         eprintln!("SKIPPED: no PostgreSQL");
         return;
     };
-    let n: usize = std::env::var("SPECTRO_BENCH_CLUSTERS").ok().and_then(|s| s.parse().ok()).unwrap_or(1000);
+    let n: usize = std::env::var("SPECTRO_BENCH_CLUSTERS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1000);
     let mut g = c.benchmark_group(format!("converge-{n}-postgres"));
     g.sample_size(10);
     for replicas in [1usize, 3] {
         g.bench_function(BenchmarkId::new("replicas", replicas), |b| {
             b.iter_custom(|iters| {
-                (0..iters).map(|_| rt.block_on(converge_replicas(&server.url, replicas, n))).sum()
+                (0..iters)
+                    .map(|_| rt.block_on(converge_replicas(&server.url, replicas, n)))
+                    .sum()
             })
         });
     }

@@ -2,8 +2,8 @@
 //!
 //! Client: tokio-postgres (async, pipelined, LISTEN/NOTIFY through its connection's message
 //! stream) with deadpool-postgres for pooling; see ARCHITECTURE.md for why not sqlx.
-//! Leases: `lease_owner`, `lease_expires` (database clock) and `fence` columns on `clusters`;
-//! claims use `FOR UPDATE SKIP LOCKED`; a commit locks its cluster row and is refused when
+//! Leases: a heartbeat row per replica in `replicas` (database clock) and `lease_owner` +
+//! `fence` columns on `clusters`; claims use `FOR UPDATE SKIP LOCKED`; a commit locks its cluster row and is refused when
 //! the fence moved. Event positions come from a one-row counter updated inside the commit,
 //! so positions are handed out in commit order and a reader never skips an event.
 
@@ -43,11 +43,11 @@ CREATE TABLE clusters (
     created_at TEXT NOT NULL,
     updated_at TIMESTAMPTZ NOT NULL DEFAULT now(),
     lease_owner TEXT,
-    lease_expires TIMESTAMPTZ,
     fence BIGINT NOT NULL DEFAULT 0
 );
+CREATE TABLE replicas (id TEXT PRIMARY KEY, expires TIMESTAMPTZ NOT NULL);
 CREATE UNIQUE INDEX clusters_live_name ON clusters(name) WHERE NOT deleted;
-CREATE INDEX clusters_lease ON clusters(lease_owner, lease_expires) WHERE NOT deleted;
+CREATE INDEX clusters_lease ON clusters(lease_owner) WHERE NOT deleted;
 CREATE TABLE intents (
     cluster_id TEXT NOT NULL,
     name TEXT NOT NULL,
@@ -272,7 +272,9 @@ impl Store for PostgresStore {
     async fn get_object(&self, kind: ObjectKind, name: &str) -> Result<Option<StoredObject>> {
         let c = self.pool.get().await.db("get object")?;
         let st = c
-            .prepare_cached("SELECT name, revision, body FROM objects WHERE kind = $1 AND name = $2")
+            .prepare_cached(
+                "SELECT name, revision, body FROM objects WHERE kind = $1 AND name = $2",
+            )
             .await
             .db("get object")?;
         let row = c
@@ -403,10 +405,15 @@ impl Store for PostgresStore {
     async fn get_cluster(&self, id: ClusterId) -> Result<Option<ClusterRecord>> {
         let c = self.pool.get().await.db("get cluster")?;
         let st = c
-            .prepare_cached(&format!("SELECT {CLUSTER_COLUMNS} FROM clusters WHERE id = $1"))
+            .prepare_cached(&format!(
+                "SELECT {CLUSTER_COLUMNS} FROM clusters WHERE id = $1"
+            ))
             .await
             .db("get cluster")?;
-        let row = c.query_opt(&st, &[&id.to_string()]).await.db("get cluster")?;
+        let row = c
+            .query_opt(&st, &[&id.to_string()])
+            .await
+            .db("get cluster")?;
         row.as_ref().map(decode_cluster).transpose()
     }
 
@@ -580,19 +587,22 @@ impl Store for PostgresStore {
     }
 
     async fn acquire_leases(&self, owner: &str, ttl: Duration, max: usize) -> Result<Vec<Lease>> {
+        // A lease is a heartbeat per replica (one row, whatever the number of clusters it
+        // holds) plus `lease_owner` on each cluster; a cluster whose owner's heartbeat
+        // expired is free to claim, and claiming bumps its fence.
         let secs = ttl.as_secs_f64();
         let mut c = self.pool.get().await.db("acquire leases")?;
         let tx = c.transaction().await.db("acquire leases")?;
         tx.execute(
-            "UPDATE clusters SET lease_expires = now() + make_interval(secs => $2)
-             WHERE lease_owner = $1 AND lease_expires >= now() AND NOT deleted",
+            "INSERT INTO replicas (id, expires) VALUES ($1, now() + make_interval(secs => $2))
+             ON CONFLICT (id) DO UPDATE SET expires = EXCLUDED.expires",
             &[&owner, &secs],
         )
         .await
-        .db("renew leases")?;
+        .db("renew lease")?;
         let held: i64 = tx
             .query_one(
-                "SELECT COUNT(*) FROM clusters WHERE lease_owner = $1 AND lease_expires >= now() AND NOT deleted",
+                "SELECT COUNT(*) FROM clusters WHERE lease_owner = $1 AND NOT deleted",
                 &[&owner],
             )
             .await
@@ -601,19 +611,20 @@ impl Store for PostgresStore {
         let room = (max as i64 - held).max(0);
         if room > 0 {
             tx.execute(
-                "UPDATE clusters SET lease_owner = $1, lease_expires = now() + make_interval(secs => $2), fence = fence + 1
-                 WHERE id IN (SELECT id FROM clusters
-                              WHERE NOT deleted AND (lease_owner IS NULL OR lease_expires < now())
-                              ORDER BY created_at LIMIT $3
-                              FOR UPDATE SKIP LOCKED)",
-                &[&owner, &secs, &room],
+                "UPDATE clusters SET lease_owner = $1, fence = fence + 1
+                 WHERE id IN (SELECT c.id FROM clusters c LEFT JOIN replicas r ON r.id = c.lease_owner
+                              WHERE NOT c.deleted
+                                AND (c.lease_owner IS NULL OR r.id IS NULL OR r.expires < now())
+                              ORDER BY c.created_at LIMIT $2
+                              FOR UPDATE OF c SKIP LOCKED)",
+                &[&owner, &room],
             )
             .await
             .db("claim leases")?;
         }
         let rows = tx
             .query(
-                "SELECT id, fence FROM clusters WHERE lease_owner = $1 AND lease_expires >= now() AND NOT deleted",
+                "SELECT id, fence FROM clusters WHERE lease_owner = $1 AND NOT deleted",
                 &[&owner],
             )
             .await
@@ -633,14 +644,18 @@ impl Store for PostgresStore {
     }
 
     async fn release_leases(&self, owner: &str) -> Result<()> {
-        let c = self.pool.get().await.db("release leases")?;
-        c.execute(
-            "UPDATE clusters SET lease_owner = NULL, lease_expires = NULL WHERE lease_owner = $1",
+        let mut c = self.pool.get().await.db("release leases")?;
+        let tx = c.transaction().await.db("release leases")?;
+        tx.execute(
+            "UPDATE clusters SET lease_owner = NULL WHERE lease_owner = $1",
             &[&owner],
         )
         .await
         .db("release leases")?;
-        Ok(())
+        tx.execute("DELETE FROM replicas WHERE id = $1", &[&owner])
+            .await
+            .db("release leases")?;
+        tx.commit().await.db("release leases")
     }
 
     async fn changes(&self) -> Result<Option<BoxStream<'static, ClusterId>>> {

@@ -58,8 +58,8 @@ CREATE INDEX events_cluster ON events(cluster_id, seq);
 "#,
     r#"
 ALTER TABLE clusters ADD COLUMN lease_owner TEXT;
-ALTER TABLE clusters ADD COLUMN lease_expires INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE clusters ADD COLUMN fence INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE replicas (id TEXT PRIMARY KEY, expires INTEGER NOT NULL);
 "#,
 ];
 
@@ -660,32 +660,34 @@ impl Store for SqliteStore {
             let now = Utc::now().timestamp_millis();
             let until = now + ttl.as_millis() as i64;
             tx.execute(
-                "UPDATE clusters SET lease_expires = ?2 WHERE lease_owner = ?1 AND lease_expires >= ?3 AND deleted = 0",
-                params![owner, until, now],
+                "INSERT INTO replicas (id, expires) VALUES (?1, ?2)
+                 ON CONFLICT (id) DO UPDATE SET expires = excluded.expires",
+                params![owner, until],
             )
-            .db("acquire leases")?;
+            .db("renew lease")?;
             let held: i64 = tx
                 .query_row(
-                    "SELECT COUNT(*) FROM clusters WHERE lease_owner = ?1 AND lease_expires >= ?2 AND deleted = 0",
-                    params![owner, now],
+                    "SELECT COUNT(*) FROM clusters WHERE lease_owner = ?1 AND deleted = 0",
+                    params![owner],
                     |r| r.get(0),
                 )
                 .db("acquire leases")?;
             let room = (max as i64 - held).max(0);
             tx.execute(
-                "UPDATE clusters SET lease_owner = ?1, lease_expires = ?2, fence = fence + 1
-                 WHERE id IN (SELECT id FROM clusters
-                              WHERE deleted = 0 AND (lease_owner IS NULL OR lease_expires < ?3)
-                              ORDER BY created_at LIMIT ?4)",
-                params![owner, until, now, room],
+                "UPDATE clusters SET lease_owner = ?1, fence = fence + 1
+                 WHERE id IN (SELECT c.id FROM clusters c LEFT JOIN replicas r ON r.id = c.lease_owner
+                              WHERE c.deleted = 0
+                                AND (c.lease_owner IS NULL OR r.id IS NULL OR r.expires < ?2)
+                              ORDER BY c.created_at LIMIT ?3)",
+                params![owner, now, room],
             )
             .db("acquire leases")?;
             let leases = {
                 let mut st = tx
-                    .prepare("SELECT id, fence FROM clusters WHERE lease_owner = ?1 AND lease_expires >= ?2 AND deleted = 0")
+                    .prepare("SELECT id, fence FROM clusters WHERE lease_owner = ?1 AND deleted = 0")
                     .db("acquire leases")?;
                 let rows = st
-                    .query_map(params![owner, now], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+                    .query_map(params![owner], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
                     .db("acquire leases")?
                     .collect::<rusqlite::Result<Vec<_>>>()
                     .db("acquire leases")?;
@@ -708,11 +710,15 @@ impl Store for SqliteStore {
     async fn release_leases(&self, owner: &str) -> Result<()> {
         let owner = owner.to_string();
         self.run(true, move |c| {
-            c.execute(
-                "UPDATE clusters SET lease_owner = NULL, lease_expires = 0 WHERE lease_owner = ?1",
+            let tx = c.transaction().db("release leases")?;
+            tx.execute(
+                "UPDATE clusters SET lease_owner = NULL WHERE lease_owner = ?1",
                 params![owner],
             )
             .db("release leases")?;
+            tx.execute("DELETE FROM replicas WHERE id = ?1", params![owner])
+                .db("release leases")?;
+            tx.commit().db("release leases")?;
             Ok(())
         })
         .await
