@@ -15,7 +15,9 @@ use spectro::engine::event::Event;
 use spectro::engine::status::{ClusterRecord, Phase};
 use spectro::engine::ReplicaConfig;
 use spectro::sim::SimConfig;
-use spectro::store::{ClusterWrite, Intent, Lease, ObjectKind, Store, StoredObject};
+use spectro::store::{
+    ClusterWrite, Intent, IpLease, IpRequest, Lease, ObjectKind, Store, StoredObject,
+};
 use spectro::{ClusterId, CoreError, Engine, EngineConfig, PostgresStore, Result};
 
 fn replica(id: &str, ttl: Duration, max: usize) -> EngineConfig {
@@ -185,6 +187,15 @@ impl Store for Partitionable {
     }
     async fn release_leases(&self, o: &str) -> Result<()> {
         self.inner.release_leases(o).await
+    }
+    async fn allocate_ip(&self, r: &IpRequest) -> Result<u64> {
+        self.inner.allocate_ip(r).await
+    }
+    async fn release_ips(&self, c: ClusterId, o: Option<&[String]>) -> Result<u64> {
+        self.inner.release_ips(c, o).await
+    }
+    async fn ip_leases(&self, p: Option<&str>) -> Result<Vec<IpLease>> {
+        self.inner.ip_leases(p).await
     }
     async fn changes(&self) -> Result<Option<BoxStream<'static, ClusterId>>> {
         self.inner.changes().await

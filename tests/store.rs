@@ -10,8 +10,9 @@ use common::pg::PgServer;
 use common::*;
 use spectro::engine::event::{NewEvent, Severity};
 use spectro::engine::status::{ClusterRecord, ClusterStatus, Lifecycle, Phase};
+use spectro::ipam::PoolRange;
 use spectro::provider::BootstrapRole;
-use spectro::store::{ClusterWrite, Intent, ObjectKind, Store};
+use spectro::store::{ClusterWrite, Intent, IpRequest, ObjectKind, Store};
 use spectro::{ClusterId, CoreError, PostgresStore, SqliteStore};
 
 fn record(name: &str) -> ClusterRecord {
@@ -239,6 +240,106 @@ async fn conformance(s: Arc<dyn Store>) {
         2,
         "released leases are free at once"
     );
+}
+
+fn ip(pool: &str, size: u64, cluster: ClusterId, owner: &str, restrict: bool) -> IpRequest {
+    IpRequest {
+        pool: pool.into(),
+        range: PoolRange {
+            first: 0x0a00_0000,
+            size,
+            v6: false,
+            reserved: vec![0],
+        },
+        cluster,
+        owner: owner.into(),
+        restrict_to_single_cluster: restrict,
+    }
+}
+
+async fn ipam_conformance(s: Arc<dyn Store>) {
+    let (a, b) = (ClusterId::new(), ClusterId::new());
+    // Lowest first, the reserved gateway offset skipped, idempotent per owner.
+    assert_eq!(s.allocate_ip(&ip("p", 6, a, "m1", false)).await.unwrap(), 1);
+    assert_eq!(s.allocate_ip(&ip("p", 6, a, "m2", false)).await.unwrap(), 2);
+    assert_eq!(
+        s.allocate_ip(&ip("p", 6, a, "m1", false)).await.unwrap(),
+        1,
+        "same owner, same address"
+    );
+    assert_eq!(
+        s.allocate_ip(&ip("p", 6, b, "m1", false)).await.unwrap(),
+        3,
+        "shared pool"
+    );
+    // A released address is reused, ranges merge back.
+    assert_eq!(
+        s.release_ips(a, Some(&["m1".to_string()])).await.unwrap(),
+        1
+    );
+    assert_eq!(s.allocate_ip(&ip("p", 6, b, "m2", false)).await.unwrap(), 1);
+    for o in ["m3", "m4"] {
+        s.allocate_ip(&ip("p", 6, b, o, false)).await.unwrap();
+    }
+    match s.allocate_ip(&ip("p", 6, b, "m5", false)).await {
+        Err(CoreError::PoolExhausted { pool, size: 6 }) => assert_eq!(pool, "p"),
+        r => panic!("{r:?}"),
+    }
+    assert_eq!(s.release_ips(b, None).await.unwrap(), 4);
+    assert_eq!(s.ip_leases(Some("p")).await.unwrap().len(), 1);
+    assert_eq!(s.release_ips(a, None).await.unwrap(), 1);
+    assert!(s.ip_leases(None).await.unwrap().is_empty());
+    assert_eq!(
+        s.allocate_ip(&ip("p", 6, a, "again", false)).await.unwrap(),
+        1,
+        "everything merged back"
+    );
+    s.release_ips(a, None).await.unwrap();
+
+    // Restricted pools belong to the first cluster that uses them.
+    s.allocate_ip(&ip("r", 10, a, "vip", true)).await.unwrap();
+    match s.allocate_ip(&ip("r", 10, b, "vip", true)).await {
+        Err(CoreError::PoolRestricted { holder, .. }) => assert_eq!(holder, a.to_string()),
+        r => panic!("{r:?}"),
+    }
+
+    // Concurrent allocations never share an address.
+    let pool_size = 64;
+    let tasks: Vec<_> = (0..48)
+        .map(|i| {
+            let s = s.clone();
+            let c = if i % 2 == 0 { a } else { b };
+            tokio::spawn(async move {
+                s.allocate_ip(&ip("c", pool_size, c, &format!("n{i}"), false))
+                    .await
+            })
+        })
+        .collect();
+    let mut got = Vec::new();
+    for t in tasks {
+        got.push(t.await.unwrap().unwrap());
+    }
+    got.sort();
+    got.dedup();
+    assert_eq!(got.len(), 48, "48 distinct addresses");
+    assert_eq!(got, (1..=48).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_ipam_conforms() {
+    let dir = tempfile::tempdir().unwrap();
+    ipam_conformance(Arc::new(
+        SqliteStore::open(dir.path().join("i.db")).unwrap(),
+    ))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_ipam_conforms() {
+    let Some(pg) = PgServer::start().await else {
+        return;
+    };
+    ipam_conformance(Arc::new(PostgresStore::connect(&pg.url, 8).await.unwrap())).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

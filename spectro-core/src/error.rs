@@ -44,6 +44,32 @@ pub enum CoreError {
         /// The stored revision.
         found: u64,
     },
+    /// Every address of an IP pool is in use.
+    #[error("IP pool `{pool}` is exhausted: all {size} addresses are in use")]
+    PoolExhausted {
+        /// Pool name.
+        pool: String,
+        /// Its number of addresses.
+        size: u64,
+    },
+    /// The pool is restricted to a single cluster, and another cluster uses it.
+    #[error(
+        "IP pool `{pool}` is restricted to a single cluster and cluster {holder} already uses it"
+    )]
+    PoolRestricted {
+        /// Pool name.
+        pool: String,
+        /// The cluster that holds it.
+        holder: String,
+    },
+    /// An address is outside the pool's subnet or range.
+    #[error("address {address} is outside IP pool `{pool}`")]
+    AddressOutsidePool {
+        /// Pool name.
+        pool: String,
+        /// The address.
+        address: String,
+    },
     /// This replica lost the cluster to another one (fencing): the write was refused.
     #[error("cluster {cluster} is now owned by another replica (stale fencing token {fence})")]
     Fenced {

@@ -5,6 +5,7 @@
 //! - [`secret`]: values that never print.
 //! - [`schema`]: JSON Schema of the spec documents.
 //! - [`bootstrap`]: cluster PKI, kubeadm configuration, cloud-init user data.
+//! - [`ipam`]: IP address management for static-IP clusters.
 //! - [`provider`]: the `CloudProvider` contract every cloud implements.
 //! - [`engine`]: the reconcile engine (pure planner, executor, keyed work queue).
 //! - [`store`]: the `Store` trait and the embedded SQLite store.
@@ -15,6 +16,7 @@ pub mod bootstrap;
 pub mod clock;
 pub mod engine;
 pub mod error;
+pub mod ipam;
 pub mod model;
 pub mod provider;
 pub mod schema;

@@ -130,6 +130,34 @@ pub struct Lease {
     pub fence: u64,
 }
 
+/// A request for one address of an IP pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IpRequest {
+    /// Pool name.
+    pub pool: String,
+    /// The pool's range (size and reserved offsets).
+    pub range: crate::ipam::PoolRange,
+    /// The cluster the address is for.
+    pub cluster: ClusterId,
+    /// Who holds it in the cluster: a machine name, or `vip`.
+    pub owner: String,
+    /// The pool is reserved for the first cluster that uses it.
+    pub restrict_to_single_cluster: bool,
+}
+
+/// An allocated address, as an offset into its pool's range.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IpLease {
+    /// Pool name.
+    pub pool: String,
+    /// Offset into the pool's range.
+    pub offset: u64,
+    /// The cluster.
+    pub cluster: ClusterId,
+    /// The holder (machine name or `vip`).
+    pub owner: String,
+}
+
 /// Where the engine keeps everything. Implementations: [`SqliteStore`] (embedded default);
 /// the same trait serves a networked database for several engine replicas.
 #[async_trait]
@@ -195,6 +223,19 @@ pub trait Store: Send + Sync + 'static {
 
     /// Gives up every lease `owner` holds (graceful shutdown).
     async fn release_leases(&self, owner: &str) -> Result<()>;
+
+    /// Allocates the lowest free address of a pool to (cluster, owner) in one transaction;
+    /// idempotent: the same (cluster, owner) gets the same address again. Fails with
+    /// [`CoreError::PoolExhausted`](crate::CoreError::PoolExhausted) or
+    /// [`CoreError::PoolRestricted`](crate::CoreError::PoolRestricted).
+    async fn allocate_ip(&self, req: &IpRequest) -> Result<u64>;
+
+    /// Releases the addresses of a cluster (only those of `owners`, when given); returns
+    /// how many were released.
+    async fn release_ips(&self, cluster: ClusterId, owners: Option<&[String]>) -> Result<u64>;
+
+    /// Allocated addresses, of one pool or all.
+    async fn ip_leases(&self, pool: Option<&str>) -> Result<Vec<IpLease>>;
 
     /// Cluster ids whose spec or lifecycle changed, from any process sharing the database
     /// (PostgreSQL LISTEN/NOTIFY). `None` when the store has no cross-process notifications

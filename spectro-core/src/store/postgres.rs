@@ -15,13 +15,14 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use futures_util::stream::BoxStream;
 use tokio_postgres::{NoTls, Row};
 
-use super::{ClusterWrite, Intent, Lease, ObjectKind, Store, StoredObject};
+use super::{ClusterWrite, Intent, IpLease, IpRequest, Lease, ObjectKind, Store, StoredObject};
 use crate::engine::event::{Event, Severity};
 use crate::engine::status::{ClusterRecord, Phase};
 use crate::error::{CoreError, Result};
 use crate::provider::ClusterId;
 
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE objects (
     kind TEXT NOT NULL,
     name TEXT NOT NULL,
@@ -65,7 +66,22 @@ CREATE TABLE events (
 CREATE INDEX events_cluster ON events(cluster_id, seq);
 CREATE TABLE event_seq (id INT PRIMARY KEY, v BIGINT NOT NULL);
 INSERT INTO event_seq VALUES (1, 0);
-"#];
+"#,
+    r#"
+CREATE TABLE ip_pool_state (pool TEXT PRIMARY KEY, size BIGINT NOT NULL, initialized BOOLEAN NOT NULL DEFAULT false);
+CREATE TABLE ip_free (pool TEXT NOT NULL, lo BIGINT NOT NULL, hi BIGINT NOT NULL, PRIMARY KEY (pool, lo));
+CREATE INDEX ip_free_hi ON ip_free(pool, hi);
+CREATE TABLE ip_alloc (
+    pool TEXT NOT NULL,
+    idx BIGINT NOT NULL,
+    cluster_id TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    PRIMARY KEY (pool, idx),
+    UNIQUE (pool, cluster_id, owner)
+);
+CREATE INDEX ip_alloc_cluster ON ip_alloc(cluster_id, owner);
+"#,
+];
 
 /// Channel the spec writers notify on.
 const CHANNEL: &str = "spectro_changes";
@@ -656,6 +672,192 @@ impl Store for PostgresStore {
             .await
             .db("release leases")?;
         tx.commit().await.db("release leases")
+    }
+
+    async fn allocate_ip(&self, req: &IpRequest) -> Result<u64> {
+        let cid = req.cluster.to_string();
+        let pool = req.pool.as_str();
+        let mut c = self.pool.get().await.db("allocate ip")?;
+        let tx = c.transaction().await.db("allocate ip")?;
+        // One allocator per pool at a time: the pool's state row is the lock.
+        tx.execute(
+            "INSERT INTO ip_pool_state (pool, size) VALUES ($1, $2) ON CONFLICT (pool) DO NOTHING",
+            &[&pool, &(req.range.size as i64)],
+        )
+        .await
+        .db("allocate ip")?;
+        let initialized: bool = tx
+            .query_one(
+                "SELECT initialized FROM ip_pool_state WHERE pool = $1 FOR UPDATE",
+                &[&pool],
+            )
+            .await
+            .db("allocate ip")?
+            .get(0);
+        if !initialized {
+            for (lo, hi) in req.range.initial_free() {
+                tx.execute(
+                    "INSERT INTO ip_free (pool, lo, hi) VALUES ($1, $2, $3)",
+                    &[&pool, &(lo as i64), &(hi as i64)],
+                )
+                .await
+                .db("allocate ip")?;
+            }
+            tx.execute(
+                "UPDATE ip_pool_state SET initialized = true WHERE pool = $1",
+                &[&pool],
+            )
+            .await
+            .db("allocate ip")?;
+        }
+        if let Some(r) = tx
+            .query_opt(
+                "SELECT idx FROM ip_alloc WHERE pool = $1 AND cluster_id = $2 AND owner = $3",
+                &[&pool, &cid, &req.owner],
+            )
+            .await
+            .db("allocate ip")?
+        {
+            tx.commit().await.db("allocate ip")?;
+            return Ok(r.get::<_, i64>(0) as u64);
+        }
+        if req.restrict_to_single_cluster {
+            if let Some(r) = tx
+                .query_opt(
+                    "SELECT cluster_id FROM ip_alloc WHERE pool = $1 AND cluster_id != $2 LIMIT 1",
+                    &[&pool, &cid],
+                )
+                .await
+                .db("allocate ip")?
+            {
+                return Err(CoreError::PoolRestricted {
+                    pool: pool.to_string(),
+                    holder: r.get(0),
+                });
+            }
+        }
+        let Some(r) = tx
+            .query_opt(
+                "SELECT lo, hi FROM ip_free WHERE pool = $1 ORDER BY lo LIMIT 1",
+                &[&pool],
+            )
+            .await
+            .db("allocate ip")?
+        else {
+            return Err(CoreError::PoolExhausted {
+                pool: pool.to_string(),
+                size: req.range.size,
+            });
+        };
+        let (lo, hi): (i64, i64) = (r.get(0), r.get(1));
+        if lo == hi {
+            tx.execute(
+                "DELETE FROM ip_free WHERE pool = $1 AND lo = $2",
+                &[&pool, &lo],
+            )
+            .await
+            .db("allocate ip")?;
+        } else {
+            tx.execute(
+                "UPDATE ip_free SET lo = $3 WHERE pool = $1 AND lo = $2",
+                &[&pool, &lo, &(lo + 1)],
+            )
+            .await
+            .db("allocate ip")?;
+        }
+        tx.execute(
+            "INSERT INTO ip_alloc (pool, idx, cluster_id, owner) VALUES ($1, $2, $3, $4)",
+            &[&pool, &lo, &cid, &req.owner],
+        )
+        .await
+        .db("allocate ip")?;
+        tx.commit().await.db("allocate ip")?;
+        Ok(lo as u64)
+    }
+
+    async fn release_ips(&self, cluster: ClusterId, owners: Option<&[String]>) -> Result<u64> {
+        let cid = cluster.to_string();
+        let mut c = self.pool.get().await.db("release ips")?;
+        let tx = c.transaction().await.db("release ips")?;
+        let owners: Option<Vec<String>> = owners.map(|o| o.to_vec());
+        let rows = tx
+            .query(
+                "SELECT pool, idx, owner FROM ip_alloc
+                 WHERE cluster_id = $1 AND ($2::text[] IS NULL OR owner = ANY($2))
+                 ORDER BY pool, idx",
+                &[&cid, &owners],
+            )
+            .await
+            .db("release ips")?;
+        let mut n = 0;
+        let mut locked: Vec<String> = Vec::new();
+        for r in rows {
+            let (pool, idx): (String, i64) = (r.get(0), r.get(1));
+            if !locked.contains(&pool) {
+                tx.execute(
+                    "SELECT 1 FROM ip_pool_state WHERE pool = $1 FOR UPDATE",
+                    &[&pool],
+                )
+                .await
+                .db("release ips")?;
+                locked.push(pool.clone());
+            }
+            tx.execute(
+                "DELETE FROM ip_alloc WHERE pool = $1 AND idx = $2",
+                &[&pool, &idx],
+            )
+            .await
+            .db("release ips")?;
+            let left: Option<i64> = tx
+                .query_opt(
+                    "DELETE FROM ip_free WHERE pool = $1 AND hi = $2 RETURNING lo",
+                    &[&pool, &(idx - 1)],
+                )
+                .await
+                .db("release ips")?
+                .map(|r| r.get(0));
+            let right: Option<i64> = tx
+                .query_opt(
+                    "DELETE FROM ip_free WHERE pool = $1 AND lo = $2 RETURNING hi",
+                    &[&pool, &(idx + 1)],
+                )
+                .await
+                .db("release ips")?
+                .map(|r| r.get(0));
+            tx.execute(
+                "INSERT INTO ip_free (pool, lo, hi) VALUES ($1, $2, $3)",
+                &[&pool, &left.unwrap_or(idx), &right.unwrap_or(idx)],
+            )
+            .await
+            .db("release ips")?;
+            n += 1;
+        }
+        tx.commit().await.db("release ips")?;
+        Ok(n)
+    }
+
+    async fn ip_leases(&self, pool: Option<&str>) -> Result<Vec<IpLease>> {
+        let c = self.pool.get().await.db("ip leases")?;
+        let rows = c
+            .query(
+                "SELECT pool, idx, cluster_id, owner FROM ip_alloc WHERE $1::text IS NULL OR pool = $1 ORDER BY pool, idx",
+                &[&pool],
+            )
+            .await
+            .db("ip leases")?;
+        rows.iter()
+            .map(|r| {
+                let cid: String = r.get(2);
+                Ok(IpLease {
+                    pool: r.get(0),
+                    offset: r.get::<_, i64>(1) as u64,
+                    cluster: cid
+                        .parse()
+                        .map_err(|e| CoreError::store("decode ip lease", e))?,
+                    owner: r.get(3),
+                })
+            })
+            .collect()
     }
 
     async fn changes(&self) -> Result<Option<BoxStream<'static, ClusterId>>> {

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{ClusterWrite, Intent, Lease, ObjectKind, Store, StoredObject};
+use super::{ClusterWrite, Intent, IpLease, IpRequest, Lease, ObjectKind, Store, StoredObject};
 use crate::engine::event::{Event, Severity};
 use crate::engine::status::{ClusterRecord, Phase};
 use crate::error::{CoreError, Result};
@@ -60,6 +60,20 @@ CREATE INDEX events_cluster ON events(cluster_id, seq);
 ALTER TABLE clusters ADD COLUMN lease_owner TEXT;
 ALTER TABLE clusters ADD COLUMN fence INTEGER NOT NULL DEFAULT 0;
 CREATE TABLE replicas (id TEXT PRIMARY KEY, expires INTEGER NOT NULL);
+"#,
+    r#"
+CREATE TABLE ip_pool_state (pool TEXT PRIMARY KEY, size INTEGER NOT NULL);
+CREATE TABLE ip_free (pool TEXT NOT NULL, lo INTEGER NOT NULL, hi INTEGER NOT NULL, PRIMARY KEY (pool, lo));
+CREATE INDEX ip_free_hi ON ip_free(pool, hi);
+CREATE TABLE ip_alloc (
+    pool TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    cluster_id TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    PRIMARY KEY (pool, idx),
+    UNIQUE (pool, cluster_id, owner)
+);
+CREATE INDEX ip_alloc_cluster ON ip_alloc(cluster_id, owner);
 "#,
 ];
 
@@ -722,5 +736,204 @@ impl Store for SqliteStore {
             Ok(())
         })
         .await
+    }
+
+    async fn allocate_ip(&self, req: &IpRequest) -> Result<u64> {
+        let req = req.clone();
+        self.run(true, move |c| {
+            let tx = c.transaction().db("allocate ip")?;
+            let cid = req.cluster.to_string();
+            let pool = req.pool.as_str();
+            let existing: Option<i64> = tx
+                .query_row(
+                    "SELECT idx FROM ip_alloc WHERE pool = ?1 AND cluster_id = ?2 AND owner = ?3",
+                    params![pool, cid, req.owner],
+                    |r| r.get(0),
+                )
+                .optional()
+                .db("allocate ip")?;
+            if let Some(i) = existing {
+                return Ok(i as u64);
+            }
+            if req.restrict_to_single_cluster {
+                let other: Option<String> = tx
+                    .query_row(
+                        "SELECT cluster_id FROM ip_alloc WHERE pool = ?1 AND cluster_id != ?2 LIMIT 1",
+                        params![pool, cid],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .db("allocate ip")?;
+                if let Some(holder) = other {
+                    return Err(CoreError::PoolRestricted {
+                        pool: pool.to_string(),
+                        holder,
+                    });
+                }
+            }
+            let known: Option<i64> = tx
+                .query_row("SELECT size FROM ip_pool_state WHERE pool = ?1", params![pool], |r| r.get(0))
+                .optional()
+                .db("allocate ip")?;
+            if known.is_none() {
+                tx.execute(
+                    "INSERT INTO ip_pool_state (pool, size) VALUES (?1, ?2)",
+                    params![pool, req.range.size as i64],
+                )
+                .db("allocate ip")?;
+                for (lo, hi) in req.range.initial_free() {
+                    tx.execute(
+                        "INSERT INTO ip_free (pool, lo, hi) VALUES (?1, ?2, ?3)",
+                        params![pool, lo as i64, hi as i64],
+                    )
+                    .db("allocate ip")?;
+                }
+            }
+            let lowest: Option<(i64, i64)> = tx
+                .query_row(
+                    "SELECT lo, hi FROM ip_free WHERE pool = ?1 ORDER BY lo LIMIT 1",
+                    params![pool],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+                .db("allocate ip")?;
+            let Some((lo, hi)) = lowest else {
+                return Err(CoreError::PoolExhausted {
+                    pool: pool.to_string(),
+                    size: req.range.size,
+                });
+            };
+            if lo == hi {
+                tx.execute("DELETE FROM ip_free WHERE pool = ?1 AND lo = ?2", params![pool, lo])
+                    .db("allocate ip")?;
+            } else {
+                tx.execute(
+                    "UPDATE ip_free SET lo = ?3 WHERE pool = ?1 AND lo = ?2",
+                    params![pool, lo, lo + 1],
+                )
+                .db("allocate ip")?;
+            }
+            tx.execute(
+                "INSERT INTO ip_alloc (pool, idx, cluster_id, owner) VALUES (?1, ?2, ?3, ?4)",
+                params![pool, lo, cid, req.owner],
+            )
+            .db("allocate ip")?;
+            tx.commit().db("allocate ip")?;
+            Ok(lo as u64)
+        })
+        .await
+    }
+
+    async fn release_ips(&self, cluster: ClusterId, owners: Option<&[String]>) -> Result<u64> {
+        let cid = cluster.to_string();
+        let owners: Option<Vec<String>> = owners.map(|o| o.to_vec());
+        self.run(true, move |c| {
+            let tx = c.transaction().db("release ips")?;
+            let mut rows: Vec<(String, i64)> = Vec::new();
+            {
+                let mut by_owner = tx
+                    .prepare_cached(
+                        "SELECT pool, idx FROM ip_alloc WHERE cluster_id = ?1 AND owner = ?2",
+                    )
+                    .db("release ips")?;
+                let mut all = tx
+                    .prepare_cached("SELECT pool, idx FROM ip_alloc WHERE cluster_id = ?1")
+                    .db("release ips")?;
+                let map = |r: &rusqlite::Row<'_>| Ok((r.get(0)?, r.get(1)?));
+                match &owners {
+                    Some(list) => {
+                        for o in list {
+                            for row in by_owner.query_map(params![cid, o], map).db("release ips")? {
+                                rows.push(row.db("release ips")?);
+                            }
+                        }
+                    }
+                    None => {
+                        for row in all.query_map(params![cid], map).db("release ips")? {
+                            rows.push(row.db("release ips")?);
+                        }
+                    }
+                }
+            }
+            let mut n = 0;
+            for (pool, idx) in rows {
+                tx.execute(
+                    "DELETE FROM ip_alloc WHERE pool = ?1 AND idx = ?2",
+                    params![pool, idx],
+                )
+                .db("release ips")?;
+                // Merge with the free neighbours.
+                let left: Option<i64> = tx
+                    .query_row(
+                        "SELECT lo FROM ip_free WHERE pool = ?1 AND hi = ?2",
+                        params![pool, idx - 1],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .db("release ips")?;
+                let right: Option<i64> = tx
+                    .query_row(
+                        "SELECT hi FROM ip_free WHERE pool = ?1 AND lo = ?2",
+                        params![pool, idx + 1],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .db("release ips")?;
+                if let Some(l) = left {
+                    tx.execute(
+                        "DELETE FROM ip_free WHERE pool = ?1 AND lo = ?2",
+                        params![pool, l],
+                    )
+                    .db("release ips")?;
+                }
+                if right.is_some() {
+                    tx.execute(
+                        "DELETE FROM ip_free WHERE pool = ?1 AND lo = ?2",
+                        params![pool, idx + 1],
+                    )
+                    .db("release ips")?;
+                }
+                tx.execute(
+                    "INSERT INTO ip_free (pool, lo, hi) VALUES (?1, ?2, ?3)",
+                    params![pool, left.unwrap_or(idx), right.unwrap_or(idx)],
+                )
+                .db("release ips")?;
+                n += 1;
+            }
+            tx.commit().db("release ips")?;
+            Ok(n)
+        })
+        .await
+    }
+
+    async fn ip_leases(&self, pool: Option<&str>) -> Result<Vec<IpLease>> {
+        let pool = pool.map(str::to_string);
+        let rows: Vec<(String, i64, String, String)> = self
+            .run(false, move |c| {
+                let mut st = c
+                    .prepare(
+                        "SELECT pool, idx, cluster_id, owner FROM ip_alloc WHERE ?1 IS NULL OR pool = ?1 ORDER BY pool, idx",
+                    )
+                    .db("ip leases")?;
+                let rows = st
+                    .query_map(params![pool], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                    .db("ip leases")?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+                    .db("ip leases")?;
+                Ok(rows)
+            })
+            .await?;
+        rows.into_iter()
+            .map(|(pool, idx, cid, owner)| {
+                Ok(IpLease {
+                    pool,
+                    offset: idx as u64,
+                    cluster: cid
+                        .parse()
+                        .map_err(|e| CoreError::store("decode ip lease", e))?,
+                    owner,
+                })
+            })
+            .collect()
     }
 }
