@@ -194,8 +194,8 @@ impl Store for Partitionable {
     async fn release_ips(&self, c: ClusterId, o: Option<&[String]>) -> Result<u64> {
         self.inner.release_ips(c, o).await
     }
-    async fn ip_leases(&self, p: Option<&str>) -> Result<Vec<IpLease>> {
-        self.inner.ip_leases(p).await
+    async fn ip_leases(&self, p: Option<&str>, c: Option<ClusterId>) -> Result<Vec<IpLease>> {
+        self.inner.ip_leases(p, c).await
     }
     async fn changes(&self) -> Result<Option<BoxStream<'static, ClusterId>>> {
         self.inner.changes().await

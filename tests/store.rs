@@ -286,9 +286,9 @@ async fn ipam_conformance(s: Arc<dyn Store>) {
         r => panic!("{r:?}"),
     }
     assert_eq!(s.release_ips(b, None).await.unwrap(), 4);
-    assert_eq!(s.ip_leases(Some("p")).await.unwrap().len(), 1);
+    assert_eq!(s.ip_leases(Some("p"), None).await.unwrap().len(), 1);
     assert_eq!(s.release_ips(a, None).await.unwrap(), 1);
-    assert!(s.ip_leases(None).await.unwrap().is_empty());
+    assert!(s.ip_leases(None, None).await.unwrap().is_empty());
     assert_eq!(
         s.allocate_ip(&ip("p", 6, a, "again", false)).await.unwrap(),
         1,

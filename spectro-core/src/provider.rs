@@ -73,6 +73,23 @@ pub struct ClusterContext {
     pub profile: ClusterProfile,
     /// The account to act with (secrets inside are redacted in Debug).
     pub account: CloudAccount,
+    /// Static-IP clusters: the control-plane VIP taken from the control-plane pool's IP pool
+    /// (the API endpoint instead of a load-balancer VM).
+    pub vip: Option<IpAddr>,
+}
+
+/// The static network configuration of one node (static-IP clusters).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeNetwork {
+    /// The node's address.
+    pub address: IpAddr,
+    /// Prefix length of its network.
+    pub prefix: u8,
+    /// Default gateway.
+    pub gateway: IpAddr,
+    /// DNS servers.
+    pub nameservers: Vec<IpAddr>,
 }
 
 impl ClusterContext {
@@ -193,8 +210,11 @@ pub struct MachineBatch {
     pub names: Vec<String>,
     /// How they join the cluster.
     pub bootstrap: BootstrapRole,
-    /// Cloud-init user data (may be empty when the engine has no bootstrapper).
+    /// Cloud-init user data, rendered for `bootstrap`.
     pub user_data: Vec<u8>,
+    /// Static-IP clusters: one network configuration per name (empty with DHCP and on
+    /// public clouds).
+    pub network: Vec<NodeNetwork>,
 }
 
 /// What image a cluster's machines need.

@@ -162,6 +162,76 @@ pub(crate) async fn ensure_pki(inner: &Inner, id: ClusterId) -> Result<ClusterPk
     )))
 }
 
+/// The IP pool serving a node pool's fault domain, for static-IP (vSphere) clusters.
+fn static_ip_pool(
+    spec: &crate::model::Cluster,
+    pool: &crate::model::NodePool,
+    zone: &str,
+) -> Option<String> {
+    match &spec.cloud {
+        crate::model::CloudPlacement::Vsphere(v)
+            if v.ip_allocation == crate::model::IpAllocation::Static =>
+        {
+            pool.placement_for(zone)
+                .or_else(|| pool.placements.first())
+                .and_then(|d| d.ip_pool.clone())
+        }
+        _ => None,
+    }
+}
+
+async fn load_ip_pool(inner: &Inner, name: &str) -> Result<crate::model::IpPool> {
+    let obj = inner
+        .store
+        .get_object(ObjectKind::IpPool, name)
+        .await?
+        .ok_or_else(|| CoreError::NotFound {
+            kind: "IP pool",
+            name: name.to_string(),
+        })?;
+    serde_json::from_value(obj.body).map_err(|source| CoreError::Corrupt {
+        what: "IP pool",
+        source,
+    })
+}
+
+/// Allocates (idempotently, by owner) one address per owner from an IP pool.
+async fn allocate_addresses(
+    inner: &Inner,
+    cluster: ClusterId,
+    pool_name: &str,
+    owners: &[String],
+) -> Result<Vec<crate::provider::NodeNetwork>> {
+    let pool = load_ip_pool(inner, pool_name).await?;
+    let range = crate::ipam::PoolRange::of(&pool).ok_or_else(|| CoreError::Invalid {
+        kind: format!("IP pool {pool_name}"),
+        violations: crate::validate::validate_ip_pool(&pool),
+    })?;
+    let mut out = Vec::with_capacity(owners.len());
+    for owner in owners {
+        let offset = inner
+            .store
+            .allocate_ip(&crate::store::IpRequest {
+                pool: pool.name.clone(),
+                range: range.clone(),
+                cluster,
+                owner: owner.clone(),
+                restrict_to_single_cluster: pool.restrict_to_single_cluster,
+            })
+            .await?;
+        out.push(crate::provider::NodeNetwork {
+            address: range.address(offset),
+            prefix: pool.prefix,
+            gateway: pool.gateway,
+            nameservers: pool.nameservers.clone(),
+        });
+    }
+    Ok(out)
+}
+
+/// Owner name of a cluster's control-plane VIP in its IP pool.
+pub(crate) const VIP_OWNER: &str = "vip";
+
 pub(crate) async fn load_account(inner: &Inner, name: &str) -> Result<CloudAccount> {
     let obj = inner
         .store
@@ -231,13 +301,28 @@ async fn run(p: &mut Pass<'_>) -> Result<Outcome> {
         .cloned()
         .ok_or(CoreError::NoProvider(cloud))?;
     let account = load_account(p.inner, &p.rec.spec.cloud_account).await?;
+    let deleting = p.rec.lifecycle.is_deleting();
+    // Static-IP clusters: the API endpoint is a VIP from the control-plane pool's IP pool.
+    let vip = match p
+        .rec
+        .spec
+        .control_plane()
+        .and_then(|cp| static_ip_pool(&p.rec.spec, cp, ""))
+    {
+        Some(pool) if !deleting => {
+            let net =
+                allocate_addresses(p.inner, p.rec.id, &pool, &[VIP_OWNER.to_string()]).await?;
+            net.first().map(|n| n.address)
+        }
+        _ => None,
+    };
     let ctx = ClusterContext {
         cluster_id: p.rec.id,
         spec: p.rec.spec.clone(),
         profile: p.rec.profile.clone(),
         account,
+        vip,
     };
-    let deleting = p.rec.lifecycle.is_deleting();
     if deleting && p.status.phase != Phase::Deleting {
         let why = if p.rec.lifecycle == Lifecycle::Aborting {
             "provisioning aborted: deleting everything created so far"
@@ -270,6 +355,32 @@ async fn run(p: &mut Pass<'_>) -> Result<Outcome> {
         }
         !seen
     });
+
+    if vip.is_some() {
+        // Addresses whose machine neither exists nor is about to (a crash between the
+        // allocation and the intent) go back to the pool.
+        let orphans: Vec<String> = p
+            .inner
+            .store
+            .ip_leases(None, Some(p.rec.id))
+            .await?
+            .into_iter()
+            .map(|l| l.owner)
+            .filter(|o| {
+                o != VIP_OWNER
+                    && !machines.iter().any(|m| &m.name == o)
+                    && !intents.iter().any(|i| &i.name == o)
+            })
+            .collect();
+        if !orphans.is_empty() {
+            let n = p.inner.store.release_ips(p.rec.id, Some(&orphans)).await?;
+            p.event(
+                Severity::Info,
+                "AddressesReleased",
+                format!("{n} address(es) of machines that were never created returned to the pool"),
+            );
+        }
+    }
 
     let infra_age = p
         .status
@@ -446,6 +557,16 @@ async fn run(p: &mut Pass<'_>) -> Result<Outcome> {
                                     names.join(", ")
                                 ),
                             );
+                            let gone: Vec<String> =
+                                victims.iter().map(|m| m.name.clone()).collect();
+                            let released = p.inner.store.release_ips(p.rec.id, Some(&gone)).await?;
+                            if released > 0 {
+                                p.event(
+                                    Severity::Info,
+                                    "AddressesReleased",
+                                    format!("{released} address(es) returned to the pool"),
+                                );
+                            }
                             machines.retain(|m| !victims.iter().any(|v| v.id == m.id));
                             if reason == DeleteReason::ClusterDeleted {
                                 // Give the cloud time to terminate before the network goes.
@@ -500,6 +621,7 @@ async fn run(p: &mut Pass<'_>) -> Result<Outcome> {
                         .store
                         .delete_object(ObjectKind::ClusterPki, &p.rec.id.to_string())
                         .await?;
+                    p.inner.store.release_ips(p.rec.id, None).await?;
                     p.write.clear_intents = true;
                     p.status.phase = Phase::Deleted;
                     p.status.pools.clear();
@@ -574,6 +696,26 @@ async fn create(
         }
     };
     let kind = pool_condition(pool.role);
+    // Static IPs: allocated before the intent (idempotent per machine name; an allocation
+    // whose intent never got written is collected by the next reconcile).
+    let network = match static_ip_pool(&p.rec.spec, &pool, &req.zone) {
+        None => Vec::new(),
+        Some(ip_pool) => match allocate_addresses(p.inner, p.rec.id, &ip_pool, &names).await {
+            Ok(n) => n,
+            Err(
+                e @ (CoreError::PoolExhausted { .. }
+                | CoreError::PoolRestricted { .. }
+                | CoreError::NotFound { .. }),
+            ) => {
+                let e = ProviderError::QuotaExceeded {
+                    message: e.to_string(),
+                };
+                p.fail(kind, "allocating node addresses", &e);
+                return Ok(Err(e));
+            }
+            Err(e) => return Err(e),
+        },
+    };
     let what = match (pool.role, req.bootstrap) {
         (_, BootstrapRole::Init) => "initializing the control plane".to_string(),
         (PoolRole::ControlPlane, _) => "adding a control-plane node".to_string(),
@@ -675,6 +817,7 @@ async fn create(
         names,
         bootstrap: req.bootstrap,
         user_data: text,
+        network,
     };
     match provider.create_machines(ctx, &infra, &batch).await {
         Ok(ms) => {

@@ -583,7 +583,10 @@ impl CloudProvider for SimCloud {
                     kind: "security-group".into(),
                     id: st.id("sg"),
                 });
-                let endpoint = format!("{}.sim.spectro.internal:6443", ctx.spec.name);
+                let endpoint = match ctx.vip {
+                    Some(vip) => format!("{vip}:6443"),
+                    None => format!("{}.sim.spectro.internal:6443", ctx.spec.name),
+                };
                 let ready_at = now
                     + chrono::Duration::from_std(self.config.infra_ready_time).unwrap_or_default();
                 st.clusters.entry(ctx.cluster_id).or_default().infra = Some(SimInfra {
@@ -682,9 +685,18 @@ impl CloudProvider for SimCloud {
             });
             let mut out = Vec::new();
             let mut ids = Vec::new();
-            for name in &batch.names {
+            for (k, name) in batch.names.iter().enumerate() {
                 let id = st.id("m");
                 let n = st.next_id;
+                let address = batch
+                    .network
+                    .get(k)
+                    .map(|nw| nw.address)
+                    .unwrap_or_else(|| {
+                        std::net::IpAddr::V4(std::net::Ipv4Addr::from(
+                            0x0a00_0000u32 | (n as u32 & 0x00ff_ffff),
+                        ))
+                    });
                 let machine = Machine {
                     id: id.clone(),
                     name: name.clone(),
@@ -698,9 +710,7 @@ impl CloudProvider for SimCloud {
                     } else {
                         MachineState::Pending
                     },
-                    address: Some(std::net::IpAddr::V4(std::net::Ipv4Addr::from(
-                        0x0a00_0000u32 | (n as u32 & 0x00ff_ffff),
-                    ))),
+                    address: Some(address),
                     created_at: now,
                 };
                 ids.push(id.clone());

@@ -234,8 +234,12 @@ pub trait Store: Send + Sync + 'static {
     /// how many were released.
     async fn release_ips(&self, cluster: ClusterId, owners: Option<&[String]>) -> Result<u64>;
 
-    /// Allocated addresses, of one pool or all.
-    async fn ip_leases(&self, pool: Option<&str>) -> Result<Vec<IpLease>>;
+    /// Allocated addresses, of one pool or all, of one cluster or all.
+    async fn ip_leases(
+        &self,
+        pool: Option<&str>,
+        cluster: Option<ClusterId>,
+    ) -> Result<Vec<IpLease>>;
 
     /// Cluster ids whose spec or lifecycle changed, from any process sharing the database
     /// (PostgreSQL LISTEN/NOTIFY). `None` when the store has no cross-process notifications

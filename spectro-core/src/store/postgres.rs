@@ -836,12 +836,19 @@ impl Store for PostgresStore {
         Ok(n)
     }
 
-    async fn ip_leases(&self, pool: Option<&str>) -> Result<Vec<IpLease>> {
+    async fn ip_leases(
+        &self,
+        pool: Option<&str>,
+        cluster: Option<ClusterId>,
+    ) -> Result<Vec<IpLease>> {
         let c = self.pool.get().await.db("ip leases")?;
+        let cluster = cluster.map(|c| c.to_string());
         let rows = c
             .query(
-                "SELECT pool, idx, cluster_id, owner FROM ip_alloc WHERE $1::text IS NULL OR pool = $1 ORDER BY pool, idx",
-                &[&pool],
+                "SELECT pool, idx, cluster_id, owner FROM ip_alloc
+                 WHERE ($1::text IS NULL OR pool = $1) AND ($2::text IS NULL OR cluster_id = $2)
+                 ORDER BY pool, idx",
+                &[&pool, &cluster],
             )
             .await
             .db("ip leases")?;

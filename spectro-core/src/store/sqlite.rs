@@ -906,17 +906,23 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn ip_leases(&self, pool: Option<&str>) -> Result<Vec<IpLease>> {
+    async fn ip_leases(
+        &self,
+        pool: Option<&str>,
+        cluster: Option<ClusterId>,
+    ) -> Result<Vec<IpLease>> {
         let pool = pool.map(str::to_string);
+        let cluster = cluster.map(|c| c.to_string());
         let rows: Vec<(String, i64, String, String)> = self
             .run(false, move |c| {
                 let mut st = c
                     .prepare(
-                        "SELECT pool, idx, cluster_id, owner FROM ip_alloc WHERE ?1 IS NULL OR pool = ?1 ORDER BY pool, idx",
+                        "SELECT pool, idx, cluster_id, owner FROM ip_alloc
+                         WHERE (?1 IS NULL OR pool = ?1) AND (?2 IS NULL OR cluster_id = ?2) ORDER BY pool, idx",
                     )
                     .db("ip leases")?;
                 let rows = st
-                    .query_map(params![pool], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                    .query_map(params![pool, cluster], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
                     .db("ip leases")?
                     .collect::<rusqlite::Result<Vec<_>>>()
                     .db("ip leases")?;
