@@ -135,37 +135,32 @@ pub fn user_data(nb: &NodeBootstrap<'_>) -> Result<String> {
     let control_plane = !matches!(nb.role, BootstrapRole::JoinWorker);
     if control_plane {
         let pki = nb.pki;
-        for (path, mode, content) in [
+        // Certificates and public keys 0644, private keys 0600.
+        for (name, cert, key) in [
+            ("ca", pki.ca.cert_pem.as_str(), pki.ca.key_pem.expose()),
             (
-                "/etc/kubernetes/pki/ca.crt",
-                "0644",
-                pki.ca.cert_pem.as_str(),
-            ),
-            (
-                "/etc/kubernetes/pki/ca.key",
-                "0600",
-                pki.ca.key_pem.expose(),
-            ),
-            (
-                "/etc/kubernetes/pki/etcd/ca.crt",
-                "0644",
+                "etcd/ca",
                 pki.etcd_ca.cert_pem.as_str(),
-            ),
-            (
-                "/etc/kubernetes/pki/etcd/ca.key",
-                "0600",
                 pki.etcd_ca.key_pem.expose(),
             ),
             (
-                "/etc/kubernetes/pki/front-proxy-ca.crt",
-                "0644",
+                "front-proxy-ca",
                 pki.front_proxy_ca.cert_pem.as_str(),
-            ),
-            (
-                "/etc/kubernetes/pki/front-proxy-ca.key",
-                "0600",
                 pki.front_proxy_ca.key_pem.expose(),
             ),
+        ] {
+            files.push(file(
+                &format!("/etc/kubernetes/pki/{name}.crt"),
+                "0644",
+                cert,
+            ));
+            files.push(file(
+                &format!("/etc/kubernetes/pki/{name}.key"),
+                "0600",
+                key,
+            ));
+        }
+        for (path, mode, content) in [
             (
                 "/etc/kubernetes/pki/sa.pub",
                 "0644",

@@ -874,59 +874,24 @@ fn apply_assessment(p: &mut Pass<'_>, a: &Assessment) {
         );
     }
     if a.infra_ready && a.image_ready {
-        let cp = &a.control_plane;
-        if cp.done {
-            set(
-                p,
+        for (kind, prog, what) in [
+            (
                 ConditionType::ControlPlaneReady,
-                ConditionStatus::Succeeded,
-                "Ready",
-                &format!("{}/{} control-plane nodes ready", cp.ready, cp.desired),
-            );
-        } else {
-            set(
-                p,
-                ConditionType::ControlPlaneReady,
-                ConditionStatus::InProgress,
-                "Provisioning",
-                &format!(
-                    "{}/{} control-plane nodes ready{}",
-                    cp.ready,
-                    cp.desired,
-                    if cp.outdated > 0 {
-                        format!(", {} being replaced", cp.outdated)
-                    } else {
-                        String::new()
-                    }
-                ),
-            );
-        }
-        let wk = &a.workers;
-        if wk.done {
-            set(
-                p,
-                ConditionType::WorkersReady,
-                ConditionStatus::Succeeded,
-                "Ready",
-                &format!("{}/{} worker nodes ready", wk.ready, wk.desired),
-            );
-        } else {
-            set(
-                p,
-                ConditionType::WorkersReady,
-                ConditionStatus::InProgress,
-                "Provisioning",
-                &format!(
-                    "{}/{} worker nodes ready{}",
-                    wk.ready,
-                    wk.desired,
-                    if wk.outdated > 0 {
-                        format!(", {} being replaced", wk.outdated)
-                    } else {
-                        String::new()
-                    }
-                ),
-            );
+                &a.control_plane,
+                "control-plane",
+            ),
+            (ConditionType::WorkersReady, &a.workers, "worker"),
+        ] {
+            let mut msg = format!("{}/{} {what} nodes ready", prog.ready, prog.desired);
+            if prog.outdated > 0 {
+                msg.push_str(&format!(", {} being replaced", prog.outdated));
+            }
+            let (status, reason) = if prog.done {
+                (ConditionStatus::Succeeded, "Ready")
+            } else {
+                (ConditionStatus::InProgress, "Provisioning")
+            };
+            set(p, kind, status, reason, &msg);
         }
         p.status.pools = a.pools.clone();
     }

@@ -18,8 +18,22 @@ use crate::engine::status::{ClusterRecord, ClusterStatus};
 use crate::error::Result;
 use crate::provider::{BootstrapRole, ClusterId};
 
+use crate::error::CoreError;
+
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
+
+/// Documents are stored as JSON text in both databases.
+pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| CoreError::Corrupt {
+        what: "document",
+        source: e,
+    })
+}
+
+pub(crate) fn from_json<T: serde::de::DeserializeOwned>(what: &'static str, s: &str) -> Result<T> {
+    serde_json::from_str(s).map_err(|source| CoreError::Corrupt { what, source })
+}
 
 /// Kinds of catalog objects kept as JSON documents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -15,7 +15,10 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use futures_util::stream::BoxStream;
 use tokio_postgres::{NoTls, Row};
 
-use super::{ClusterWrite, Intent, IpLease, IpRequest, Lease, ObjectKind, Store, StoredObject};
+use super::{
+    from_json, to_json, ClusterWrite, Intent, IpLease, IpRequest, Lease, ObjectKind, Store,
+    StoredObject,
+};
 use crate::engine::event::{Event, Severity};
 use crate::engine::status::{ClusterRecord, Phase};
 use crate::error::{CoreError, Result};
@@ -100,17 +103,6 @@ impl<T> Db<T> for std::result::Result<T, deadpool_postgres::PoolError> {
     fn db(self, op: &'static str) -> Result<T> {
         self.map_err(|e| CoreError::store(op, e))
     }
-}
-
-fn to_json<T: serde::Serialize>(v: &T) -> Result<String> {
-    serde_json::to_string(v).map_err(|e| CoreError::Corrupt {
-        what: "document",
-        source: e,
-    })
-}
-
-fn from_json<T: serde::de::DeserializeOwned>(what: &'static str, s: &str) -> Result<T> {
-    serde_json::from_str(s).map_err(|source| CoreError::Corrupt { what, source })
 }
 
 /// The PostgreSQL store.
