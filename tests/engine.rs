@@ -591,3 +591,75 @@ async fn many_clusters_converge_with_exactly_the_desired_machines() {
     assert_eq!(launched, 8 * 300);
     engine.shutdown().await;
 }
+
+/// A cloud whose listing lags its creates (EC2's eventual consistency): intents stay until
+/// the listing shows the machines, so nothing is created twice; abort during the lag leaks
+/// nothing either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listing_lag_neither_duplicates_nor_leaks() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = sim(SimConfig {
+        list_lag: Duration::from_millis(300),
+        boot_time: Duration::from_millis(50),
+        ..Default::default()
+    });
+    let (engine, _) = setup(dir.path(), sim.clone()).await;
+    let id = engine.create_cluster(&cluster("laggy")).await.unwrap();
+    engine.wait_for_phase(id, Phase::Running, T).await.unwrap();
+    assert_eq!(sim.machines_launched(), 8, "no duplicate despite the lag");
+    assert!(sim.duplicate_names(id).is_empty());
+    let retried = engine
+        .events(Some(id), 0, 10_000)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|e| e.reason == "RetryingCreate")
+        .count();
+    assert!(
+        retried > 0,
+        "unlisted creates were re-issued with their tokens"
+    );
+
+    let id2 = engine
+        .create_cluster(&cluster("laggy-abort"))
+        .await
+        .unwrap();
+    engine
+        .wait_for(id2, T, |_| !sim.machines(id2).is_empty())
+        .await
+        .unwrap();
+    engine.abort_cluster(id2).await.unwrap();
+    engine.wait_for_phase(id2, Phase::Deleted, T).await.unwrap();
+    assert!(
+        sim.resources(id2).is_empty(),
+        "machines created during the lag were found and deleted"
+    );
+    engine.shutdown().await;
+}
+
+/// A create the cloud refuses outright (quota) leaves nothing in flight: scaling the pool
+/// down to fit the quota converges without raising it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_create_does_not_block_a_smaller_spec() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = sim(SimConfig {
+        vcpu_limit: Some(6 + 8),
+        ..Default::default()
+    });
+    let (engine, _) = setup(dir.path(), sim.clone()).await;
+    let id = engine.create_cluster(&cluster("fit")).await.unwrap();
+    engine
+        .wait_for(id, T, |r| {
+            get_condition(&r.status.conditions, ConditionType::WorkersReady)
+                .is_some_and(|c| c.status == ConditionStatus::Failed)
+        })
+        .await
+        .unwrap();
+    let mut spec = engine.cluster(id).await.unwrap().spec;
+    spec.node_pools[1].size = 2; // 2 × m5.xlarge = 8 vCPU
+    spec.node_pools.pop();
+    engine.update_cluster(id, &spec).await.unwrap();
+    engine.wait_for_phase(id, Phase::Running, T).await.unwrap();
+    assert_eq!(sim.machines(id).len(), 5);
+    engine.shutdown().await;
+}

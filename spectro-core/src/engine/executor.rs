@@ -356,7 +356,7 @@ async fn run(p: &mut Pass<'_>) -> Result<Outcome> {
         !seen
     });
 
-    if vip.is_some() {
+    if vip.is_some() && p.inner.may_act(p.rec.id) {
         // Addresses whose machine neither exists nor is about to (a crash between the
         // allocation and the intent) go back to the pool.
         let orphans: Vec<String> = p
@@ -391,6 +391,7 @@ async fn run(p: &mut Pass<'_>) -> Result<Outcome> {
     let mut infra_deleted = false;
     let mut assessment = Assessment::default();
     let mut outcome = None;
+    let mut idle = false;
 
     for _ in 0..MAX_ROUNDS {
         let input = PlanInput {
@@ -409,10 +410,17 @@ async fn run(p: &mut Pass<'_>) -> Result<Outcome> {
         let plan = plan(&input);
         assessment = plan.assessment;
         if plan.actions.is_empty() {
+            idle = true;
             break;
         }
         let mut stop = false;
         for action in plan.actions {
+            if !p.inner.may_act(p.rec.id) {
+                // Replica that could not renew its leases lately: no more side effects.
+                outcome = Some(Outcome::Waiting);
+                stop = true;
+                break;
+            }
             match action {
                 Action::EnsureImage { spec } => {
                     let spec = *spec;
@@ -514,18 +522,13 @@ async fn run(p: &mut Pass<'_>) -> Result<Outcome> {
                 Action::CreateMachines(req) => {
                     match create(p, &*provider, &ctx, req, &mut intents, &machines).await? {
                         Ok(created) => {
+                            // Intents stay until the listing shows the machines (a cloud
+                            // whose listing lags would otherwise see neither).
                             for m in created {
                                 if !machines.iter().any(|x| x.name == m.name) {
                                     machines.push(m);
                                 }
                             }
-                            intents.retain(|i| {
-                                let seen = machines.iter().any(|m| m.name == i.name);
-                                if seen {
-                                    p.write.remove_intents.push(i.name.clone());
-                                }
-                                !seen
-                            });
                         }
                         Err(e) => {
                             outcome = Some(Outcome::Failed(e.retry_after()));
@@ -656,7 +659,8 @@ async fn run(p: &mut Pass<'_>) -> Result<Outcome> {
     }
     if assessment.converged {
         Ok(Outcome::Converged)
-    } else if assessment.waiting || deleting {
+    } else if assessment.waiting || deleting || idle {
+        // Nothing to do but not converged either: look again later, never spin.
         Ok(Outcome::Waiting)
     } else {
         Ok(Outcome::Progress)
@@ -681,6 +685,7 @@ async fn create(
         }
         return Ok(Ok(Vec::new()));
     };
+    let reissued = req.reissue.is_some();
     let (token, names, fresh) = match req.reissue {
         Some((token, names)) => (token, names, false),
         None => {
@@ -819,8 +824,23 @@ async fn create(
         user_data: text,
         network,
     };
+    let names = batch.names.clone();
+    let forget = |p: &mut Pass<'_>, intents: &mut Vec<Intent>, gone: &[String]| {
+        p.write.remove_intents.extend(gone.iter().cloned());
+        intents.retain(|i| !gone.contains(&i.name));
+    };
     match provider.create_machines(ctx, &infra, &batch).await {
         Ok(ms) => {
+            if reissued {
+                // The token's outcome is known now: names it did not produce (or whose
+                // machines are already gone) are no longer in flight.
+                let missing: Vec<String> = names
+                    .iter()
+                    .filter(|n| !ms.iter().any(|m| &m.name == *n))
+                    .cloned()
+                    .collect();
+                forget(p, intents, &missing);
+            }
             p.event(
                 Severity::Info,
                 "MachinesCreated",
@@ -836,6 +856,15 @@ async fn create(
             Ok(Ok(ms))
         }
         Err(e) => {
+            if matches!(
+                e,
+                ProviderError::QuotaExceeded { .. }
+                    | ProviderError::Terminal { .. }
+                    | ProviderError::Unauthorized { .. }
+            ) {
+                // The cloud refused: nothing was created, nothing is in flight.
+                forget(p, intents, &names);
+            }
             p.fail(kind, &what, &e);
             Ok(Err(e))
         }

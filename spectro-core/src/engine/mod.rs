@@ -159,7 +159,8 @@ impl Inner {
         };
         let base = self.config.backoff_base.as_secs_f64() * 2f64.powi((n - 1).min(30) as i32);
         let capped = base.min(self.config.backoff_cap.as_secs_f64());
-        Duration::from_secs_f64(capped * (0.5 + 0.5 * self.rand()))
+        Duration::try_from_secs_f64(capped * (0.5 + 0.5 * self.rand()))
+            .unwrap_or(self.config.backoff_cap)
     }
 
     fn succeeded(&self, id: ClusterId) {
@@ -167,6 +168,11 @@ impl Inner {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&id);
+    }
+
+    /// True when this engine may still act for the cluster (always, without replicas).
+    pub(crate) fn may_act(&self, id: ClusterId) -> bool {
+        self.ownership(id).is_some()
     }
 
     /// The fencing token of an owned cluster; `Some(None)` when no leases are used.
@@ -178,7 +184,7 @@ impl Inner {
             .renewed
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .is_some_and(|t| t.elapsed() < rc.lease_ttl * 2 / 3);
+            .is_some_and(|t| t.elapsed() < rc.lease_ttl.saturating_mul(2) / 3);
         if !fresh {
             return None;
         }
@@ -234,6 +240,22 @@ impl Inner {
     ) {
         use futures_util::StreamExt;
         while let Some(id) = changes.next().await {
+            if id.0.is_nil() {
+                // The notification connection was re-established: changes may have been
+                // missed, so every owned cluster is looked at again.
+                let owned: Vec<ClusterId> = self
+                    .owned
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .keys()
+                    .copied()
+                    .collect();
+                for id in owned {
+                    self.queue.add(id);
+                }
+                self.lease_wake.notify_one();
+                continue;
+            }
             match self.ownership(id) {
                 Some(_) => self.queue.add(id),
                 None => self.lease_wake.notify_one(),
@@ -261,7 +283,17 @@ impl Inner {
                 continue;
             };
             self.reconciles.fetch_add(1, Ordering::Relaxed);
-            let outcome = executor::reconcile(&self, id, fence).await;
+            let outcome = {
+                use futures_util::FutureExt;
+                std::panic::AssertUnwindSafe(executor::reconcile(&self, id, fence))
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(CoreError::InvalidState(format!(
+                            "the reconcile of cluster {id} panicked"
+                        )))
+                    })
+            };
             let requeue = match outcome {
                 Ok(Outcome::Finished) => {
                     self.succeeded(id);
@@ -271,7 +303,10 @@ impl Inner {
                 Ok(Outcome::Converged) => {
                     self.succeeded(id);
                     let r = self.config.resync_interval.as_secs_f64();
-                    Some(Duration::from_secs_f64(r * (0.9 + 0.2 * self.rand())))
+                    Some(
+                        Duration::try_from_secs_f64(r * (0.9 + 0.2 * self.rand()))
+                            .unwrap_or(self.config.resync_interval),
+                    )
                 }
                 Ok(Outcome::Waiting) => {
                     self.succeeded(id);
@@ -283,7 +318,7 @@ impl Inner {
                 }
                 Ok(Outcome::Failed(after)) => {
                     let b = self.backoff(id);
-                    Some(after.map_or(b, |a| a.max(b.min(a * 2))))
+                    Some(after.map_or(b, |a| a.max(b.min(a.saturating_mul(2)))))
                 }
                 Err(CoreError::Fenced { .. }) => {
                     // Taken over by another replica: let go.
@@ -752,6 +787,12 @@ impl Engine {
         let spec = spec.clone();
         let rec = self
             .modify(id, |r| {
+                if r.lifecycle.is_deleting() {
+                    return Err(CoreError::InvalidState(format!(
+                        "cluster {} is being deleted: it cannot be updated",
+                        r.spec.name
+                    )));
+                }
                 r.spec = spec.clone();
                 Ok(())
             })

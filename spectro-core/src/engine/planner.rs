@@ -266,31 +266,9 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
 }
 
 fn plan_machines(input: &PlanInput<'_>, image_id: &str, plan: &mut Plan) {
-    let observed: BTreeSet<&str> = input.machines.iter().map(|m| m.name.as_str()).collect();
-    let pending: Vec<&Intent> = input
-        .intents
-        .iter()
-        .filter(|i| !observed.contains(i.name.as_str()))
-        .collect();
+    let pending = unobserved(input);
     // Re-issue unobserved intents, one call per token, before anything else.
-    let mut by_token: BTreeMap<&str, Vec<&Intent>> = BTreeMap::new();
-    for i in &pending {
-        by_token.entry(i.token.as_str()).or_default().push(i);
-    }
-    for (token, group) in &by_token {
-        let first = group[0];
-        plan.actions.push(Action::CreateMachines(CreateRequest {
-            pool: first.pool.clone(),
-            zone: first.zone.clone(),
-            count: group.len() as u32,
-            shape: first.shape.clone(),
-            bootstrap: first.bootstrap,
-            reissue: Some((
-                token.to_string(),
-                group.iter().map(|i| i.name.clone()).collect(),
-            )),
-        }));
-    }
+    reissue(&pending, plan);
 
     let cp_initialized = input
         .machines
@@ -407,11 +385,14 @@ fn plan_machines(input: &PlanInput<'_>, image_id: &str, plan: &mut Plan) {
             PoolRole::ControlPlane => BootstrapRole::JoinControlPlane,
             PoolRole::Worker => BootstrapRole::JoinWorker,
         };
+        // The first control-plane node initializes the cluster: no healthy control-plane
+        // machine exists (a stuck or deleting one does not count) and none is being created.
         let cp_first = pool.is_control_plane()
-            && !input
-                .machines
-                .iter()
-                .any(|m| m.role == PoolRole::ControlPlane && m.state != MachineState::Failed)
+            && !input.machines.iter().any(|m| {
+                m.role == PoolRole::ControlPlane
+                    && matches!(m.state, MachineState::Running | MachineState::Pending)
+                    && !stuck(m, input.now, input.machine_timeout)
+            })
             && pool_pending.is_empty();
 
         if old.is_empty() {
@@ -432,7 +413,9 @@ fn plan_machines(input: &PlanInput<'_>, image_id: &str, plan: &mut Plan) {
                             .push(create(pool, &zone, n, &shape, bootstrap(false)));
                     }
                 }
-            } else if n_have > pool.size && !pool.is_control_plane() {
+            } else if n_have > pool.size && !pool.is_control_plane() && pool_pending.is_empty() {
+                // Only running machines count: wait for in-flight creates to land first,
+                // then the newest go.
                 let victims = pick_victims(&up, &targets, n_have - pool.size);
                 if !victims.is_empty() {
                     plan.actions.push(Action::DeleteMachines {
@@ -470,6 +453,39 @@ fn plan_machines(input: &PlanInput<'_>, image_id: &str, plan: &mut Plan) {
     a.workers = wk;
     a.waiting = waiting;
     a.converged = converged && plan.actions.is_empty();
+}
+
+/// The intents not observed in the cloud yet.
+fn unobserved<'a>(input: &PlanInput<'a>) -> Vec<&'a Intent> {
+    let observed: BTreeSet<&str> = input.machines.iter().map(|m| m.name.as_str()).collect();
+    input
+        .intents
+        .iter()
+        .filter(|i| !observed.contains(i.name.as_str()))
+        .collect()
+}
+
+/// Re-issues unobserved intents with their recorded tokens (one call per token): the cloud
+/// returns what the token created, or creates it now.
+fn reissue(pending: &[&Intent], plan: &mut Plan) {
+    let mut by_token: BTreeMap<&str, Vec<&Intent>> = BTreeMap::new();
+    for i in pending {
+        by_token.entry(i.token.as_str()).or_default().push(i);
+    }
+    for (token, group) in &by_token {
+        let first = group[0];
+        plan.actions.push(Action::CreateMachines(CreateRequest {
+            pool: first.pool.clone(),
+            zone: first.zone.clone(),
+            count: group.len() as u32,
+            shape: first.shape.clone(),
+            bootstrap: first.bootstrap,
+            reissue: Some((
+                token.to_string(),
+                group.iter().map(|i| i.name.clone()).collect(),
+            )),
+        }));
+    }
 }
 
 fn create(pool: &NodePool, zone: &str, count: u32, shape: &str, b: BootstrapRole) -> Action {
@@ -553,6 +569,14 @@ fn pick_victims(up: &[&Machine], targets: &BTreeMap<String, u32>, n: u32) -> Vec
 
 fn plan_delete(input: &PlanInput<'_>) -> Plan {
     let mut plan = Plan::default();
+    // A create whose outcome is unknown may have made machines the listing does not show
+    // yet: re-issue it (same token) to learn them, so they are deleted, not leaked.
+    let pending = unobserved(input);
+    if !pending.is_empty() {
+        reissue(&pending, &mut plan);
+        plan.assessment.waiting = true;
+        return plan;
+    }
     let live: Vec<Machine> = input
         .machines
         .iter()
@@ -1016,6 +1040,57 @@ mod tests {
         );
         let c = creates(&p);
         assert_eq!(c.iter().map(|x| x.2).sum::<u32>(), 2);
+    }
+
+    #[test]
+    fn a_stuck_first_node_is_replaced_by_a_node_that_initializes() {
+        let mut fx = Fx::new();
+        fx.add(0, "us-east-1a", MachineState::Pending, None);
+        fx.machines[0].created_at = fx.now - chrono::Duration::hours(1);
+        let p = fx.plan();
+        assert_eq!(deletes(&p)[0].1, DeleteReason::Unhealthy);
+        assert_eq!(
+            creates(&p),
+            [("cp".into(), "us-east-1a".into(), 1, BootstrapRole::Init)]
+        );
+    }
+
+    #[test]
+    fn no_scale_down_while_creates_are_in_flight() {
+        let mut fx = converged();
+        fx.intents.push(Intent {
+            name: "w-new".into(),
+            token: "tok".into(),
+            pool: "w".into(),
+            zone: "us-east-1c".into(),
+            shape: fx.shape(1),
+            bootstrap: BootstrapRole::JoinWorker,
+            created_at: fx.now,
+        });
+        fx.spec.node_pools[1].size = 2;
+        let p = fx.plan();
+        assert!(
+            deletes(&p).is_empty(),
+            "running machines are not deleted for intents"
+        );
+        assert_eq!(creates(&p).len(), 1, "the intent is re-issued first");
+    }
+
+    #[test]
+    fn delete_resolves_pending_intents_before_the_network() {
+        let mut fx = Fx::new();
+        fx.lifecycle = Lifecycle::Deleting;
+        fx.intents.push(Intent {
+            name: "cp-x".into(),
+            token: "tok".into(),
+            pool: "cp".into(),
+            zone: "us-east-1a".into(),
+            shape: fx.shape(0),
+            bootstrap: BootstrapRole::Init,
+            created_at: fx.now,
+        });
+        let p = fx.plan();
+        assert!(matches!(&p.actions[..], [Action::CreateMachines(r)] if r.reissue.is_some()));
     }
 
     #[test]

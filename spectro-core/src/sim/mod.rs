@@ -71,6 +71,9 @@ pub struct SimConfig {
     pub infra_ready_time: Duration,
     /// Time a deleted machine stays visible as Deleting.
     pub delete_time: Duration,
+    /// Eventual consistency: a new machine shows in listings only this long after its
+    /// create returned (as EC2's DescribeInstances can lag RunInstances).
+    pub list_lag: Duration,
     /// Share of calls failing with a transient error (0.0–1.0).
     pub fault_rate: f64,
     /// Share of calls throttled (0.0–1.0).
@@ -91,6 +94,7 @@ impl Default for SimConfig {
             boot_time: Duration::ZERO,
             infra_ready_time: Duration::ZERO,
             delete_time: Duration::ZERO,
+            list_lag: Duration::ZERO,
             fault_rate: 0.0,
             throttle_rate: 0.0,
             lost_response_rate: 0.0,
@@ -621,9 +625,16 @@ impl CloudProvider for SimCloud {
         let out = {
             let mut st = self.lock();
             Self::settle(&mut st, ctx.cluster_id, now);
+            let lag = chrono::Duration::from_std(self.config.list_lag).unwrap_or_default();
             st.clusters
                 .get(&ctx.cluster_id)
-                .map(|c| c.machines.values().map(|m| m.machine.clone()).collect())
+                .map(|c| {
+                    c.machines
+                        .values()
+                        .filter(|m| m.machine.created_at + lag <= now)
+                        .map(|m| m.machine.clone())
+                        .collect()
+                })
                 .unwrap_or_default()
         };
         self.leave(SimOp::ListMachines, lose).await?;

@@ -253,25 +253,31 @@ impl Store for PostgresStore {
             }
         }
         let rev = (current + 1) as i64;
-        let n = tx
-            .execute(
-                "INSERT INTO objects (kind, name, revision, body) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (kind, name) DO UPDATE SET revision = $3, body = $4, updated_at = now()",
-                &[&kind.as_str(), &name, &rev, &body],
-            )
-            .await;
-        match n {
-            Ok(_) => {}
-            // Two first writers raced past the FOR UPDATE (no row to lock yet).
-            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
+        if current == 0 {
+            // No row to lock yet: a concurrent first writer must lose, not overwrite.
+            let n = tx
+                .execute(
+                    "INSERT INTO objects (kind, name, revision, body) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (kind, name) DO NOTHING",
+                    &[&kind.as_str(), &name, &rev, &body],
+                )
+                .await
+                .db("put object")?;
+            if n == 0 {
                 return Err(CoreError::Conflict {
                     kind: kind.as_str(),
                     name: name.to_string(),
-                    expected: current,
-                    found: current + 1,
-                })
+                    expected: 0,
+                    found: 1,
+                });
             }
-            Err(e) => return Err(CoreError::store("put object", e)),
+        } else {
+            tx.execute(
+                "UPDATE objects SET revision = $3, body = $4, updated_at = now() WHERE kind = $1 AND name = $2",
+                &[&kind.as_str(), &name, &rev, &body],
+            )
+            .await
+            .db("put object")?;
         }
         tx.commit().await.db("put object")?;
         Ok(rev as u64)
@@ -861,33 +867,77 @@ impl Store for PostgresStore {
 
     async fn changes(&self) -> Result<Option<BoxStream<'static, ClusterId>>> {
         use futures_util::StreamExt;
-        let (client, mut conn) = tokio_postgres::connect(&self.url, NoTls)
-            .await
-            .db("listen")?;
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Option<ClusterId>>();
+        // Fail early when the database cannot be reached at all.
+        let first = listen(&self.url, tx.clone()).await?;
+        let url = self.url.clone();
         tokio::spawn(async move {
-            let mut messages = futures_util::stream::poll_fn(move |cx| conn.poll_message(cx));
-            while let Some(m) = messages.next().await {
-                match m {
-                    Ok(tokio_postgres::AsyncMessage::Notification(n)) => {
-                        if let Ok(id) = n.payload().parse::<ClusterId>() {
-                            if tx.send(id).is_err() {
-                                break;
-                            }
-                        }
+            let mut session = Some(first);
+            loop {
+                if let Some(s) = session.take() {
+                    let _ = s.await;
+                }
+                if tx.is_closed() {
+                    return;
+                }
+                // The connection dropped: reconnect with backoff; `None` tells the engine
+                // that notifications may have been missed.
+                let mut delay = Duration::from_millis(200);
+                loop {
+                    tokio::time::sleep(delay).await;
+                    if tx.is_closed() {
+                        return;
                     }
-                    Ok(_) => {}
-                    Err(_) => break,
+                    if let Ok(s) = listen(&url, tx.clone()).await {
+                        let _ = tx.send(None);
+                        session = Some(s);
+                        break;
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(10));
                 }
             }
         });
-        client
-            .batch_execute(&format!("LISTEN {CHANNEL}"))
-            .await
-            .db("listen")?;
-        let stream = futures_util::stream::unfold((rx, client), |(mut rx, client)| async move {
-            rx.recv().await.map(|id| (id, (rx, client)))
-        });
+        let stream =
+            futures_util::stream::unfold(
+                rx,
+                |mut rx| async move { rx.recv().await.map(|m| (m, rx)) },
+            )
+            .map(|m| m.unwrap_or(ClusterId(uuid::Uuid::nil())));
         Ok(Some(stream.boxed()))
     }
+}
+
+/// Opens a LISTEN session; the returned task ends when the connection does.
+async fn listen(
+    url: &str,
+    tx: tokio::sync::mpsc::UnboundedSender<Option<ClusterId>>,
+) -> Result<tokio::task::JoinHandle<()>> {
+    use futures_util::StreamExt;
+    let (client, mut conn) = tokio_postgres::connect(url, NoTls).await.db("listen")?;
+    let task = tokio::spawn(async move {
+        let mut messages = futures_util::stream::poll_fn(move |cx| conn.poll_message(cx));
+        while let Some(m) = messages.next().await {
+            match m {
+                Ok(tokio_postgres::AsyncMessage::Notification(n)) => {
+                    if let Ok(id) = n.payload().parse::<ClusterId>() {
+                        if tx.send(Some(id)).is_err() {
+                            break;
+                        }
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+    });
+    client
+        .batch_execute(&format!("LISTEN {CHANNEL}"))
+        .await
+        .db("listen")?;
+    // The client must live as long as the session: park it in a task that ends with it.
+    let keep = tokio::spawn(async move {
+        let _ = task.await;
+        drop(client);
+    });
+    Ok(keep)
 }

@@ -818,7 +818,12 @@ impl Store for SqliteStore {
 
     async fn release_ips(&self, cluster: ClusterId, owners: Option<&[String]>) -> Result<u64> {
         let cid = cluster.to_string();
-        let owners: Option<Vec<String>> = owners.map(|o| o.to_vec());
+        let owners: Option<Vec<String>> = owners.map(|o| {
+            let mut v = o.to_vec();
+            v.sort();
+            v.dedup();
+            v
+        });
         self.run(true, move |c| {
             let tx = c.transaction().db("release ips")?;
             let mut rows: Vec<(String, i64)> = Vec::new();

@@ -755,6 +755,15 @@ pub fn validate_cluster_update(old: &Cluster, new: &Cluster) -> Vec<Violation> {
             field(&base, "name"),
             "the control-plane pool cannot be renamed or replaced",
         );
+        let vip_pool =
+            |p: &crate::model::NodePool| p.placements.first().and_then(|d| d.ip_pool.clone());
+        if vip_pool(a).is_some() && vip_pool(a) != vip_pool(b) {
+            r.check(
+                false,
+                field(&index(&field(&base, "placements"), 0), "ipPool"),
+                "the control-plane IP pool holds the cluster's API VIP: it cannot change after creation",
+            );
+        }
         if a.size != b.size {
             let ok = (a.size == 1 && b.size == 3) || (a.size == 3 && b.size == 5);
             r.check(
