@@ -1,0 +1,238 @@
+//! Against moto's server (a real AWS API emulator) on 127.0.0.1: the account check, AMI
+//! resolution and the API-call counter. Each test gets its own moto account through the
+//! `x-moto-account-id` header.
+//!
+//! moto comes from PyPI (`moto[server]==5.2.5`, installed in a venv by scripts/test). The
+//! harness uses MOTO_ENDPOINT when set, else starts `moto_server -H 127.0.0.1 -p 0` (from
+//! SPECTRO_MOTO_SERVER, the scripts/test venv, or PATH) with AMI and instance-type
+//! validation on, reads the port it prints, keeps draining its output, and stops it at the
+//! end.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use spectro_aws::{caller_account, resolve_image, AwsConnector};
+use spectro_core::model::document::{from_text, Format};
+use spectro_core::model::{AwsCredentials, ClusterProfile};
+use spectro_core::provider::ProviderError;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+struct Moto {
+    url: String,
+    child: Option<tokio::process::Child>,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.child {
+            let _ = c.start_kill();
+        }
+    }
+}
+
+fn moto_binary() -> Option<String> {
+    if let Ok(p) = std::env::var("SPECTRO_MOTO_SERVER") {
+        return Some(p);
+    }
+    let venv = format!(
+        "{}/.cache/spectro-moto-venv/bin/moto_server",
+        std::env::var("HOME").unwrap_or_default()
+    );
+    if std::path::Path::new(&venv).exists() {
+        return Some(venv);
+    }
+    std::process::Command::new("sh")
+        .args(["-c", "command -v moto_server"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+}
+
+async fn moto() -> Option<Moto> {
+    if let Ok(url) = std::env::var("MOTO_ENDPOINT") {
+        return Some(Moto { url, child: None });
+    }
+    let Some(bin) = moto_binary() else {
+        assert!(
+            std::env::var("SPECTRO_REQUIRE_TOOLS").is_err(),
+            "moto_server is required: pip install 'moto[server]==5.2.5' or set MOTO_ENDPOINT"
+        );
+        eprintln!(
+            "SKIPPED: moto_server not found (PyPI moto[server]==5.2.5) and MOTO_ENDPOINT not set"
+        );
+        return None;
+    };
+    let mut child = tokio::process::Command::new(bin)
+        .args(["-H", "127.0.0.1", "-p", "0"])
+        .env("MOTO_ENABLE_AMI_VALIDATION", "true")
+        .env("MOTO_EC2_ENABLE_INSTANCE_TYPE_VALIDATION", "true")
+        .env_remove("MOTO_ACCOUNT_ID")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start moto_server");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let port = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Ok(Some(l)) = lines.next_line().await {
+            if let Some(rest) = l.split("Running on http://127.0.0.1:").nth(1) {
+                let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+                return digits.parse::<u16>().ok();
+            }
+        }
+        None
+    })
+    .await
+    .ok()
+    .flatten()
+    .expect("moto_server printed its port");
+    // Keep draining its output so it never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Some(Moto {
+        url: format!("http://127.0.0.1:{port}"),
+        child: Some(child),
+    })
+}
+
+fn account_id() -> String {
+    let n = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{:012}", (n % 900_000_000_000) + 100_000_000_000)
+}
+
+fn creds() -> AwsCredentials {
+    from_text(
+        "accessKeyId: AKIAIOSFODNN7EXAMPLE\nsecretAccessKey: wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\n",
+        Format::Yaml,
+    )
+    .unwrap()
+}
+
+fn image_spec(annotation: Option<&str>) -> spectro_core::provider::ImageSpec {
+    let mut p: ClusterProfile = from_text(
+        "name: p\nversion: '1'\ncloud: aws\npacks:\n  - {name: ubuntu, layer: os, version: '22.04'}\n  - {name: kubernetes, layer: kubernetes, version: 1.30.4}\n  - {name: calico, layer: cni, version: 3.28.0}\n",
+        Format::Yaml,
+    )
+    .unwrap();
+    if let Some(a) = annotation {
+        p.packs[0].annotations.insert("image".into(), a.into());
+    }
+    spectro_core::engine::planner::image_spec(&p).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn account_check_and_image_resolution_against_moto() {
+    let Some(m) = moto().await else { return };
+    let acct = account_id();
+    let conn = AwsConnector::default()
+        .with_endpoint(&m.url)
+        .with_header("x-moto-account-id", &acct)
+        .with_max_attempts(2);
+    let c = conn.clients(&creds(), "us-east-1");
+
+    // The account check answers with the account the credentials belong to.
+    assert_eq!(caller_account(&c).await.unwrap(), acct);
+
+    // An explicit AMI from the os pack's annotation wins when it exists...
+    let known = "ami-03c3da4cfa8e8943a"; // an Amazon Linux 2023 image moto ships in us-east-1
+    let img = resolve_image(&c, &image_spec(Some(known))).await.unwrap();
+    assert_eq!(img.id, known);
+    // ...and is a clear, terminal error when it does not.
+    match resolve_image(&c, &image_spec(Some("ami-0000000000000dead"))).await {
+        Err(ProviderError::Terminal { message }) => {
+            assert!(
+                message.contains("ami-0000000000000dead") && message.contains("us-east-1"),
+                "{message}"
+            )
+        }
+        r => panic!("{r:?}"),
+    }
+    // Without an annotation: the newest image named for the packs.
+    match resolve_image(&c, &image_spec(None)).await {
+        Err(ProviderError::Terminal { message }) => assert!(
+            message.contains("spectro-ubuntu-22.04-k8s-1.30.4"),
+            "{message}"
+        ),
+        r => panic!("no image is published yet: {r:?}"),
+    }
+    let base = c
+        .ec2
+        .run_instances()
+        .image_id(known)
+        .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
+        .min_count(1)
+        .max_count(1)
+        .send()
+        .await
+        .unwrap();
+    let instance = base.instances()[0].instance_id().unwrap().to_string();
+    for name in [
+        "spectro-ubuntu-22.04-k8s-1.30.4-20240101",
+        "spectro-ubuntu-22.04-k8s-1.30.4-20250101",
+    ] {
+        c.ec2
+            .create_image()
+            .instance_id(&instance)
+            .name(name)
+            .send()
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(1100)).await; // distinct creation dates
+    }
+    let img = resolve_image(&c, &image_spec(None)).await.unwrap();
+    let newest = c
+        .ec2
+        .describe_images()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("name")
+                .values("spectro-ubuntu-22.04-k8s-1.30.4-20250101")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(Some(img.id.as_str()), newest.images()[0].image_id());
+
+    // Every attempt was counted, by operation.
+    let calls = conn.calls().snapshot();
+    assert_eq!(calls.get("STS.GetCallerIdentity"), Some(&1));
+    assert!(
+        calls.get("EC2.DescribeImages").copied().unwrap_or(0) >= 4,
+        "{calls:?}"
+    );
+    assert_eq!(calls.get("EC2.RunInstances"), Some(&1));
+
+    // Accounts are isolated: another account does not see these images.
+    let other = conn_for(&m, &account_id()).clients(&creds(), "us-east-1");
+    assert!(resolve_image(&other, &image_spec(None)).await.is_err());
+}
+
+fn conn_for(m: &Moto, acct: &str) -> AwsConnector {
+    AwsConnector::default()
+        .with_endpoint(&m.url)
+        .with_header("x-moto-account-id", acct)
+        .with_max_attempts(2)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_region_endpoint_is_a_retryable_transport_error_not_a_panic() {
+    // Nothing listens on this port: a transport failure, classified retryable.
+    let c = AwsConnector::default()
+        .with_endpoint("http://127.0.0.1:9")
+        .with_max_attempts(1)
+        .clients(&creds(), "us-east-1");
+    match caller_account(&c).await {
+        Err(ProviderError::Retryable { message }) => {
+            assert!(message.starts_with("GetCallerIdentity"))
+        }
+        r => panic!("{r:?}"),
+    }
+    assert!(
+        !format!("{c:?}").contains("wJalrXUtnFEMI"),
+        "the secret key never prints"
+    );
+}
