@@ -8,6 +8,7 @@
 pub mod client;
 pub mod error;
 pub mod image;
+pub mod network;
 
 pub use client::{AwsClients, AwsConnector, CallCounter};
 pub use error::{classify, from_sdk};

@@ -236,3 +236,134 @@ async fn wrong_region_endpoint_is_a_retryable_transport_error_not_a_panic() {
         "the secret key never prints"
     );
 }
+
+fn mutating(calls: &std::collections::BTreeMap<String, u64>) -> u64 {
+    calls
+        .iter()
+        .filter(|(op, _)| {
+            let op = op.split('.').nth(1).unwrap_or("");
+            [
+                "Create",
+                "Allocate",
+                "Attach",
+                "Associate",
+                "Authorize",
+                "Modify",
+                "Delete",
+                "Release",
+                "Detach",
+                "Disassociate",
+                "Revoke",
+            ]
+            .iter()
+            .any(|p| op.starts_with(p))
+        })
+        .map(|(_, n)| n)
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn network_is_found_by_tag_repaired_and_deleted_completely() {
+    use spectro_aws::network::{delete_network, ensure_network};
+    let Some(m) = moto().await else { return };
+    let conn = conn_for(&m, &account_id());
+    let c = conn.clients(&creds(), "us-east-1");
+    let id = "5f0e2c1a-0000-4000-8000-000000000001";
+    let zones: Vec<String> = ["us-east-1a", "us-east-1b", "us-east-1c"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let tags: std::collections::BTreeMap<String, String> = [
+        (
+            spectro_core::provider::TAG_CLUSTER_ID.to_string(),
+            id.to_string(),
+        ),
+        ("team".to_string(), "storefront".to_string()),
+    ]
+    .into_iter()
+    .collect();
+
+    let n = ensure_network(&c, id, "demo", &zones, &tags).await.unwrap();
+    assert_eq!((n.private_subnets.len(), n.public_subnets.len()), (3, 3));
+    assert_eq!((n.nat_gateways.len(), n.elastic_ips.len()), (3, 3));
+    assert_eq!(n.route_tables.len(), 4, "public + one private per zone");
+    assert!(n
+        .route_tables
+        .values()
+        .all(|(_, subnets)| !subnets.is_empty()));
+    assert_eq!(n.route_tables["public"].1.len(), 3);
+    assert_eq!(n.security_groups.len(), 4);
+    assert!(n.internet_gateway.is_some());
+    let first = conn.calls().snapshot();
+    eprintln!(
+        "create network: {} calls ({} mutating): {first:?}",
+        first.values().sum::<u64>(),
+        mutating(&first)
+    );
+
+    // A second ensure finds everything by tag and changes nothing.
+    let again = ensure_network(&c, id, "demo", &zones, &tags).await.unwrap();
+    assert_eq!(again, n);
+    let second = conn.calls().snapshot();
+    assert_eq!(
+        mutating(&second),
+        mutating(&first),
+        "no create on a second ensure"
+    );
+
+    // A resource lost in a crash (zone b's private route table never made it) is repaired.
+    let (rt, subnets) = n.route_tables["private/us-east-1b"].clone();
+    for a in c
+        .ec2
+        .describe_route_tables()
+        .route_table_ids(&rt)
+        .send()
+        .await
+        .unwrap()
+        .route_tables()[0]
+        .associations()
+    {
+        c.ec2
+            .disassociate_route_table()
+            .association_id(a.route_table_association_id().unwrap())
+            .send()
+            .await
+            .unwrap();
+    }
+    c.ec2
+        .delete_route_table()
+        .route_table_id(&rt)
+        .send()
+        .await
+        .unwrap();
+    let repaired = ensure_network(&c, id, "demo", &zones, &tags).await.unwrap();
+    assert_eq!(repaired.route_tables["private/us-east-1b"].1, subnets);
+    assert_eq!(repaired.route_tables.len(), 4);
+
+    // Delete walks everything back and verifies by tag; the account's default VPC stays.
+    let left = delete_network(&c, id).await.unwrap();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    let vpcs = c.ec2.describe_vpcs().send().await.unwrap();
+    assert!(
+        vpcs.vpcs().iter().any(|v| v.is_default() == Some(true)),
+        "the default VPC is not ours to touch"
+    );
+    assert!(vpcs
+        .vpcs()
+        .iter()
+        .all(|v| v.vpc_id() != Some(n.vpc.as_str())));
+    let igws = c
+        .ec2
+        .describe_internet_gateways()
+        .internet_gateway_ids(n.internet_gateway.clone().unwrap())
+        .send()
+        .await;
+    assert!(
+        igws.is_err() || igws.unwrap().internet_gateways().is_empty(),
+        "internet gateway deleted"
+    );
+    assert!(
+        delete_network(&c, id).await.unwrap().is_empty(),
+        "deleting twice is fine"
+    );
+}
