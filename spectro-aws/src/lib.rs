@@ -8,6 +8,7 @@
 pub mod client;
 pub mod error;
 pub mod image;
+pub mod machines;
 pub mod network;
 
 pub use client::{AwsClients, AwsConnector, CallCounter};

@@ -367,3 +367,90 @@ async fn network_is_found_by_tag_repaired_and_deleted_completely() {
         "deleting twice is fine"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_launch_is_idempotent_by_token_and_named_by_launch_index() {
+    use spectro_aws::machines::{launch, list_machines, terminate, Launch};
+    use spectro_aws::network::ensure_network;
+    let Some(m) = moto().await else { return };
+    let conn = conn_for(&m, &account_id());
+    let c = conn.clients(&creds(), "us-east-1");
+    let id = "5f0e2c1a-0000-4000-8000-000000000002";
+    let tags: std::collections::BTreeMap<String, String> = [(
+        spectro_core::provider::TAG_CLUSTER_ID.to_string(),
+        id.to_string(),
+    )]
+    .into_iter()
+    .collect();
+    let zones = vec!["us-east-1a".to_string()];
+    let net = ensure_network(&c, id, "demo", &zones, &tags).await.unwrap();
+    let names: Vec<String> = ["a1b2c3", "d4e5f6", "0a0b0c"]
+        .iter()
+        .map(|s| format!("demo-general-{s}"))
+        .collect();
+    let sgs = vec![net.security_groups["worker"].clone()];
+    let user_data = b"#cloud-config\nruncmd: [[kubeadm, join]]\n";
+    let l = Launch {
+        cluster_id: id,
+        tags: &tags,
+        token: "8a6e0c52-4f0e-4d5e-9a53-2f1b8f3c7d10",
+        names: &names,
+        pool: "general",
+        role: spectro_core::model::PoolRole::Worker,
+        shape: "abc123",
+        image: "ami-03c3da4cfa8e8943a",
+        instance_type: "t3.micro",
+        subnet: &net.private_subnets["us-east-1a"],
+        security_groups: &sgs,
+        key_name: None,
+        user_data,
+    };
+    let first = launch(&c, &l).await.unwrap();
+    let mut got: Vec<String> = first.iter().map(|m| m.name.clone()).collect();
+    got.sort();
+    let mut want = names.clone();
+    want.sort();
+    assert_eq!(got, want, "one call names the whole batch by launch index");
+    // A retry with the same token (after a crash or a lost answer) launches nothing.
+    let again = launch(&c, &l).await.unwrap();
+    assert_eq!(again.len(), 3);
+    assert_eq!(conn.calls().snapshot().get("EC2.RunInstances"), Some(&1));
+    // One filtered call observes the cluster's nodes with pool, shape, token and zone.
+    let listed = list_machines(&c, id).await.unwrap();
+    assert_eq!(listed.len(), 3);
+    assert!(listed.iter().all(|m| m.pool == "general"
+        && m.shape == "abc123"
+        && m.zone == "us-east-1a"
+        && m.address.is_some()));
+    // The user data reached the instances.
+    let attr = c
+        .ec2
+        .describe_instance_attribute()
+        .instance_id(&listed[0].id)
+        .attribute(aws_sdk_ec2::types::InstanceAttributeName::UserData)
+        .send()
+        .await
+        .unwrap();
+    let b64 = attr
+        .user_data()
+        .and_then(|u| u.value())
+        .unwrap_or_default()
+        .to_string();
+    use base64::Engine as _;
+    assert_eq!(
+        base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap(),
+        user_data
+    );
+    // Terminate: nothing of the cluster is left running.
+    let ids: Vec<String> = listed.iter().map(|m| m.id.clone()).collect();
+    terminate(&c, &ids).await.unwrap();
+    terminate(&c, &ids).await.unwrap();
+    let left = list_machines(&c, id).await.unwrap();
+    assert!(
+        left.iter()
+            .all(|m| m.state == spectro_core::provider::MachineState::Deleting),
+        "{left:?}"
+    );
+}
