@@ -23,7 +23,7 @@ use crate::error::from_sdk;
 pub const TAG_ZONE: &str = "spectro.io/zone";
 
 /// The network of one cluster, as found or created.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Network {
     /// VPC id.
     pub vpc: String,
@@ -41,6 +41,10 @@ pub struct Network {
     pub nat_gateways: BTreeMap<String, String>,
     /// Route tables by role/zone (`public`, `private/<zone>`), with their associated subnets.
     pub route_tables: BTreeMap<String, (String, Vec<String>)>,
+    /// Subnet associations of those route tables (what delete must undo first).
+    pub route_table_associations: Vec<String>,
+    /// Ingress rules per security group (revoked before delete: groups reference each other).
+    pub security_group_rules: Vec<(String, Vec<IpPermission>)>,
     /// Every resource, for inventory and leak checks.
     pub resources: Vec<CloudResource>,
     /// NAT gateways still pending (the network is usable once none is).
@@ -198,6 +202,12 @@ pub async fn observe(c: &AwsClients, cluster_id: &str) -> Result<Network, Provid
                 .iter()
                 .filter_map(|a| a.subnet_id().map(str::to_string))
                 .collect();
+            n.route_table_associations.extend(
+                t.associations()
+                    .iter()
+                    .filter(|a| a.main() != Some(true))
+                    .filter_map(|a| a.route_table_association_id().map(str::to_string)),
+            );
             n.route_tables.insert(key, (id.to_string(), subnets));
             n.resources.push(res("route-table", id));
         }
@@ -213,6 +223,10 @@ pub async fn observe(c: &AwsClients, cluster_id: &str) -> Result<Network, Provid
         if let (Some(id), Some(role)) = (g.group_id(), tag_of(g.tags(), TAG_ROLE)) {
             n.security_groups.insert(role.to_string(), id.to_string());
             n.resources.push(res("security-group", id));
+            if !g.ip_permissions().is_empty() {
+                n.security_group_rules
+                    .push((id.to_string(), g.ip_permissions().to_vec()));
+            }
         }
     }
     Ok(n)
@@ -547,34 +561,21 @@ pub async fn delete_network(
             .map_err(|e| from_sdk("ReleaseAddress", e))?;
     }
     if !n.vpc.is_empty() {
-        let rts = c
-            .ec2
-            .describe_route_tables()
-            .filters(owned(cluster_id))
-            .send()
-            .await
-            .map_err(|e| from_sdk("DescribeRouteTables", e))?;
-        for t in rts.route_tables() {
-            for a in t.associations() {
-                if a.main() != Some(true) {
-                    if let Some(aid) = a.route_table_association_id() {
-                        c.ec2
-                            .disassociate_route_table()
-                            .association_id(aid)
-                            .send()
-                            .await
-                            .map_err(|e| from_sdk("DisassociateRouteTable", e))?;
-                    }
-                }
-            }
-            if let Some(id) = t.route_table_id() {
-                c.ec2
-                    .delete_route_table()
-                    .route_table_id(id)
-                    .send()
-                    .await
-                    .map_err(|e| from_sdk("DeleteRouteTable", e))?;
-            }
+        for aid in &n.route_table_associations {
+            c.ec2
+                .disassociate_route_table()
+                .association_id(aid)
+                .send()
+                .await
+                .map_err(|e| from_sdk("DisassociateRouteTable", e))?;
+        }
+        for id in ids("route-table") {
+            c.ec2
+                .delete_route_table()
+                .route_table_id(&id)
+                .send()
+                .await
+                .map_err(|e| from_sdk("DeleteRouteTable", e))?;
         }
         for id in ids("internet-gateway") {
             c.ec2
@@ -601,23 +602,14 @@ pub async fn delete_network(
             .map_err(|e| from_sdk("DeleteSubnet", e))?;
     }
     // Security groups reference each other: revoke the rules first.
-    let sgs = c
-        .ec2
-        .describe_security_groups()
-        .filters(owned(cluster_id))
-        .send()
-        .await
-        .map_err(|e| from_sdk("DescribeSecurityGroups", e))?;
-    for g in sgs.security_groups() {
-        if !g.ip_permissions().is_empty() {
-            c.ec2
-                .revoke_security_group_ingress()
-                .group_id(g.group_id().unwrap_or_default())
-                .set_ip_permissions(Some(g.ip_permissions().to_vec()))
-                .send()
-                .await
-                .map_err(|e| from_sdk("RevokeSecurityGroupIngress", e))?;
-        }
+    for (group, rules) in &n.security_group_rules {
+        c.ec2
+            .revoke_security_group_ingress()
+            .group_id(group)
+            .set_ip_permissions(Some(rules.clone()))
+            .send()
+            .await
+            .map_err(|e| from_sdk("RevokeSecurityGroupIngress", e))?;
     }
     for id in ids("security-group") {
         c.ec2
