@@ -178,6 +178,35 @@ impl AwsConnector {
     }
 }
 
+impl AwsConnector {
+    /// The classic ELB client of an account in a region.
+    pub fn elb_client(
+        &self,
+        creds: &AwsCredentials,
+        region: &str,
+    ) -> aws_sdk_elasticloadbalancing::Client {
+        use aws_sdk_elasticloadbalancing::config as c;
+        let credentials = c::Credentials::new(
+            creds.access_key_id.clone(),
+            creds.secret_access_key.expose().to_string(),
+            None,
+            None,
+            "spectro-cloud-account",
+        );
+        let mut b = c::Builder::new()
+            .behavior_version(c::BehaviorVersion::latest())
+            .region(c::Region::new(region.to_string()))
+            .credentials_provider(credentials)
+            .retry_config(RetryConfig::standard().with_max_attempts(self.max_attempts))
+            .interceptor(Counting(self.calls.clone()))
+            .interceptor(ExtraHeaders(self.headers.clone()));
+        if let Some(e) = &self.endpoint {
+            b = b.endpoint_url(e.clone());
+        }
+        aws_sdk_elasticloadbalancing::Client::from_conf(b.build())
+    }
+}
+
 /// The SDK clients of one account in one region.
 #[derive(Debug, Clone)]
 pub struct AwsClients {

@@ -10,10 +10,12 @@ pub mod error;
 pub mod image;
 pub mod machines;
 pub mod network;
+pub mod provider;
 
 pub use client::{AwsClients, AwsConnector, CallCounter};
 pub use error::{classify, from_sdk};
 pub use image::{caller_account, image_name_pattern, resolve_image};
+pub use provider::AwsProvider;
 
 /// The cloud this crate provisions on.
 pub const CLOUD: spectro_core::model::CloudType = spectro_core::model::CloudType::Aws;

@@ -58,6 +58,8 @@ pub struct Launch<'a> {
     pub key_name: Option<&'a str>,
     /// Cloud-init user data (raw; base64-encoded here).
     pub user_data: &'a [u8],
+    /// The cluster's bastion, not a node (tagged role `bastion`, never listed as a machine).
+    pub bastion: bool,
 }
 
 fn role_tag(role: PoolRole) -> &'static str {
@@ -116,12 +118,13 @@ fn tag_of<'a>(tags: &'a [Tag], key: &str) -> Option<&'a str> {
         .and_then(|t| t.value())
 }
 
-fn to_machine(i: &aws_sdk_ec2::types::Instance) -> Option<Machine> {
+fn to_machine(i: &aws_sdk_ec2::types::Instance, include_bastion: bool) -> Option<Machine> {
     let tags = i.tags();
     let role = match tag_of(tags, TAG_ROLE)? {
         "control-plane" => PoolRole::ControlPlane,
         "worker" => PoolRole::Worker,
-        _ => return None, // the bastion and other cluster resources are not nodes
+        "bastion" if include_bastion => PoolRole::Worker,
+        _ => return None, // the bastion is not a node
     };
     let prefix = tag_of(tags, TAG_NAME_PREFIX).unwrap_or_default();
     let suffixes: Vec<&str> = tag_of(tags, TAG_NAME_SUFFIXES)
@@ -160,7 +163,11 @@ fn to_machine(i: &aws_sdk_ec2::types::Instance) -> Option<Machine> {
     })
 }
 
-async fn describe(c: &AwsClients, filters: Vec<Filter>) -> Result<Vec<Machine>, ProviderError> {
+async fn describe(
+    c: &AwsClients,
+    filters: Vec<Filter>,
+    include_bastion: bool,
+) -> Result<Vec<Machine>, ProviderError> {
     let mut out = Vec::new();
     let mut next: Option<String> = None;
     loop {
@@ -173,7 +180,11 @@ async fn describe(c: &AwsClients, filters: Vec<Filter>) -> Result<Vec<Machine>, 
             .await
             .map_err(|e| from_sdk("DescribeInstances", e))?;
         for r in page.reservations() {
-            out.extend(r.instances().iter().filter_map(to_machine));
+            out.extend(
+                r.instances()
+                    .iter()
+                    .filter_map(|i| to_machine(i, include_bastion)),
+            );
         }
         next = page.next_token().map(str::to_string);
         if next.is_none() {
@@ -196,6 +207,23 @@ pub async fn list_machines(
                 .build(),
             live_states(),
         ],
+        false,
+    )
+    .await
+}
+
+/// Every instance of the cluster that is not terminated, the bastion included.
+pub async fn list_all(c: &AwsClients, cluster_id: &str) -> Result<Vec<Machine>, ProviderError> {
+    describe(
+        c,
+        vec![
+            Filter::builder()
+                .name(format!("tag:{TAG_CLUSTER_ID}"))
+                .values(cluster_id)
+                .build(),
+            live_states(),
+        ],
+        true,
     )
     .await
 }
@@ -223,6 +251,7 @@ pub async fn launch(c: &AwsClients, l: &Launch<'_>) -> Result<Vec<Machine>, Prov
                     .build(),
                 live_states(),
             ],
+            l.bastion,
         )
         .await?;
         if !existing.is_empty() {
@@ -235,7 +264,14 @@ pub async fn launch(c: &AwsClients, l: &Launch<'_>) -> Result<Vec<Machine>, Prov
             .map(|(k, v)| Tag::builder().key(k).value(v).build())
             .collect();
         for (k, v) in [
-            (TAG_ROLE, role_tag(l.role).to_string()),
+            (
+                TAG_ROLE,
+                if l.bastion {
+                    "bastion".to_string()
+                } else {
+                    role_tag(l.role).to_string()
+                },
+            ),
             (TAG_POOL, l.pool.to_string()),
             (TAG_SHAPE, l.shape.to_string()),
             (TAG_TOKEN, token.clone()),
@@ -279,7 +315,11 @@ pub async fn launch(c: &AwsClients, l: &Launch<'_>) -> Result<Vec<Machine>, Prov
             req = req.key_name(k);
         }
         let r = req.send().await.map_err(|e| from_sdk("RunInstances", e))?;
-        out.extend(r.instances().iter().filter_map(to_machine));
+        out.extend(
+            r.instances()
+                .iter()
+                .filter_map(|i| to_machine(i, l.bastion)),
+        );
     }
     Ok(out)
 }

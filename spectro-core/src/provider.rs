@@ -76,6 +76,9 @@ pub struct ClusterContext {
     /// Static-IP clusters: the control-plane VIP taken from the control-plane pool's IP pool
     /// (the API endpoint instead of a load-balancer VM).
     pub vip: Option<IpAddr>,
+    /// The machine image resolved for the cluster, once known (infrastructure machines such
+    /// as a bastion or a load-balancer VM boot from it).
+    pub image: Option<ImageRef>,
 }
 
 /// The static network configuration of one node (static-IP clusters).

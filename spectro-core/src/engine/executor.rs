@@ -316,12 +316,13 @@ async fn run(p: &mut Pass<'_>) -> Result<Outcome> {
         }
         _ => None,
     };
-    let ctx = ClusterContext {
+    let mut ctx = ClusterContext {
         cluster_id: p.rec.id,
         spec: p.rec.spec.clone(),
         profile: p.rec.profile.clone(),
         account,
         vip,
+        image: p.status.image.as_ref().map(|i| i.image.clone()),
     };
     if deleting && p.status.phase != Phase::Deleting {
         let why = if p.rec.lifecycle == Lifecycle::Aborting {
@@ -450,6 +451,7 @@ async fn run(p: &mut Pass<'_>) -> Result<Outcome> {
                                     spec.kubernetes.version
                                 ),
                             );
+                            ctx.image = Some(image.clone());
                             p.status.image = Some(ResolvedImage {
                                 signature: spec.signature.clone(),
                                 image,

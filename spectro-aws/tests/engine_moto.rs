@@ -1,0 +1,213 @@
+//! The engine driving the AWS provider against moto: create a 3-AZ cluster (3 control-plane
+//! nodes + 2 worker pools), scale, delete; after delete nothing tagged for the cluster
+//! remains. Prints the API calls per operation.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use spectro_aws::AwsProvider;
+use spectro_core::engine::status::Phase;
+use spectro_core::model::document::{from_text, Format};
+use spectro_core::model::{CloudAccount, Cluster, ClusterProfile};
+use spectro_core::provider::TAG_CLUSTER_ID;
+use spectro_core::{Engine, EngineConfig, SqliteStore};
+
+const PROFILE: &str = r#"
+name: moto
+version: '1'
+cloud: aws
+packs:
+  - name: al2023
+    layer: os
+    version: '2023'
+    annotations: { image: ami-03c3da4cfa8e8943a }
+  - { name: kubernetes, layer: kubernetes, version: 1.30.4 }
+  - { name: calico, layer: cni, version: 3.28.0 }
+"#;
+
+const CLUSTER: &str = r#"
+name: web
+tags: { team: storefront }
+profile: { name: moto, version: '1' }
+cloudAccount: moto
+cloud: { aws: { region: us-east-1 } }
+nodePools:
+  - { name: master, role: controlPlane, size: 3, instanceType: m5.large, availabilityZones: [us-east-1a, us-east-1b, us-east-1c] }
+  - { name: general, role: worker, size: 3, instanceType: t3.micro, availabilityZones: [us-east-1a, us-east-1b, us-east-1c] }
+  - { name: batch, role: worker, size: 2, instanceType: t3.micro, availabilityZones: [us-east-1a, us-east-1b] }
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engine_lifecycle_on_moto_leaves_nothing_behind() {
+    let Some(m) = moto().await else { return };
+    let acct = account_id();
+    let provider = Arc::new(AwsProvider::new(conn_for(&m, &acct)));
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path().join("aws.db")).unwrap());
+    let engine = Engine::builder(store)
+        .provider(provider.clone())
+        .config(EngineConfig {
+            poll_interval: Duration::from_millis(50),
+            backoff_base: Duration::from_millis(50),
+            backoff_cap: Duration::from_secs(1),
+            ..Default::default()
+        })
+        .start()
+        .await
+        .unwrap();
+    let profile: ClusterProfile = from_text(PROFILE, Format::Yaml).unwrap();
+    let account: CloudAccount = from_text(
+        "name: moto\ncredentials:\n  aws: {accessKeyId: AKIAIOSFODNN7EXAMPLE, secretAccessKey: wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY}\n",
+        Format::Yaml,
+    )
+    .unwrap();
+    engine.put_profile(&profile).await.unwrap();
+    engine.put_cloud_account(&account).await.unwrap();
+    engine.verify_cloud_account("moto").await.unwrap();
+    let mut spec: Cluster = from_text(CLUSTER, Format::Yaml).unwrap();
+    let id = engine.create_cluster(&spec).await.unwrap();
+    let rec = engine
+        .wait_for_phase(id, Phase::Running, Duration::from_secs(120))
+        .await
+        .unwrap();
+    let created = provider.calls().snapshot();
+    eprintln!(
+        "create: {} API calls: {created:?}",
+        created.values().sum::<u64>()
+    );
+    let endpoint = rec
+        .status
+        .infrastructure
+        .as_ref()
+        .unwrap()
+        .endpoint
+        .clone()
+        .unwrap();
+    assert!(endpoint.ends_with(":6443"), "{endpoint}");
+
+    let c = conn_for(&m, &acct).clients(&creds(), "us-east-1");
+    let nodes = spectro_aws::machines::list_machines(&c, &id.to_string())
+        .await
+        .unwrap();
+    assert_eq!(nodes.len(), 8);
+    assert_eq!(
+        created.get("EC2.RunInstances"),
+        Some(&(3 + 3 + 2 + 1)),
+        "CP one by one, a call per pool × zone, the bastion"
+    );
+
+    // Steady-state resync: one DescribeInstances.
+    let before = provider.calls().total();
+    engine.resync(id);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    engine.wait_idle().await;
+    let resync = provider.calls().total() - before;
+    eprintln!("resync: {resync} API call(s)");
+    assert_eq!(resync, 1);
+
+    // Scale a pool.
+    spec.node_pools[1].size = 4;
+    engine.update_cluster(id, &spec).await.unwrap();
+    engine
+        .wait_for_phase(id, Phase::Running, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(
+        spectro_aws::machines::list_machines(&c, &id.to_string())
+            .await
+            .unwrap()
+            .len(),
+        9
+    );
+
+    // Delete: nothing tagged for the cluster remains.
+    let before = provider.calls().total();
+    engine.delete_cluster(id).await.unwrap();
+    engine
+        .wait_for_phase(id, Phase::Deleted, Duration::from_secs(120))
+        .await
+        .unwrap();
+    eprintln!("delete: {} API calls", provider.calls().total() - before);
+    let tag = aws_sdk_ec2::types::Filter::builder()
+        .name(format!("tag:{TAG_CLUSTER_ID}"))
+        .values(id.to_string())
+        .build();
+    assert!(c
+        .ec2
+        .describe_vpcs()
+        .filters(tag.clone())
+        .send()
+        .await
+        .unwrap()
+        .vpcs()
+        .is_empty());
+    assert!(c
+        .ec2
+        .describe_subnets()
+        .filters(tag.clone())
+        .send()
+        .await
+        .unwrap()
+        .subnets()
+        .is_empty());
+    assert!(c
+        .ec2
+        .describe_internet_gateways()
+        .filters(tag.clone())
+        .send()
+        .await
+        .unwrap()
+        .internet_gateways()
+        .is_empty());
+    assert!(c
+        .ec2
+        .describe_addresses()
+        .filters(tag.clone())
+        .send()
+        .await
+        .unwrap()
+        .addresses()
+        .is_empty());
+    assert!(c
+        .ec2
+        .describe_route_tables()
+        .filters(tag.clone())
+        .send()
+        .await
+        .unwrap()
+        .route_tables()
+        .is_empty());
+    assert!(c
+        .ec2
+        .describe_security_groups()
+        .filters(tag.clone())
+        .send()
+        .await
+        .unwrap()
+        .security_groups()
+        .is_empty());
+    let instances = c
+        .ec2
+        .describe_instances()
+        .filters(tag)
+        .send()
+        .await
+        .unwrap();
+    assert!(instances
+        .reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .all(|i| i.state().and_then(|s| s.name())
+            == Some(&aws_sdk_ec2::types::InstanceStateName::Terminated)));
+    let lbs = conn_for(&m, &acct)
+        .elb_client(&creds(), "us-east-1")
+        .describe_load_balancers()
+        .send()
+        .await
+        .unwrap();
+    assert!(lbs.load_balancer_descriptions().is_empty());
+    engine.shutdown().await;
+}
