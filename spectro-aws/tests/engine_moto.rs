@@ -211,3 +211,144 @@ async fn engine_lifecycle_on_moto_leaves_nothing_behind() {
     assert!(lbs.load_balancer_descriptions().is_empty());
     engine.shutdown().await;
 }
+
+/// A provider that hangs forever right after its first RunInstances took effect: the engine
+/// never records the result (the crash CAPA #5794 is about).
+struct HangAfterFirstCreate {
+    inner: Arc<AwsProvider>,
+    hung: std::sync::atomic::AtomicBool,
+    crashed: Arc<tokio::sync::Notify>,
+}
+
+#[async_trait::async_trait]
+impl spectro_core::CloudProvider for HangAfterFirstCreate {
+    fn cloud(&self) -> spectro_core::model::CloudType {
+        self.inner.cloud()
+    }
+    fn user_data_limit(&self) -> Option<usize> {
+        self.inner.user_data_limit()
+    }
+    async fn validate_account(
+        &self,
+        a: &CloudAccount,
+    ) -> Result<(), spectro_core::provider::ProviderError> {
+        self.inner.validate_account(a).await
+    }
+    async fn ensure_image(
+        &self,
+        c: &spectro_core::provider::ClusterContext,
+        s: &spectro_core::provider::ImageSpec,
+    ) -> Result<spectro_core::provider::ImageRef, spectro_core::provider::ProviderError> {
+        self.inner.ensure_image(c, s).await
+    }
+    async fn ensure_infrastructure(
+        &self,
+        c: &spectro_core::provider::ClusterContext,
+    ) -> Result<spectro_core::provider::InfraStatus, spectro_core::provider::ProviderError> {
+        self.inner.ensure_infrastructure(c).await
+    }
+    async fn list_machines(
+        &self,
+        c: &spectro_core::provider::ClusterContext,
+    ) -> Result<Vec<spectro_core::provider::Machine>, spectro_core::provider::ProviderError> {
+        self.inner.list_machines(c).await
+    }
+    async fn create_machines(
+        &self,
+        c: &spectro_core::provider::ClusterContext,
+        i: &spectro_core::provider::InfraStatus,
+        b: &spectro_core::provider::MachineBatch,
+    ) -> Result<Vec<spectro_core::provider::Machine>, spectro_core::provider::ProviderError> {
+        let r = self.inner.create_machines(c, i, b).await;
+        if !self.hung.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            self.crashed.notify_one();
+            std::future::pending::<()>().await;
+        }
+        r
+    }
+    async fn delete_machines(
+        &self,
+        c: &spectro_core::provider::ClusterContext,
+        m: &[spectro_core::provider::Machine],
+    ) -> Result<(), spectro_core::provider::ProviderError> {
+        self.inner.delete_machines(c, m).await
+    }
+    async fn delete_infrastructure(
+        &self,
+        c: &spectro_core::provider::ClusterContext,
+    ) -> Result<spectro_core::provider::DeleteStatus, spectro_core::provider::ProviderError> {
+        self.inner.delete_infrastructure(c).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_between_run_instances_and_record_then_restarted_launches_no_duplicate() {
+    let Some(m) = moto().await else { return };
+    let acct = account_id();
+    let aws = Arc::new(AwsProvider::new(conn_for(&m, &acct)));
+    let crashed = Arc::new(tokio::sync::Notify::new());
+    let hanging = Arc::new(HangAfterFirstCreate {
+        inner: aws.clone(),
+        hung: std::sync::atomic::AtomicBool::new(false),
+        crashed: crashed.clone(),
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path().join("crash.db")).unwrap());
+    let cfg = EngineConfig {
+        poll_interval: Duration::from_millis(50),
+        backoff_base: Duration::from_millis(50),
+        backoff_cap: Duration::from_secs(1),
+        ..Default::default()
+    };
+    let engine = Engine::builder(store.clone())
+        .provider(hanging)
+        .config(cfg.clone())
+        .start()
+        .await
+        .unwrap();
+    let profile: ClusterProfile = from_text(PROFILE, Format::Yaml).unwrap();
+    let account: CloudAccount = from_text(
+        "name: moto\ncredentials:\n  aws: {accessKeyId: AKIAIOSFODNN7EXAMPLE, secretAccessKey: wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY}\n",
+        Format::Yaml,
+    )
+    .unwrap();
+    engine.put_profile(&profile).await.unwrap();
+    engine.put_cloud_account(&account).await.unwrap();
+    let spec: Cluster = from_text(CLUSTER, Format::Yaml).unwrap();
+    let id = engine.create_cluster(&spec).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(60), crashed.notified())
+        .await
+        .unwrap();
+    drop(engine); // the crash: the first control-plane node exists, the engine never heard
+
+    let engine = Engine::builder(store)
+        .provider(aws.clone())
+        .config(cfg)
+        .start()
+        .await
+        .unwrap();
+    engine
+        .wait_for_phase(id, Phase::Running, Duration::from_secs(120))
+        .await
+        .unwrap();
+    let c = conn_for(&m, &acct).clients(&creds(), "us-east-1");
+    let nodes = spectro_aws::machines::list_machines(&c, &id.to_string())
+        .await
+        .unwrap();
+    assert_eq!(nodes.len(), 8, "exactly the desired nodes");
+    let mut names: Vec<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), 8, "no name twice");
+    assert_eq!(
+        aws.calls().snapshot().get("EC2.RunInstances"),
+        Some(&(3 + 3 + 2 + 1)),
+        "nothing launched twice"
+    );
+    engine.delete_cluster(id).await.unwrap();
+    engine
+        .wait_for_phase(id, Phase::Deleted, Duration::from_secs(120))
+        .await
+        .unwrap();
+    engine.shutdown().await;
+}
