@@ -1,0 +1,138 @@
+//! Provisions an AWS cluster from a YAML spec:
+//!
+//!     cargo run --example aws --features aws -- SPEC.yaml [--delete]
+//!
+//! SPEC.yaml holds the Cluster and its ClusterProfile (other documents are ignored); the
+//! cluster's `cloudAccount` is built from the standard AWS environment variables
+//! (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`); `AWS_ENDPOINT_URL` points it at moto.
+//! Streams conditions and events until the cluster runs and prints the API calls per
+//! operation; with `--delete` it then deletes the cluster and exits non-zero if anything
+//! tagged for it remains.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use spectro::aws::{AwsConnector, AwsProvider};
+use spectro::engine::status::Phase;
+use spectro::model::document::{parse_documents, Format};
+use spectro::model::{AwsCredentials, CloudAccount, Credentials, Document};
+use spectro::secret::Secret;
+use spectro::{Engine, EngineConfig, SqliteStore};
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let spec_file = args
+        .iter()
+        .find(|a| !a.starts_with("--"))
+        .ok_or("usage: aws SPEC.yaml [--delete]")?;
+    let delete = args.iter().any(|a| a == "--delete");
+    let text = std::fs::read_to_string(spec_file)?;
+    let (docs, failures) = parse_documents(&text, Format::Yaml);
+    if let Some(f) = failures.first() {
+        return Err(format!("{spec_file}: {}", f.violations[0]).into());
+    }
+    let mut cluster = None;
+    let mut profiles = Vec::new();
+    for d in docs {
+        match d {
+            Document::Cluster(c) => cluster = Some(c),
+            Document::ClusterProfile(p) => profiles.push(p),
+            _ => {}
+        }
+    }
+    let cluster = cluster.ok_or("the spec has no Cluster")?;
+    let key = std::env::var("AWS_ACCESS_KEY_ID").map_err(|_| "AWS_ACCESS_KEY_ID is not set")?;
+    let secret =
+        std::env::var("AWS_SECRET_ACCESS_KEY").map_err(|_| "AWS_SECRET_ACCESS_KEY is not set")?;
+    let creds = AwsCredentials {
+        access_key_id: key,
+        secret_access_key: Secret::new(secret),
+    };
+    let account = CloudAccount {
+        name: cluster.cloud_account.clone(),
+        credentials: Credentials::Aws(creds.clone()),
+    };
+    let provider = Arc::new(AwsProvider::new(AwsConnector::from_env()));
+    let dir = tempfile::tempdir()?;
+    let store = Arc::new(SqliteStore::open(dir.path().join("spectro.db"))?);
+    let engine = Engine::builder(store)
+        .provider(provider.clone())
+        .config(EngineConfig {
+            poll_interval: Duration::from_secs(2),
+            ..Default::default()
+        })
+        .start()
+        .await?;
+    for p in &profiles {
+        engine.put_profile(p).await?;
+    }
+    engine.put_cloud_account(&account).await?;
+    engine.verify_cloud_account(&account.name).await?;
+    let id = engine.create_cluster(&cluster).await?;
+    println!("cluster {} ({id}) declared", cluster.name);
+    let mut events = Box::pin(engine.watch_events(Some(id), 0));
+    let printer = tokio::spawn(async move {
+        while let Some(Ok(e)) = events.next().await {
+            println!(
+                "  event {:>7} {:<22} {}",
+                e.severity.as_str(),
+                e.reason,
+                e.message
+            );
+        }
+    });
+    let rec = engine
+        .wait_for_phase(id, Phase::Running, Duration::from_secs(1800))
+        .await?;
+    for c in &rec.status.conditions {
+        println!(
+            "  condition {:<28} {:?}: {}",
+            c.kind.label(),
+            c.status,
+            c.message
+        );
+    }
+    println!(
+        "running; API endpoint {}",
+        rec.status
+            .infrastructure
+            .as_ref()
+            .and_then(|i| i.endpoint.clone())
+            .unwrap_or_default()
+    );
+    let print_calls = |title: &str| {
+        let calls = provider.calls().snapshot();
+        println!("{title}: {} API calls", calls.values().sum::<u64>());
+        for (op, n) in calls {
+            println!("    {op:<50} {n}");
+        }
+    };
+    print_calls("create");
+    let mut left = 0;
+    if delete {
+        engine.delete_cluster(id).await?;
+        engine
+            .wait_for_phase(id, Phase::Deleted, Duration::from_secs(1800))
+            .await?;
+        print_calls("create + delete");
+        let c = AwsConnector::from_env().clients(&creds, cluster.cloud.region());
+        left = spectro::aws::network::observe(&c, &id.to_string())
+            .await?
+            .resources
+            .len()
+            + spectro::aws::machines::list_all(&c, &id.to_string())
+                .await?
+                .len();
+        println!("resources tagged for the cluster left: {left}");
+    }
+    printer.abort();
+    engine.shutdown().await;
+    if left > 0 {
+        return Err(format!("{left} resource(s) remain").into());
+    }
+    Ok(())
+}
