@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 use aws_sdk_ec2::config::{BehaviorVersion, Credentials, Region};
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::context::{
-    BeforeTransmitInterceptorContextMut, BeforeTransmitInterceptorContextRef,
+    BeforeDeserializationInterceptorContextMut, BeforeTransmitInterceptorContextMut,
+    BeforeTransmitInterceptorContextRef,
 };
 use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
@@ -88,6 +89,60 @@ impl Intercept for ExtraHeaders {
     }
 }
 
+/// Test and chaos tool: answers every `every`-th EC2 attempt with a `RequestLimitExceeded`
+/// throttling error (HTTP 503), as EC2 does under load.
+#[derive(Debug)]
+pub struct InjectThrottling {
+    every: u64,
+    seen: std::sync::atomic::AtomicU64,
+    injected: std::sync::atomic::AtomicU64,
+}
+
+impl InjectThrottling {
+    /// Throttles every `every`-th attempt (0 = never).
+    pub fn new(every: u64) -> Self {
+        InjectThrottling {
+            every,
+            seen: Default::default(),
+            injected: Default::default(),
+        }
+    }
+
+    /// How many responses were replaced by a throttling error.
+    pub fn injected(&self) -> u64 {
+        self.injected.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Throttler(Arc<InjectThrottling>);
+
+impl Intercept for Throttler {
+    fn name(&self) -> &'static str {
+        "spectro-inject-throttling"
+    }
+
+    fn modify_before_deserialization(
+        &self,
+        ctx: &mut BeforeDeserializationInterceptorContextMut<'_>,
+        _: &RuntimeComponents,
+        _: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        use std::sync::atomic::Ordering;
+        let t = &self.0;
+        let n = t.seen.fetch_add(1, Ordering::Relaxed) + 1;
+        if t.every > 0 && n % t.every == 0 {
+            t.injected.fetch_add(1, Ordering::Relaxed);
+            let resp = ctx.response_mut();
+            *resp.status_mut() = aws_smithy_runtime_api::http::StatusCode::try_from(503u16)?;
+            *resp.body_mut() = aws_smithy_types::body::SdkBody::from(
+                "<Response><Errors><Error><Code>RequestLimitExceeded</Code><Message>Request limit exceeded.</Message></Error></Errors><RequestID>spectro-injected</RequestID></Response>",
+            );
+        }
+        Ok(())
+    }
+}
+
 /// How to reach AWS: builds the clients of an account in a region.
 #[derive(Debug, Clone)]
 pub struct AwsConnector {
@@ -95,6 +150,8 @@ pub struct AwsConnector {
     headers: Vec<(String, String)>,
     max_attempts: u32,
     calls: Arc<CallCounter>,
+    throttling: Option<Arc<InjectThrottling>>,
+    max_backoff: Option<std::time::Duration>,
 }
 
 impl Default for AwsConnector {
@@ -104,6 +161,8 @@ impl Default for AwsConnector {
             headers: Vec::new(),
             max_attempts: 3,
             calls: Arc::default(),
+            throttling: None,
+            max_backoff: None,
         }
     }
 }
@@ -137,6 +196,26 @@ impl AwsConnector {
         self
     }
 
+    /// Caps the SDK's retry backoff (the default grows up to 20 s).
+    pub fn with_max_backoff(mut self, d: std::time::Duration) -> Self {
+        self.max_backoff = Some(d);
+        self
+    }
+
+    fn retry(&self) -> RetryConfig {
+        let r = RetryConfig::standard().with_max_attempts(self.max_attempts);
+        match self.max_backoff {
+            Some(d) => r.with_initial_backoff(d / 4).with_max_backoff(d),
+            None => r,
+        }
+    }
+
+    /// Injects EC2 throttling errors (tests, chaos drills).
+    pub fn with_injected_throttling(mut self, t: Arc<InjectThrottling>) -> Self {
+        self.throttling = Some(t);
+        self
+    }
+
     /// The API-attempt counter shared by every client this connector builds.
     pub fn calls(&self) -> &Arc<CallCounter> {
         &self.calls
@@ -151,7 +230,7 @@ impl AwsConnector {
             None,
             "spectro-cloud-account",
         );
-        let retry = RetryConfig::standard().with_max_attempts(self.max_attempts);
+        let retry = self.retry();
         let mut ec2 = aws_sdk_ec2::config::Builder::new()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new(region.to_string()))
@@ -169,6 +248,9 @@ impl AwsConnector {
         if let Some(e) = &self.endpoint {
             ec2 = ec2.endpoint_url(e.clone());
             sts = sts.endpoint_url(e.clone());
+        }
+        if let Some(t) = &self.throttling {
+            ec2 = ec2.interceptor(Throttler(t.clone()));
         }
         AwsClients {
             ec2: aws_sdk_ec2::Client::from_conf(ec2.build()),
@@ -197,7 +279,7 @@ impl AwsConnector {
             .behavior_version(c::BehaviorVersion::latest())
             .region(c::Region::new(region.to_string()))
             .credentials_provider(credentials)
-            .retry_config(RetryConfig::standard().with_max_attempts(self.max_attempts))
+            .retry_config(self.retry())
             .interceptor(Counting(self.calls.clone()))
             .interceptor(ExtraHeaders(self.headers.clone()));
         if let Some(e) = &self.endpoint {

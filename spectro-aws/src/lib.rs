@@ -12,7 +12,7 @@ pub mod machines;
 pub mod network;
 pub mod provider;
 
-pub use client::{AwsClients, AwsConnector, CallCounter};
+pub use client::{AwsClients, AwsConnector, CallCounter, InjectThrottling};
 pub use error::{classify, from_sdk};
 pub use image::{caller_account, image_name_pattern, resolve_image};
 pub use provider::AwsProvider;

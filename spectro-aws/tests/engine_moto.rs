@@ -352,3 +352,61 @@ async fn killed_between_run_instances_and_record_then_restarted_launches_no_dupl
         .unwrap();
     engine.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn injected_throttling_is_retried_and_the_cluster_converges() {
+    let Some(m) = moto().await else { return };
+    let acct = account_id();
+    let throttle = Arc::new(spectro_aws::InjectThrottling::new(4));
+    let aws = Arc::new(AwsProvider::new(
+        conn_for(&m, &acct).with_injected_throttling(throttle.clone()),
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path().join("t.db")).unwrap());
+    let engine = Engine::builder(store)
+        .provider(aws.clone())
+        .config(EngineConfig {
+            poll_interval: Duration::from_millis(50),
+            backoff_base: Duration::from_millis(50),
+            backoff_cap: Duration::from_secs(1),
+            ..Default::default()
+        })
+        .start()
+        .await
+        .unwrap();
+    let profile: ClusterProfile = from_text(PROFILE, Format::Yaml).unwrap();
+    let account: CloudAccount = from_text(
+        "name: moto\ncredentials:\n  aws: {accessKeyId: AKIAIOSFODNN7EXAMPLE, secretAccessKey: wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY}\n",
+        Format::Yaml,
+    )
+    .unwrap();
+    engine.put_profile(&profile).await.unwrap();
+    engine.put_cloud_account(&account).await.unwrap();
+    let spec: Cluster = from_text(CLUSTER, Format::Yaml).unwrap();
+    let id = engine.create_cluster(&spec).await.unwrap();
+    engine
+        .wait_for_phase(id, Phase::Running, Duration::from_secs(180))
+        .await
+        .unwrap();
+    assert!(throttle.injected() > 0, "throttling was injected");
+    let c = conn_for(&m, &acct).clients(&creds(), "us-east-1");
+    assert_eq!(
+        spectro_aws::machines::list_machines(&c, &id.to_string())
+            .await
+            .unwrap()
+            .len(),
+        8,
+        "no duplicate under throttling"
+    );
+    eprintln!(
+        "{} throttled responses over {} attempts",
+        throttle.injected(),
+        aws.calls().total()
+    );
+    engine.delete_cluster(id).await.unwrap();
+    engine
+        .wait_for_phase(id, Phase::Deleted, Duration::from_secs(180))
+        .await
+        .unwrap();
+    engine.shutdown().await;
+}

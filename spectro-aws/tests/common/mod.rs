@@ -108,4 +108,5 @@ pub fn conn_for(m: &Moto, acct: &str) -> AwsConnector {
         .with_endpoint(&m.url)
         .with_header("x-moto-account-id", acct)
         .with_max_attempts(2)
+        .with_max_backoff(Duration::from_millis(200))
 }
