@@ -202,12 +202,23 @@ impl AwsConnector {
         self
     }
 
+    /// Standard retries with backoff. Their retry token bucket (the retry quota) is
+    /// partitioned per (account, region) through the retry partition, so every cluster of one
+    /// account in one region shares one budget.
     fn retry(&self) -> RetryConfig {
         let r = RetryConfig::standard().with_max_attempts(self.max_attempts);
         match self.max_backoff {
             Some(d) => r.with_initial_backoff(d / 4).with_max_backoff(d),
             None => r,
         }
+    }
+
+    /// Extra headers select another account on some endpoints (moto): keep their budgets apart.
+    fn partition_suffix(&self) -> String {
+        self.headers
+            .iter()
+            .map(|(k, v)| format!("/{k}={v}"))
+            .collect()
     }
 
     /// Injects EC2 throttling errors (tests, chaos drills).
@@ -231,7 +242,15 @@ impl AwsConnector {
             "spectro-cloud-account",
         );
         let retry = self.retry();
+        let partition = |service: &str| {
+            aws_sdk_ec2::config::retry::RetryPartition::new(format!(
+                "spectro/{}/{region}/{service}{}",
+                creds.access_key_id,
+                self.partition_suffix()
+            ))
+        };
         let mut ec2 = aws_sdk_ec2::config::Builder::new()
+            .retry_partition(partition("ec2"))
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new(region.to_string()))
             .credentials_provider(credentials.clone())
@@ -239,6 +258,11 @@ impl AwsConnector {
             .interceptor(Counting(self.calls.clone()))
             .interceptor(ExtraHeaders(self.headers.clone()));
         let mut sts = aws_sdk_sts::config::Builder::new()
+            .retry_partition(aws_sdk_sts::config::retry::RetryPartition::new(format!(
+                "spectro/{}/{region}/sts{}",
+                creds.access_key_id,
+                self.partition_suffix()
+            )))
             .behavior_version(aws_sdk_sts::config::BehaviorVersion::latest())
             .region(aws_sdk_sts::config::Region::new(region.to_string()))
             .credentials_provider(credentials)
@@ -276,6 +300,11 @@ impl AwsConnector {
             "spectro-cloud-account",
         );
         let mut b = c::Builder::new()
+            .retry_partition(c::retry::RetryPartition::new(format!(
+                "spectro/{}/{region}/elb{}",
+                creds.access_key_id,
+                self.partition_suffix()
+            )))
             .behavior_version(c::BehaviorVersion::latest())
             .region(c::Region::new(region.to_string()))
             .credentials_provider(credentials)

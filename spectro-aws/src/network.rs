@@ -443,6 +443,20 @@ pub async fn ensure_network(
             }
         }
     }
+    ensure_security_groups(c, &mut n, cluster_name, tags).await?;
+    observe(c, cluster_id).await
+}
+
+/// Creates the cluster's security groups (control plane, workers, bastion, API load
+/// balancer) in `n.vpc` when missing, with the rules Kubernetes needs. Also used with static
+/// placement, where the VPC is the user's and these groups are all spectro creates in it.
+pub async fn ensure_security_groups(
+    c: &AwsClients,
+    n: &mut Network,
+    cluster_name: &str,
+    tags: &BTreeMap<String, String>,
+) -> Result<(), ProviderError> {
+    let name = |what: &str| format!("{cluster_name}-{what}");
     // Security groups: nodes only talk to what Kubernetes needs.
     let had_groups = n.security_groups.len() == 4;
     for role in ["lb", "bastion", "control-plane", "worker"] {
@@ -527,7 +541,7 @@ pub async fn ensure_network(
             }
         }
     }
-    observe(c, cluster_id).await
+    Ok(())
 }
 
 /// Deletes the cluster's network in reverse dependency order; returns what is left (empty

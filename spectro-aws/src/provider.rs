@@ -92,6 +92,7 @@ impl AwsProvider {
         lb: &aws_sdk_elasticloadbalancing::Client,
         ctx: &ClusterContext,
         subnets: Vec<String>,
+        internal: bool,
         sg: String,
     ) -> Result<String, ProviderError> {
         let name = lb_name(&ctx.cluster_id.to_string());
@@ -125,6 +126,9 @@ impl AwsProvider {
             )
             .set_subnets(Some(subnets))
             .security_groups(sg);
+        if internal {
+            req = req.scheme("internal");
+        }
         for (k, v) in ctx.ownership_tags() {
             req = req.tags(LbTag::builder().key(k).value(v).build().map_err(|e| {
                 ProviderError::Terminal {
@@ -195,11 +199,6 @@ impl CloudProvider for AwsProvider {
                 message: "not an AWS cluster".into(),
             });
         };
-        if aws.static_placement.is_some() {
-            return Err(ProviderError::Terminal {
-                message: "static placement (an existing VPC) is not available on AWS yet: remove staticPlacement to let spectro create the VPC".into(),
-            });
-        }
         let (c, lb) = self.clients(&ctx.account, &aws.region)?;
         let id = ctx.cluster_id.to_string();
         let mut zones: Vec<String> = ctx
@@ -211,12 +210,36 @@ impl CloudProvider for AwsProvider {
         zones.sort();
         zones.dedup();
         let tags = ctx.ownership_tags();
-        let net = ensure_network(&c, &id, &ctx.spec.name, &zones, &tags).await?;
+        let net = match &aws.static_placement {
+            None => ensure_network(&c, &id, &ctx.spec.name, &zones, &tags).await?,
+            Some(sp) => {
+                // The user's VPC and subnets: only our security groups go in; nothing of
+                // theirs is modified, and delete (by our tag) never touches it.
+                let mut n = crate::network::observe(&c, &id).await?;
+                n.vpc = sp.vpc_id.clone();
+                for z in &sp.subnets {
+                    n.private_subnets
+                        .insert(z.zone.clone(), z.private_subnet_id.clone());
+                    if let Some(p) = &z.public_subnet_id {
+                        n.public_subnets.insert(z.zone.clone(), p.clone());
+                    }
+                }
+                crate::network::ensure_security_groups(&c, &mut n, &ctx.spec.name, &tags).await?;
+                n
+            }
+        };
+        let internal = net.public_subnets.is_empty();
+        let lb_subnets: Vec<String> = if internal {
+            net.private_subnets.values().cloned().collect()
+        } else {
+            net.public_subnets.values().cloned().collect()
+        };
         let dns = self
             .ensure_lb(
                 &lb,
                 ctx,
-                net.public_subnets.values().cloned().collect(),
+                lb_subnets,
+                internal,
                 net.security_groups["lb"].clone(),
             )
             .await?;
@@ -230,31 +253,41 @@ impl CloudProvider for AwsProvider {
             message: "the bastion waits for the cluster image".into(),
         })?;
         let bastion_name = vec![format!("{}-bastion-0", ctx.spec.name)];
-        let first_zone = zones.first().cloned().unwrap_or_default();
-        let bastion = launch(
-            &c,
-            &Launch {
-                cluster_id: &id,
-                tags: &tags,
-                token: &format!("{id}-bastion"),
-                names: &bastion_name,
-                pool: "bastion",
-                role: PoolRole::Worker,
-                shape: "bastion",
-                image: &image.id,
-                instance_type: BASTION_TYPE,
-                subnet: net
-                    .public_subnets
-                    .get(&first_zone)
-                    .map(String::as_str)
-                    .unwrap_or_default(),
-                security_groups: &[net.security_groups["bastion"].clone()],
-                key_name: aws.ssh_key_name.as_deref(),
-                user_data: b"#cloud-config\n",
-                bastion: true,
-            },
-        )
-        .await?;
+        let first_zone = zones
+            .iter()
+            .find(|z| net.public_subnets.contains_key(*z))
+            .cloned();
+        // Without a public subnet (static placement in private subnets) there is no bastion:
+        // SSH reaches the nodes the way the user's network allows.
+        let bastion = match first_zone {
+            None => Vec::new(),
+            Some(first_zone) => {
+                launch(
+                    &c,
+                    &Launch {
+                        cluster_id: &id,
+                        tags: &tags,
+                        token: &format!("{id}-bastion"),
+                        names: &bastion_name,
+                        pool: "bastion",
+                        role: PoolRole::Worker,
+                        shape: "bastion",
+                        image: &image.id,
+                        instance_type: BASTION_TYPE,
+                        subnet: net
+                            .public_subnets
+                            .get(&first_zone)
+                            .map(String::as_str)
+                            .unwrap_or_default(),
+                        security_groups: &[net.security_groups["bastion"].clone()],
+                        key_name: aws.ssh_key_name.as_deref(),
+                        user_data: b"#cloud-config\n",
+                        bastion: true,
+                    },
+                )
+                .await?
+            }
+        };
         resources.extend(bastion.iter().map(|m| CloudResource {
             kind: "bastion".into(),
             id: m.id.clone(),

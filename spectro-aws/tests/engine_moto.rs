@@ -410,3 +410,129 @@ async fn injected_throttling_is_retried_and_the_cluster_converges() {
         .unwrap();
     engine.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_placement_leaves_the_users_vpc_and_subnets_intact() {
+    let Some(m) = moto().await else { return };
+    let acct = account_id();
+    let c = conn_for(&m, &acct).clients(&creds(), "us-east-1");
+    // The user's network, created outside spectro (no spectro tags).
+    let vpc = c
+        .ec2
+        .create_vpc()
+        .cidr_block("10.1.0.0/16")
+        .send()
+        .await
+        .unwrap()
+        .vpc()
+        .unwrap()
+        .vpc_id()
+        .unwrap()
+        .to_string();
+    let mut subnets_yaml = String::new();
+    let mut theirs = vec![vpc.clone()];
+    for (i, zone) in ["us-east-1a", "us-east-1b"].iter().enumerate() {
+        let private = c
+            .ec2
+            .create_subnet()
+            .vpc_id(&vpc)
+            .availability_zone(*zone)
+            .cidr_block(format!("10.1.{}.0/24", i))
+            .send()
+            .await
+            .unwrap();
+        let public = c
+            .ec2
+            .create_subnet()
+            .vpc_id(&vpc)
+            .availability_zone(*zone)
+            .cidr_block(format!("10.1.{}.0/24", 100 + i))
+            .send()
+            .await
+            .unwrap();
+        let (p, q) = (
+            private.subnet().unwrap().subnet_id().unwrap(),
+            public.subnet().unwrap().subnet_id().unwrap(),
+        );
+        subnets_yaml.push_str(&format!(
+            "        - {{ zone: {zone}, privateSubnetId: {p}, publicSubnetId: {q} }}\n"
+        ));
+        theirs.push(p.to_string());
+        theirs.push(q.to_string());
+    }
+    let cluster = format!(
+        "name: static\nprofile: {{ name: moto, version: '1' }}\ncloudAccount: moto\ncloud:\n  aws:\n    region: us-east-1\n    staticPlacement:\n      vpcId: {vpc}\n      subnets:\n{subnets_yaml}nodePools:\n  - {{ name: master, role: controlPlane, size: 1, instanceType: m5.large, availabilityZones: [us-east-1a] }}\n  - {{ name: workers, role: worker, size: 2, instanceType: t3.micro, availabilityZones: [us-east-1a, us-east-1b] }}\n"
+    );
+    let spec: Cluster = from_text(&cluster, Format::Yaml).unwrap();
+    let aws = Arc::new(AwsProvider::new(conn_for(&m, &acct)));
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path().join("s.db")).unwrap());
+    let engine = Engine::builder(store)
+        .provider(aws)
+        .config(EngineConfig {
+            poll_interval: Duration::from_millis(50),
+            ..Default::default()
+        })
+        .start()
+        .await
+        .unwrap();
+    engine
+        .put_profile(&from_text::<ClusterProfile>(PROFILE, Format::Yaml).unwrap())
+        .await
+        .unwrap();
+    engine
+        .put_cloud_account(&from_text::<CloudAccount>(
+            "name: moto\ncredentials:\n  aws: {accessKeyId: AKIAIOSFODNN7EXAMPLE, secretAccessKey: wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY}\n",
+            Format::Yaml,
+        ).unwrap())
+        .await
+        .unwrap();
+    let id = engine.create_cluster(&spec).await.unwrap();
+    engine
+        .wait_for_phase(id, Phase::Running, Duration::from_secs(120))
+        .await
+        .unwrap();
+    let nodes = spectro_aws::machines::list_machines(&c, &id.to_string())
+        .await
+        .unwrap();
+    assert_eq!(nodes.len(), 3);
+    engine.delete_cluster(id).await.unwrap();
+    engine
+        .wait_for_phase(id, Phase::Deleted, Duration::from_secs(120))
+        .await
+        .unwrap();
+    // Theirs intact, ours gone.
+    assert_eq!(
+        c.ec2
+            .describe_vpcs()
+            .vpc_ids(&vpc)
+            .send()
+            .await
+            .unwrap()
+            .vpcs()
+            .len(),
+        1
+    );
+    let subnets = c
+        .ec2
+        .describe_subnets()
+        .set_subnet_ids(Some(theirs[1..].to_vec()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(subnets.subnets().len(), 4);
+    let tag = aws_sdk_ec2::types::Filter::builder()
+        .name(format!("tag:{TAG_CLUSTER_ID}"))
+        .values(id.to_string())
+        .build();
+    assert!(c
+        .ec2
+        .describe_security_groups()
+        .filters(tag)
+        .send()
+        .await
+        .unwrap()
+        .security_groups()
+        .is_empty());
+    engine.shutdown().await;
+}
