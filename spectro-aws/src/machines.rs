@@ -112,6 +112,17 @@ fn live_states() -> Filter {
         .build()
 }
 
+/// The cluster's instances that are not terminated.
+fn owned_live(cluster_id: &str) -> Vec<Filter> {
+    vec![
+        Filter::builder()
+            .name(format!("tag:{TAG_CLUSTER_ID}"))
+            .values(cluster_id)
+            .build(),
+        live_states(),
+    ]
+}
+
 fn tag_of<'a>(tags: &'a [Tag], key: &str) -> Option<&'a str> {
     tags.iter()
         .find(|t| t.key() == Some(key))
@@ -198,34 +209,12 @@ pub async fn list_machines(
     c: &AwsClients,
     cluster_id: &str,
 ) -> Result<Vec<Machine>, ProviderError> {
-    describe(
-        c,
-        vec![
-            Filter::builder()
-                .name(format!("tag:{TAG_CLUSTER_ID}"))
-                .values(cluster_id)
-                .build(),
-            live_states(),
-        ],
-        false,
-    )
-    .await
+    describe(c, owned_live(cluster_id), false).await
 }
 
 /// Every instance of the cluster that is not terminated, the bastion included.
 pub async fn list_all(c: &AwsClients, cluster_id: &str) -> Result<Vec<Machine>, ProviderError> {
-    describe(
-        c,
-        vec![
-            Filter::builder()
-                .name(format!("tag:{TAG_CLUSTER_ID}"))
-                .values(cluster_id)
-                .build(),
-            live_states(),
-        ],
-        true,
-    )
-    .await
+    describe(c, owned_live(cluster_id), true).await
 }
 
 /// Launches a batch, idempotently: instances already launched under the token (a retry after

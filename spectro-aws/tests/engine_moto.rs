@@ -40,21 +40,23 @@ nodePools:
   - { name: batch, role: worker, size: 2, instanceType: t3.micro, availabilityZones: [us-east-1a, us-east-1b] }
 "#;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn engine_lifecycle_on_moto_leaves_nothing_behind() {
-    let Some(m) = moto().await else { return };
-    let acct = account_id();
-    let provider = Arc::new(AwsProvider::new(conn_for(&m, &acct)));
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(SqliteStore::open(dir.path().join("aws.db")).unwrap());
+fn config() -> EngineConfig {
+    EngineConfig {
+        poll_interval: Duration::from_millis(50),
+        backoff_base: Duration::from_millis(50),
+        backoff_cap: Duration::from_secs(1),
+        ..Default::default()
+    }
+}
+
+/// An engine on `store` with `provider`, the test profile and the moto account.
+async fn engine_with(
+    store: Arc<SqliteStore>,
+    provider: Arc<dyn spectro_core::CloudProvider>,
+) -> Engine {
     let engine = Engine::builder(store)
-        .provider(provider.clone())
-        .config(EngineConfig {
-            poll_interval: Duration::from_millis(50),
-            backoff_base: Duration::from_millis(50),
-            backoff_cap: Duration::from_secs(1),
-            ..Default::default()
-        })
+        .provider(provider)
+        .config(config())
         .start()
         .await
         .unwrap();
@@ -66,6 +68,17 @@ async fn engine_lifecycle_on_moto_leaves_nothing_behind() {
     .unwrap();
     engine.put_profile(&profile).await.unwrap();
     engine.put_cloud_account(&account).await.unwrap();
+    engine
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engine_lifecycle_on_moto_leaves_nothing_behind() {
+    let Some(m) = moto().await else { return };
+    let acct = account_id();
+    let provider = Arc::new(AwsProvider::new(conn_for(&m, &acct)));
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path().join("aws.db")).unwrap());
+    let engine = engine_with(store, provider.clone()).await;
     engine.verify_cloud_account("moto").await.unwrap();
     let mut spec: Cluster = from_text(CLUSTER, Format::Yaml).unwrap();
     let id = engine.create_cluster(&spec).await.unwrap();
@@ -294,26 +307,7 @@ async fn killed_between_run_instances_and_record_then_restarted_launches_no_dupl
     });
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SqliteStore::open(dir.path().join("crash.db")).unwrap());
-    let cfg = EngineConfig {
-        poll_interval: Duration::from_millis(50),
-        backoff_base: Duration::from_millis(50),
-        backoff_cap: Duration::from_secs(1),
-        ..Default::default()
-    };
-    let engine = Engine::builder(store.clone())
-        .provider(hanging)
-        .config(cfg.clone())
-        .start()
-        .await
-        .unwrap();
-    let profile: ClusterProfile = from_text(PROFILE, Format::Yaml).unwrap();
-    let account: CloudAccount = from_text(
-        "name: moto\ncredentials:\n  aws: {accessKeyId: AKIAIOSFODNN7EXAMPLE, secretAccessKey: wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY}\n",
-        Format::Yaml,
-    )
-    .unwrap();
-    engine.put_profile(&profile).await.unwrap();
-    engine.put_cloud_account(&account).await.unwrap();
+    let engine = engine_with(store.clone(), hanging).await;
     let spec: Cluster = from_text(CLUSTER, Format::Yaml).unwrap();
     let id = engine.create_cluster(&spec).await.unwrap();
     tokio::time::timeout(Duration::from_secs(60), crashed.notified())
@@ -323,7 +317,7 @@ async fn killed_between_run_instances_and_record_then_restarted_launches_no_dupl
 
     let engine = Engine::builder(store)
         .provider(aws.clone())
-        .config(cfg)
+        .config(config())
         .start()
         .await
         .unwrap();
@@ -363,25 +357,7 @@ async fn injected_throttling_is_retried_and_the_cluster_converges() {
     ));
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SqliteStore::open(dir.path().join("t.db")).unwrap());
-    let engine = Engine::builder(store)
-        .provider(aws.clone())
-        .config(EngineConfig {
-            poll_interval: Duration::from_millis(50),
-            backoff_base: Duration::from_millis(50),
-            backoff_cap: Duration::from_secs(1),
-            ..Default::default()
-        })
-        .start()
-        .await
-        .unwrap();
-    let profile: ClusterProfile = from_text(PROFILE, Format::Yaml).unwrap();
-    let account: CloudAccount = from_text(
-        "name: moto\ncredentials:\n  aws: {accessKeyId: AKIAIOSFODNN7EXAMPLE, secretAccessKey: wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY}\n",
-        Format::Yaml,
-    )
-    .unwrap();
-    engine.put_profile(&profile).await.unwrap();
-    engine.put_cloud_account(&account).await.unwrap();
+    let engine = engine_with(store, aws.clone()).await;
     let spec: Cluster = from_text(CLUSTER, Format::Yaml).unwrap();
     let id = engine.create_cluster(&spec).await.unwrap();
     engine
@@ -467,26 +443,7 @@ async fn static_placement_leaves_the_users_vpc_and_subnets_intact() {
     let aws = Arc::new(AwsProvider::new(conn_for(&m, &acct)));
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SqliteStore::open(dir.path().join("s.db")).unwrap());
-    let engine = Engine::builder(store)
-        .provider(aws)
-        .config(EngineConfig {
-            poll_interval: Duration::from_millis(50),
-            ..Default::default()
-        })
-        .start()
-        .await
-        .unwrap();
-    engine
-        .put_profile(&from_text::<ClusterProfile>(PROFILE, Format::Yaml).unwrap())
-        .await
-        .unwrap();
-    engine
-        .put_cloud_account(&from_text::<CloudAccount>(
-            "name: moto\ncredentials:\n  aws: {accessKeyId: AKIAIOSFODNN7EXAMPLE, secretAccessKey: wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY}\n",
-            Format::Yaml,
-        ).unwrap())
-        .await
-        .unwrap();
+    let engine = engine_with(store, aws).await;
     let id = engine.create_cluster(&spec).await.unwrap();
     engine
         .wait_for_phase(id, Phase::Running, Duration::from_secs(120))
