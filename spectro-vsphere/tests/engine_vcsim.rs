@@ -1,0 +1,443 @@
+//! The engine driving the vSphere provider against vcsim (govmomi's vCenter simulator).
+//! Static-IP lifecycle (create, scale, reconfigure one by one, delete), a DHCP cluster with
+//! its HAProxy VM, and a crash between clone and record. Prints the vCenter calls.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use common::*;
+use spectro_core::engine::status::Phase;
+use spectro_core::model::CloudAccount;
+use spectro_core::store::Store;
+use spectro_core::SqliteStore;
+use spectro_vsphere::api::{
+    CallCounts, CloneSpec, NicBacking, ObjRef, Reconfigure, TemplateDevices, Vcenter, VmDetails,
+    VmSummary,
+};
+use spectro_vsphere::{VsphereConfig, VsphereProvider};
+
+const T: Duration = Duration::from_secs(120);
+
+fn total(c: &CallCounts) -> u64 {
+    c.values().sum()
+}
+
+fn diff(after: &CallCounts, before: &CallCounts) -> CallCounts {
+    after
+        .iter()
+        .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0)))
+        .filter(|(_, v)| *v > 0)
+        .collect()
+}
+
+fn metadata_address(d: &VmDetails) -> String {
+    let md = d.extra_config.get("guestinfo.metadata").expect("metadata");
+    let text = String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(md)
+            .unwrap(),
+    )
+    .unwrap();
+    let v: serde_json::Value = serde_norway::from_str(&text).unwrap();
+    v["network"]["ethernets"]["id0"]["addresses"][0]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+async fn account(engine: &spectro_core::Engine) -> CloudAccount {
+    let _ = engine;
+    let text = documents("x");
+    let (docs, _) = spectro_core::model::parse_documents(&text, spectro_core::model::Format::Yaml);
+    docs.into_iter()
+        .find_map(|d| match d {
+            spectro_core::model::Document::CloudAccount(a) => Some(a),
+            _ => None,
+        })
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_ip_cluster_lifecycle_on_vcsim() {
+    let Some(sim) = vcsim(&["-cluster", "2", "-pool", "1"]).await else {
+        return;
+    };
+    let provider = Arc::new(VsphereProvider::new(VsphereConfig::default()));
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path().join("vs.db")).unwrap());
+    let (engine, clusters) =
+        engine_with(store.clone(), provider.clone(), &sim, STATIC_CLUSTER).await;
+    engine.verify_cloud_account("vc").await.unwrap();
+    let mut acct = account(&engine).await;
+    if let spectro_core::model::Credentials::Vsphere(v) = &mut acct.credentials {
+        v.vcenter_host = sim.host.clone();
+    }
+    let mut spec = clusters[0].clone();
+    let id = engine.create_cluster(&spec).await.unwrap();
+    let rec = engine.wait_for_phase(id, Phase::Running, T).await.unwrap();
+    let created = provider.calls(&acct).await;
+    eprintln!(
+        "create (3 CP + 3 workers): {} vCenter calls: {created:?}",
+        total(&created)
+    );
+    assert_eq!(
+        rec.status.infrastructure.unwrap().endpoint.as_deref(),
+        Some("10.10.0.10:6443"),
+        "the VIP is the first address of the control-plane pool"
+    );
+
+    // Every VM where its placement domain says, with the pool's hardware and its address.
+    let vc = inspector(&sim).await;
+    let folder = vc.find_by_path("DC0/vm").await.unwrap().unwrap();
+    let rp0 = vc
+        .find_by_path("DC0/host/DC0_C0/Resources")
+        .await
+        .unwrap()
+        .unwrap();
+    let rp1 = vc
+        .find_by_path("DC0/host/DC0_C1/Resources/DC0_C1_RP1")
+        .await
+        .unwrap()
+        .unwrap();
+    let ds = vc
+        .find_by_path("DC0/datastore/LocalDS_0")
+        .await
+        .unwrap()
+        .unwrap();
+    let net = vc
+        .find_by_path("DC0/network/VM Network")
+        .await
+        .unwrap()
+        .unwrap();
+    let dvpg = vc
+        .find_by_path("DC0/network/DC0_DVPG0")
+        .await
+        .unwrap()
+        .unwrap();
+    let all = vms(&vc, "edge-").await;
+    assert_eq!(all.len(), 6, "{:?}", all.keys());
+    let mut addresses = BTreeSet::new();
+    let mut domains = BTreeMap::<String, usize>::new();
+    for (name, (_, d)) in &all {
+        assert_eq!(d.folder.as_ref(), Some(&folder), "{name}");
+        assert_eq!(d.datastores, vec![ds.clone()], "{name}");
+        assert_eq!(
+            d.power,
+            Some(spectro_vsphere::api::PowerState::On),
+            "{name}"
+        );
+        let addr = metadata_address(d);
+        assert!(addresses.insert(addr.clone()), "{addr} handed out twice");
+        assert!(d.extra_config.contains_key("guestinfo.userdata"), "{name}");
+        assert_eq!(
+            d.extra_config.get("spectro.cluster-id"),
+            Some(&id.to_string())
+        );
+        if name.starts_with("edge-master-") {
+            assert_eq!((d.cpus, d.memory_mb), (2, 4096), "{name}");
+            assert_eq!(d.resource_pool.as_ref(), Some(&rp0), "{name}");
+            assert_eq!(d.networks, vec![net.clone()], "{name}");
+            assert!(
+                addr.starts_with("10.10.0.") && addr.ends_with("/24") && addr != "10.10.0.10/24",
+                "{addr}"
+            );
+            assert_eq!(
+                d.disk.as_ref().map(|x| x.capacity_kb),
+                Some(20 * 1024 * 1024)
+            );
+        } else {
+            assert_eq!((d.cpus, d.memory_mb), (2, 8192), "{name}");
+            assert!(addr.starts_with("10.10.1."), "{addr}");
+            let domain = if d.resource_pool.as_ref() == Some(&rp1) {
+                assert_eq!(d.networks, vec![dvpg.clone()], "{name}");
+                "DC0_C1_RP1/DC0_DVPG0"
+            } else {
+                assert_eq!(d.resource_pool.as_ref(), Some(&rp0), "{name}");
+                assert_eq!(d.networks, vec![net.clone()], "{name}");
+                "DC0_C0/VM Network"
+            };
+            *domains.entry(domain.into()).or_default() += 1;
+        }
+    }
+    assert_eq!(
+        domains.values().copied().collect::<Vec<_>>(),
+        vec![2, 1],
+        "round robin: {domains:?}"
+    );
+    let leases = store.ip_leases(None, Some(id)).await.unwrap();
+    assert_eq!(leases.len(), 7, "6 nodes + VIP: {leases:?}");
+
+    // Steady state: one property-collector query per reconcile.
+    let before = provider.calls(&acct).await;
+    engine.resync(id);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    engine.wait_idle().await;
+    let resync = diff(&provider.calls(&acct).await, &before);
+    eprintln!("resync: {resync:?}");
+    assert_eq!(
+        resync,
+        BTreeMap::from([("RetrievePropertiesEx".to_string(), 1)])
+    );
+
+    // Scale the workers 3 → 4.
+    spec.node_pools[1].size = 4;
+    engine.update_cluster(id, &spec).await.unwrap();
+    engine.wait_for_phase(id, Phase::Running, T).await.unwrap();
+    assert_eq!(vms(&vc, "edge-workers-").await.len(), 4);
+
+    // Reconfigure the workers (CPU 2 → 4): replaced one by one.
+    let old: BTreeSet<String> = vms(&vc, "edge-workers-").await.into_keys().collect();
+    spec.node_pools[1].cpu = Some(4);
+    engine.update_cluster(id, &spec).await.unwrap();
+    let watch = {
+        let conn = sim.connection();
+        tokio::spawn(async move {
+            let vc = spectro_vsphere::vim::VimVcenter::connect(&conn)
+                .await
+                .unwrap();
+            let mut most = 0;
+            for _ in 0..400 {
+                most = most.max(vms(&vc, "edge-workers-").await.len());
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            most
+        })
+    };
+    engine
+        .wait_for(id, T, |r| {
+            let w = r.status.pools.get("workers").cloned().unwrap_or_default();
+            r.status.phase == Phase::Running
+                && r.status.observed_generation == r.generation
+                && w.ready == 4
+                && w.outdated == 0
+                && w.current == 4
+        })
+        .await
+        .unwrap();
+    let workers = vms(&vc, "edge-workers-").await;
+    assert_eq!(workers.len(), 4);
+    assert!(workers.values().all(|(_, d)| d.cpus == 4));
+    assert!(workers.keys().all(|n| !old.contains(n)));
+    watch.abort();
+
+    // Delete: no VM, no address left.
+    engine.delete_cluster(id).await.unwrap();
+    engine.wait_for_phase(id, Phase::Deleted, T).await.unwrap();
+    assert!(vms(&vc, "edge-").await.is_empty());
+    assert!(store.ip_leases(None, Some(id)).await.unwrap().is_empty());
+    let all = provider.calls(&acct).await;
+    eprintln!("whole lifecycle: {} vCenter calls: {all:?}", total(&all));
+}
+
+const DHCP_CLUSTER: &str = r#"
+kind: Cluster
+name: lab
+profile: { name: vs, version: '1' }
+cloudAccount: vc
+cloud:
+  vsphere: { datacenter: DC0, folder: vm, ipAllocation: dhcp }
+nodePools:
+  - { name: master, role: controlPlane, size: 1, cpu: 2, memoryGb: 4, diskSizeGb: 20, placements: [{ computeCluster: DC0_C0, datastore: LocalDS_0, network: VM Network }] }
+  - { name: workers, role: worker, size: 2, cpu: 2, memoryGb: 4, diskSizeGb: 20, placements: [{ computeCluster: DC0_C0, datastore: LocalDS_0, network: VM Network }] }
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dhcp_cluster_gets_a_load_balancer_vm() {
+    let Some(sim) = vcsim(&[]).await else {
+        return;
+    };
+    let agent = guest_agent(&sim);
+    let provider = Arc::new(VsphereProvider::default());
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path().join("vs.db")).unwrap());
+    let (engine, clusters) = engine_with(store, provider, &sim, DHCP_CLUSTER).await;
+    let id = engine.create_cluster(&clusters[0]).await.unwrap();
+    let rec = engine.wait_for_phase(id, Phase::Running, T).await.unwrap();
+    let vc = inspector(&sim).await;
+    let all = vms(&vc, "lab-").await;
+    assert_eq!(all.len(), 4, "LB + 1 CP + 2 workers: {:?}", all.keys());
+    let (_, lb) = all.get("lab-lb").expect("the load balancer VM");
+    let endpoint = rec.status.infrastructure.unwrap().endpoint.unwrap();
+    assert!(
+        endpoint.starts_with("192.168.50.") && endpoint.ends_with(":6443"),
+        "{endpoint}"
+    );
+    let ud = String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(lb.extra_config.get("guestinfo.userdata").unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(ud.contains("haproxy"));
+    // The load balancer's backends follow the control plane's DHCP address.
+    // The load balancer's backends follow the control plane's DHCP address.
+    let folder = vc.find_by_path("DC0/vm").await.unwrap().unwrap();
+    let mut seen = (None, None);
+    for _ in 0..100 {
+        engine.resync(id);
+        engine.wait_idle().await;
+        let cp_ip = vc
+            .list_vms(std::slice::from_ref(&folder))
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|v| v.name.starts_with("lab-master-"))
+            .and_then(|v| v.ip);
+        let backends = vms(&vc, "lab-lb")
+            .await
+            .values()
+            .next()
+            .and_then(|(_, d)| d.extra_config.get("guestinfo.spectro.lb-backends").cloned());
+        seen = (cp_ip.map(|ip| format!("{ip}:6443")), backends);
+        if seen.0.is_some() && seen.0 == seen.1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        seen.0.is_some() && seen.0 == seen.1,
+        "backends vs control plane: {seen:?}"
+    );
+    engine.delete_cluster(id).await.unwrap();
+    engine.wait_for_phase(id, Phase::Deleted, T).await.unwrap();
+    assert!(
+        vms(&vc, "lab-").await.is_empty(),
+        "the load balancer goes too"
+    );
+    agent.abort();
+}
+
+/// A vCenter whose first clone succeeds and then never returns: the process "dies" after
+/// CloneVM_Task, before the VM is powered on, marked or recorded.
+struct DieAfterFirstClone {
+    inner: Arc<dyn Vcenter>,
+    died: AtomicBool,
+    notify: Arc<tokio::sync::Notify>,
+}
+
+#[async_trait::async_trait]
+impl Vcenter for DieAfterFirstClone {
+    async fn find_by_path(&self, p: &str) -> spectro_vsphere::error::Result<Option<ObjRef>> {
+        self.inner.find_by_path(p).await
+    }
+    async fn nic_backing(
+        &self,
+        n: &ObjRef,
+        name: &str,
+    ) -> spectro_vsphere::error::Result<NicBacking> {
+        self.inner.nic_backing(n, name).await
+    }
+    async fn template_devices(
+        &self,
+        t: &ObjRef,
+    ) -> spectro_vsphere::error::Result<TemplateDevices> {
+        self.inner.template_devices(t).await
+    }
+    async fn list_vms(&self, f: &[ObjRef]) -> spectro_vsphere::error::Result<Vec<VmSummary>> {
+        self.inner.list_vms(f).await
+    }
+    async fn vm_details(&self, vm: &ObjRef) -> spectro_vsphere::error::Result<Option<VmDetails>> {
+        self.inner.vm_details(vm).await
+    }
+    async fn custom_field(&self, name: &str) -> spectro_vsphere::error::Result<i32> {
+        self.inner.custom_field(name).await
+    }
+    async fn set_field(
+        &self,
+        vm: &ObjRef,
+        key: i32,
+        value: &str,
+    ) -> spectro_vsphere::error::Result<()> {
+        self.inner.set_field(vm, key, value).await
+    }
+    async fn clone_vm(&self, spec: &CloneSpec) -> spectro_vsphere::error::Result<ObjRef> {
+        let r = self.inner.clone_vm(spec).await;
+        if !self.died.swap(true, Ordering::SeqCst) {
+            self.notify.notify_one();
+            std::future::pending::<()>().await;
+        }
+        r
+    }
+    async fn reconfigure(
+        &self,
+        vm: &ObjRef,
+        c: &Reconfigure,
+    ) -> spectro_vsphere::error::Result<()> {
+        self.inner.reconfigure(vm, c).await
+    }
+    async fn power_on(&self, vm: &ObjRef) -> spectro_vsphere::error::Result<()> {
+        self.inner.power_on(vm).await
+    }
+    async fn power_off(&self, vm: &ObjRef) -> spectro_vsphere::error::Result<()> {
+        self.inner.power_off(vm).await
+    }
+    async fn destroy(&self, vm: &ObjRef) -> spectro_vsphere::error::Result<()> {
+        self.inner.destroy(vm).await
+    }
+    fn calls(&self) -> CallCounts {
+        self.inner.calls()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_between_clone_and_record_duplicates_nothing() {
+    let Some(sim) = vcsim(&["-cluster", "2", "-pool", "1"]).await else {
+        return;
+    };
+    let notify = Arc::new(tokio::sync::Notify::new());
+    let dying = Arc::new(DieAfterFirstClone {
+        inner: Arc::new(inspector(&sim).await),
+        died: AtomicBool::new(false),
+        notify: notify.clone(),
+    });
+    let provider = Arc::new(VsphereProvider::default());
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path().join("vs.db")).unwrap());
+    let (engine, clusters) =
+        engine_with(store.clone(), provider.clone(), &sim, STATIC_CLUSTER).await;
+    let mut acct = account(&engine).await;
+    if let spectro_core::model::Credentials::Vsphere(v) = &mut acct.credentials {
+        v.vcenter_host = sim.host.clone();
+    }
+    provider.attach(&acct, dying).await.unwrap();
+    let id = engine.create_cluster(&clusters[0]).await.unwrap();
+    tokio::time::timeout(T, notify.notified()).await.unwrap();
+    let vc = inspector(&sim).await;
+    let orphan = vms(&vc, "edge-").await;
+    assert_eq!(orphan.len(), 1, "the first control-plane node was cloned");
+    let (name, (_, d)) = orphan.iter().next().unwrap();
+    assert_eq!(
+        d.power,
+        Some(spectro_vsphere::api::PowerState::Off),
+        "{name} never powered on"
+    );
+    assert!(d.fields.is_empty(), "{name} never marked");
+    drop(engine); // the crash
+
+    let provider = Arc::new(VsphereProvider::default());
+    let (engine, _) = engine_with(store.clone(), provider.clone(), &sim, "").await;
+    engine.wait_for_phase(id, Phase::Running, T).await.unwrap();
+    let all = vms(&vc, "edge-").await;
+    assert_eq!(all.len(), 6, "no duplicate: {:?}", all.keys());
+    assert!(
+        all.contains_key(name),
+        "the orphan was adopted, not replaced"
+    );
+    let mut seen = BTreeSet::new();
+    for (n, (_, d)) in &all {
+        assert!(
+            seen.insert(metadata_address(d)),
+            "{n}: address double-booked"
+        );
+    }
+    assert_eq!(store.ip_leases(None, Some(id)).await.unwrap().len(), 7);
+    engine.delete_cluster(id).await.unwrap();
+    engine.wait_for_phase(id, Phase::Deleted, T).await.unwrap();
+    assert!(vms(&vc, "edge-").await.is_empty());
+    assert!(store.ip_leases(None, Some(id)).await.unwrap().is_empty());
+}

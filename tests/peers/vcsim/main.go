@@ -1,0 +1,32 @@
+// vcsim for spectro's tests: govmomi's vCenter simulator (simulator.VPX()) served with TLS on
+// 127.0.0.1 and a free port. Prints the SDK URL on stdout, then serves until killed.
+// Build (GOPATH mode, Debian's govmomi): GO111MODULE=off GOPATH=/usr/share/gocode go build
+package main
+
+import (
+	"crypto/tls"
+	"flag"
+	"fmt"
+	"net/url"
+	"os"
+
+	"github.com/vmware/govmomi/simulator"
+)
+
+func main() {
+	clusters := flag.Int("cluster", 1, "compute clusters per datacenter")
+	pools := flag.Int("pool", 0, "child resource pools per cluster")
+	flag.Parse()
+	model := simulator.VPX()
+	model.Cluster, model.Pool = *clusters, *pools
+	defer model.Remove()
+	if err := model.Create(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	model.Service.TLS = new(tls.Config)
+	model.Service.Listen = &url.URL{Host: "127.0.0.1:0"}
+	s := model.Service.NewServer()
+	fmt.Println(s.URL.String())
+	select {}
+}
