@@ -62,7 +62,6 @@ pub fn vcsim_binary() -> Option<PathBuf> {
         .env("GO111MODULE", "off")
         .env("GOPATH", "/usr/share/gocode")
         .env("GOCACHE", dir.join("gocache"))
-        .env("GOFLAGS", "-mod=mod")
         .status()
         .map(|s| s.success())
         .unwrap_or(false);
