@@ -107,7 +107,8 @@ const KIND_LB: &str = "load-balancer";
 /// One logged-in vCenter: the session, its task limit and its caches.
 struct Session {
     vc: Arc<dyn Vcenter>,
-    tasks: Semaphore,
+    /// Shared by every session on the same vCenter.
+    tasks: Arc<Semaphore>,
     paths: Mutex<HashMap<String, ObjRef>>,
     backings: Mutex<HashMap<ObjRef, NicBacking>>,
     templates: Mutex<HashMap<ObjRef, TemplateDevices>>,
@@ -127,6 +128,7 @@ struct Owned {
 pub struct VsphereProvider {
     config: VsphereConfig,
     sessions: tokio::sync::Mutex<HashMap<(String, String), Arc<Session>>>,
+    task_limits: Mutex<HashMap<String, Arc<Semaphore>>>,
 }
 
 impl Default for VsphereProvider {
@@ -259,6 +261,7 @@ impl VsphereProvider {
         VsphereProvider {
             config,
             sessions: tokio::sync::Mutex::new(HashMap::new()),
+            task_limits: Mutex::new(HashMap::new()),
         }
     }
 
@@ -266,17 +269,28 @@ impl VsphereProvider {
     /// connection, or a test double).
     pub async fn attach(&self, account: &CloudAccount, vc: Arc<dyn Vcenter>) -> Result<()> {
         let c = connection(account)?;
-        self.sessions
-            .lock()
-            .await
-            .insert((c.host, c.user), Arc::new(self.session_for(vc)));
+        self.sessions.lock().await.insert(
+            (c.host.clone(), c.user),
+            Arc::new(self.session_for(&c.host, vc)),
+        );
         Ok(())
     }
 
-    fn session_for(&self, vc: Arc<dyn Vcenter>) -> Session {
+    fn session_for(&self, host: &str, vc: Arc<dyn Vcenter>) -> Session {
+        let tasks = self
+            .task_limits
+            .lock()
+            .map(|mut m| {
+                m.entry(host.to_string())
+                    .or_insert_with(|| {
+                        Arc::new(Semaphore::new(self.config.max_concurrent_tasks.max(1)))
+                    })
+                    .clone()
+            })
+            .unwrap_or_else(|_| Arc::new(Semaphore::new(1)));
         Session {
             vc,
-            tasks: Semaphore::new(self.config.max_concurrent_tasks.max(1)),
+            tasks,
             paths: Mutex::new(HashMap::new()),
             backings: Mutex::new(HashMap::new()),
             templates: Mutex::new(HashMap::new()),
@@ -304,7 +318,7 @@ impl VsphereProvider {
             return Ok(s.clone());
         }
         let vc = VimVcenter::connect(&c).await?;
-        let s = Arc::new(self.session_for(Arc::new(vc)));
+        let s = Arc::new(self.session_for(&c.host, Arc::new(vc)));
         sessions.insert(key, s.clone());
         Ok(s)
     }

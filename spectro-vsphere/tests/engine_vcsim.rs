@@ -5,7 +5,7 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -194,16 +194,18 @@ async fn static_ip_cluster_lifecycle_on_vcsim() {
     let old: BTreeSet<String> = vms(&vc, "edge-workers-").await.into_keys().collect();
     spec.node_pools[1].cpu = Some(4);
     engine.update_cluster(id, &spec).await.unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
     let watch = {
         let conn = sim.connection();
+        let stop = stop.clone();
         tokio::spawn(async move {
             let vc = spectro_vsphere::vim::VimVcenter::connect(&conn)
                 .await
                 .unwrap();
             let mut most = 0;
-            for _ in 0..400 {
+            while !stop.load(Ordering::SeqCst) {
                 most = most.max(vms(&vc, "edge-workers-").await.len());
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
             most
         })
@@ -223,7 +225,13 @@ async fn static_ip_cluster_lifecycle_on_vcsim() {
     assert_eq!(workers.len(), 4);
     assert!(workers.values().all(|(_, d)| d.cpus == 4));
     assert!(workers.keys().all(|n| !old.contains(n)));
-    watch.abort();
+    stop.store(true, Ordering::SeqCst);
+    let most = watch.await.unwrap();
+    eprintln!("most worker VMs during the replacement: {most}");
+    assert!(
+        most <= 5,
+        "one by one: at most one extra worker at a time, saw {most}"
+    );
 
     // Delete: no VM, no address left.
     engine.delete_cluster(id).await.unwrap();
@@ -312,16 +320,35 @@ async fn dhcp_cluster_gets_a_load_balancer_vm() {
     agent.abort();
 }
 
-/// A vCenter whose first clone succeeds and then never returns: the process "dies" after
-/// CloneVM_Task, before the VM is powered on, marked or recorded.
-struct DieAfterFirstClone {
+/// vcsim with hooks: `die` makes the first clone succeed and then never return (the
+/// process "dies" after CloneVM_Task, before the VM is powered on, marked or recorded);
+/// `clone_delay` stretches clones to measure how many run at once.
+struct Hooked {
     inner: Arc<dyn Vcenter>,
+    die: bool,
     died: AtomicBool,
     notify: Arc<tokio::sync::Notify>,
+    clone_delay: Duration,
+    in_flight: AtomicUsize,
+    most_in_flight: AtomicUsize,
+}
+
+impl Hooked {
+    async fn new(sim: &Vcsim, die: bool, clone_delay: Duration) -> Arc<Self> {
+        Arc::new(Hooked {
+            inner: Arc::new(inspector(sim).await),
+            die,
+            died: AtomicBool::new(false),
+            notify: Arc::new(tokio::sync::Notify::new()),
+            clone_delay,
+            in_flight: AtomicUsize::new(0),
+            most_in_flight: AtomicUsize::new(0),
+        })
+    }
 }
 
 #[async_trait::async_trait]
-impl Vcenter for DieAfterFirstClone {
+impl Vcenter for Hooked {
     async fn find_by_path(&self, p: &str) -> spectro_vsphere::error::Result<Option<ObjRef>> {
         self.inner.find_by_path(p).await
     }
@@ -356,8 +383,12 @@ impl Vcenter for DieAfterFirstClone {
         self.inner.set_field(vm, key, value).await
     }
     async fn clone_vm(&self, spec: &CloneSpec) -> spectro_vsphere::error::Result<ObjRef> {
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most_in_flight.fetch_max(now, Ordering::SeqCst);
+        tokio::time::sleep(self.clone_delay).await;
         let r = self.inner.clone_vm(spec).await;
-        if !self.died.swap(true, Ordering::SeqCst) {
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        if self.die && !self.died.swap(true, Ordering::SeqCst) {
             self.notify.notify_one();
             std::future::pending::<()>().await;
         }
@@ -389,12 +420,8 @@ async fn crash_between_clone_and_record_duplicates_nothing() {
     let Some(sim) = vcsim(&["-cluster", "2", "-pool", "1"]).await else {
         return;
     };
-    let notify = Arc::new(tokio::sync::Notify::new());
-    let dying = Arc::new(DieAfterFirstClone {
-        inner: Arc::new(inspector(&sim).await),
-        died: AtomicBool::new(false),
-        notify: notify.clone(),
-    });
+    let dying = Hooked::new(&sim, true, Duration::ZERO).await;
+    let notify = dying.notify.clone();
     let provider = Arc::new(VsphereProvider::default());
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SqliteStore::open(dir.path().join("vs.db")).unwrap());
@@ -440,4 +467,37 @@ async fn crash_between_clone_and_record_duplicates_nothing() {
     engine.wait_for_phase(id, Phase::Deleted, T).await.unwrap();
     assert!(vms(&vc, "edge-").await.is_empty());
     assert!(store.ip_leases(None, Some(id)).await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vcenter_tasks_are_limited_per_vcenter() {
+    let Some(sim) = vcsim(&["-cluster", "2", "-pool", "1"]).await else {
+        return;
+    };
+    let hooked = Hooked::new(&sim, false, Duration::from_millis(200)).await;
+    let provider = Arc::new(VsphereProvider::new(VsphereConfig {
+        max_concurrent_tasks: 2,
+        ..Default::default()
+    }));
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path().join("vs.db")).unwrap());
+    // Workers: 6 nodes, 3 per domain; two batches of 3 clones each may run together.
+    let spec = STATIC_CLUSTER.replace(
+        "    size: 3\n    cpu: 2\n    memoryGb: 8",
+        "    size: 6\n    cpu: 2\n    memoryGb: 8",
+    );
+    let (engine, clusters) = engine_with(store, provider.clone(), &sim, &spec).await;
+    let mut acct = account(&engine).await;
+    if let spectro_core::model::Credentials::Vsphere(v) = &mut acct.credentials {
+        v.vcenter_host = sim.host.clone();
+    }
+    provider.attach(&acct, hooked.clone()).await.unwrap();
+    assert_eq!(clusters[0].node_pools[1].size, 6);
+    let id = engine.create_cluster(&clusters[0]).await.unwrap();
+    engine.wait_for_phase(id, Phase::Running, T).await.unwrap();
+    let most = hooked.most_in_flight.load(Ordering::SeqCst);
+    eprintln!("most clones in flight: {most}");
+    assert_eq!(most, 2, "never more than the limit, and the limit is used");
+    engine.delete_cluster(id).await.unwrap();
+    engine.wait_for_phase(id, Phase::Deleted, T).await.unwrap();
 }
