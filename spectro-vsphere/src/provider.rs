@@ -92,6 +92,9 @@ pub struct MachineMark {
     /// Creation time (RFC 3339).
     #[serde(default)]
     pub created: String,
+    /// The vCPUs, memory (MB) and disk (GB) the VM must have before it first boots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hardware: Option<(i32, i64, Option<u32>)>,
     /// Load balancer: the backends last written to its guestinfo.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backends: Option<String>,
@@ -115,6 +118,17 @@ struct Session {
     fields: OnceCell<(i32, i32)>,
 }
 
+/// Sessions are shared only by accounts with the same vCenter, user, password and TLS
+/// policy (the password enters as a hash, kept in memory only).
+type SessionKey = (String, String, u64, bool);
+
+fn session_key(c: &Connection) -> SessionKey {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    c.password.hash(&mut h);
+    (c.host.clone(), c.user.clone(), h.finish(), c.insecure)
+}
+
 /// A VM of the cluster as the listing found it.
 #[derive(Debug, Clone)]
 struct Owned {
@@ -127,7 +141,7 @@ struct Owned {
 /// The vSphere provider.
 pub struct VsphereProvider {
     config: VsphereConfig,
-    sessions: tokio::sync::Mutex<HashMap<(String, String), Arc<Session>>>,
+    sessions: tokio::sync::Mutex<HashMap<SessionKey, Arc<Session>>>,
     task_limits: Mutex<HashMap<String, Arc<Semaphore>>>,
 }
 
@@ -227,11 +241,13 @@ fn connection(account: &CloudAccount) -> Result<Connection> {
     }
 }
 
+/// A marked VM is complete and was powered on (the mark is set last), so one found off or
+/// suspended was stopped by someone, or is half-deleted: Failed, which makes the engine
+/// delete (again) and replace it.
 fn state_of(vm: &VmSummary) -> MachineState {
     match vm.power {
         PowerState::On => MachineState::Running,
-        PowerState::Off => MachineState::Pending,
-        PowerState::Suspended => MachineState::Failed,
+        PowerState::Off | PowerState::Suspended => MachineState::Failed,
     }
 }
 
@@ -269,10 +285,8 @@ impl VsphereProvider {
     /// connection, or a test double).
     pub async fn attach(&self, account: &CloudAccount, vc: Arc<dyn Vcenter>) -> Result<()> {
         let c = connection(account)?;
-        self.sessions.lock().await.insert(
-            (c.host.clone(), c.user),
-            Arc::new(self.session_for(&c.host, vc)),
-        );
+        let session = Arc::new(self.session_for(&c.host, vc));
+        self.sessions.lock().await.insert(session_key(&c), session);
         Ok(())
     }
 
@@ -303,42 +317,70 @@ impl VsphereProvider {
         let Ok(c) = connection(account) else {
             return BTreeMap::new();
         };
-        match self.sessions.lock().await.get(&(c.host, c.user)) {
+        match self.sessions.lock().await.get(&session_key(&c)) {
             Some(s) => s.vc.calls(),
             None => BTreeMap::new(),
         }
     }
 
-    /// The session for an account: reused, or logged in once.
+    /// The session for an account: reused, or logged in once (outside the lock, so a slow
+    /// vCenter never blocks the others).
     async fn session(&self, account: &CloudAccount) -> Result<Arc<Session>> {
         let c = connection(account)?;
-        let key = (c.host.clone(), c.user.clone());
-        let mut sessions = self.sessions.lock().await;
-        if let Some(s) = sessions.get(&key) {
+        let key = session_key(&c);
+        if let Some(s) = self.sessions.lock().await.get(&key) {
             return Ok(s.clone());
         }
         let vc = VimVcenter::connect(&c).await?;
-        let s = Arc::new(self.session_for(&c.host, Arc::new(vc)));
-        sessions.insert(key, s.clone());
-        Ok(s)
+        let fresh = Arc::new(self.session_for(&c.host, Arc::new(vc)));
+        Ok(self
+            .sessions
+            .lock()
+            .await
+            .entry(key)
+            .or_insert(fresh)
+            .clone())
     }
 
-    /// Forgets a session whose login expired, so the next call logs in again.
+    /// Forgets a session whose login expired, so the next call logs in again; forgets the
+    /// cached inventory when an object is gone (a republished template, a renamed network),
+    /// so the next attempt resolves it again.
     async fn on_error<T>(&self, account: &CloudAccount, r: Result<T>) -> Result<T, ProviderError> {
-        if let Err(e) = &r {
-            if matches!(e.fault(), Some("NotAuthenticated"))
-                || matches!(e, VsphereError::Login { .. })
-            {
-                if let Ok(c) = connection(account) {
-                    self.sessions.lock().await.remove(&(c.host, c.user));
-                }
+        let Err(e) = r else {
+            return r.map_err(ProviderError::from);
+        };
+        let Ok(c) = connection(account) else {
+            return Err(e.into());
+        };
+        let key = session_key(&c);
+        if matches!(e.fault(), Some("NotAuthenticated")) || matches!(e, VsphereError::Login { .. })
+        {
+            self.sessions.lock().await.remove(&key);
+        } else if e.is_gone() {
+            if let Some(s) = self.sessions.lock().await.get(&key) {
+                s.forget_inventory();
             }
+            return Err(ProviderError::Retryable {
+                message: format!("{e} (inventory cache dropped; resolving again)"),
+            });
         }
-        r.map_err(ProviderError::from)
+        Err(e.into())
     }
 }
 
 impl Session {
+    fn forget_inventory(&self) {
+        if let Ok(mut m) = self.paths.lock() {
+            m.clear();
+        }
+        if let Ok(mut m) = self.backings.lock() {
+            m.clear();
+        }
+        if let Ok(mut m) = self.templates.lock() {
+            m.clear();
+        }
+    }
+
     async fn resolve(&self, kind: &'static str, path: String, field: &str) -> Result<ObjRef> {
         if let Some(r) = self.paths.lock().ok().and_then(|p| p.get(&path).cloned()) {
             return Ok(r);
@@ -484,6 +526,10 @@ impl Session {
     /// is a complete one).
     async fn finish(&self, ctx: &ClusterContext, o: &mut Owned) -> Result<()> {
         let _permit = self.tasks.acquire().await;
+        if !o.marked && o.vm.power != PowerState::On {
+            // Adopted after a crash: the clone may have died before its hardware was set.
+            self.fix_hardware(o).await?;
+        }
         if o.vm.power != PowerState::On {
             self.vc.power_on(&o.vm.vm).await?;
             o.vm.power = PowerState::On;
@@ -496,6 +542,36 @@ impl Session {
                 .set_field(&o.vm.vm, k_cluster, &ctx.cluster_id.to_string())
                 .await?;
             o.marked = true;
+        }
+        Ok(())
+    }
+
+    /// Sets CPU, memory and disk to the mark's before the first boot (cloud-init grows the
+    /// filesystem once, at first boot).
+    async fn fix_hardware(&self, o: &Owned) -> Result<()> {
+        let Some((cpus, memory_mb, disk_gb)) = o.mark.hardware else {
+            return Ok(());
+        };
+        let Some(d) = self.vc.vm_details(&o.vm.vm).await? else {
+            return Ok(());
+        };
+        let want_kb = disk_gb.map(|g| i64::from(g) * 1024 * 1024);
+        let grow = match (&d.disk, want_kb) {
+            (Some(disk), Some(kb)) if kb > disk.capacity_kb => Some((disk.clone(), kb)),
+            _ => None,
+        };
+        if d.cpus != cpus || i64::from(d.memory_mb) != memory_mb || grow.is_some() {
+            self.vc
+                .reconfigure(
+                    &o.vm.vm,
+                    &Reconfigure {
+                        cpus: Some(cpus),
+                        memory_mb: Some(memory_mb),
+                        disk: grow,
+                        ..Default::default()
+                    },
+                )
+                .await?;
         }
         Ok(())
     }
@@ -526,15 +602,32 @@ impl Session {
                 ),
             });
         }
+        let mut mark = mark;
+        mark.hardware = Some((spec.cpus, spec.memory_mb, spec.disk_gb));
         let mark_json = serde_json::to_string(&mark).unwrap_or_default();
         spec.extra_config = guestinfo::entries(&spec.name, user_data, network);
         spec.extra_config
             .push((guestinfo::OWNER.into(), ctx.cluster_id.to_string()));
         spec.extra_config
             .push((guestinfo::MACHINE.into(), mark_json));
-        let vm = {
+        let cloned = {
             let _permit = self.tasks.acquire().await;
-            self.vc.clone_vm(&spec).await?
+            self.vc.clone_vm(&spec).await
+        };
+        let vm = match cloned {
+            Ok(vm) => vm,
+            // A clone of the same name made by an attempt that died mid-task (real vCenter
+            // refuses the duplicate): find it, prove it ours, finish it.
+            Err(e) if e.fault() == Some("DuplicateName") => {
+                let folder = spec.folder.clone();
+                let (owned, _) = self.observe(ctx, &folder).await?;
+                let Some(mut o) = owned.into_iter().find(|o| o.vm.name == spec.name) else {
+                    return Err(e);
+                };
+                self.finish(ctx, &mut o).await?;
+                return Ok(o);
+            }
+            Err(e) => return Err(e),
         };
         let mut o = Owned {
             vm: VmSummary {
@@ -688,6 +781,7 @@ impl VsphereProvider {
                     token: format!("{}-lb", ctx.cluster_id),
                     address: None,
                     created: now(),
+                    hardware: None,
                     backends: None,
                 };
                 let taken = Vec::new();
@@ -901,6 +995,7 @@ impl CloudProvider for VsphereProvider {
                     token: batch.token.clone(),
                     address: network.map(|n| n.address),
                     created: now(),
+                    hardware: None,
                     backends: None,
                 };
                 let (s, existing, taken) = (&s, &existing, &taken);
@@ -999,6 +1094,37 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_marked_vm_found_off_is_failed_so_it_gets_replaced() {
+        let vm = |power| VmSummary {
+            vm: ObjRef {
+                kind: "VirtualMachine".into(),
+                id: "vm-1".into(),
+            },
+            name: "c-w-1".into(),
+            power,
+            ip: None,
+            fields: BTreeMap::new(),
+            template: false,
+        };
+        assert_eq!(state_of(&vm(PowerState::On)), MachineState::Running);
+        assert_eq!(state_of(&vm(PowerState::Off)), MachineState::Failed);
+        assert_eq!(state_of(&vm(PowerState::Suspended)), MachineState::Failed);
+    }
+
+    #[test]
+    fn sessions_are_not_shared_across_passwords_or_tls_policy() {
+        let c = |pw: &str, insecure| Connection {
+            host: "vc".into(),
+            user: "u".into(),
+            password: pw.into(),
+            insecure,
+        };
+        assert_eq!(session_key(&c("a", false)), session_key(&c("a", false)));
+        assert_ne!(session_key(&c("a", false)), session_key(&c("b", false)));
+        assert_ne!(session_key(&c("a", false)), session_key(&c("a", true)));
+    }
+
+    #[test]
     fn inventory_paths() {
         assert_eq!(folder_path("DC0", "/DC0/vm/x"), "DC0/vm/x");
         assert_eq!(folder_path("DC0", "vm"), "DC0/vm");
@@ -1029,6 +1155,7 @@ mod tests {
             token: "t".into(),
             address: Some("10.0.0.4".parse().unwrap()),
             created: now(),
+            hardware: None,
             backends: None,
         };
         let s = serde_json::to_string(&m).unwrap();
