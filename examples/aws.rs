@@ -12,13 +12,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use spectro::aws::{AwsConnector, AwsProvider};
 use spectro::engine::status::Phase;
 use spectro::model::document::{parse_documents, Format};
 use spectro::model::{AwsCredentials, CloudAccount, Credentials, Document};
 use spectro::secret::Secret;
 use spectro::{Engine, EngineConfig, SqliteStore};
+
+mod common;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -74,51 +75,19 @@ async fn main() -> Result<(), Error> {
     engine.verify_cloud_account(&account.name).await?;
     let id = engine.create_cluster(&cluster).await?;
     println!("cluster {} ({id}) declared", cluster.name);
-    let mut events = Box::pin(engine.watch_events(Some(id), 0));
-    let printer = tokio::spawn(async move {
-        while let Some(Ok(e)) = events.next().await {
-            println!(
-                "  event {:>7} {:<22} {}",
-                e.severity.as_str(),
-                e.reason,
-                e.message
-            );
-        }
-    });
+    let printer = common::print_events(&engine, id);
     let rec = engine
         .wait_for_phase(id, Phase::Running, Duration::from_secs(1800))
         .await?;
-    for c in &rec.status.conditions {
-        println!(
-            "  condition {:<28} {:?}: {}",
-            c.kind.label(),
-            c.status,
-            c.message
-        );
-    }
-    println!(
-        "running; API endpoint {}",
-        rec.status
-            .infrastructure
-            .as_ref()
-            .and_then(|i| i.endpoint.clone())
-            .unwrap_or_default()
-    );
-    let print_calls = |title: &str| {
-        let calls = provider.calls().snapshot();
-        println!("{title}: {} API calls", calls.values().sum::<u64>());
-        for (op, n) in calls {
-            println!("    {op:<50} {n}");
-        }
-    };
-    print_calls("create");
+    common::print_running(&rec);
+    common::print_calls("create", provider.calls().snapshot());
     let mut left = 0;
     if delete {
         engine.delete_cluster(id).await?;
         engine
             .wait_for_phase(id, Phase::Deleted, Duration::from_secs(1800))
             .await?;
-        print_calls("create + delete");
+        common::print_calls("create + delete", provider.calls().snapshot());
         let c = AwsConnector::from_env().clients(&creds, cluster.cloud.region());
         left = spectro::aws::network::observe(&c, &id.to_string())
             .await?

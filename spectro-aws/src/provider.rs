@@ -181,11 +181,7 @@ impl CloudProvider for AwsProvider {
         ctx: &ClusterContext,
         spec: &ImageSpec,
     ) -> Result<ImageRef, ProviderError> {
-        if spec.customization.is_some() {
-            return Err(ProviderError::Terminal {
-                message: "image customization (Ansible roles, Kubernetes install on a bring-your-own AMI) is not available on AWS yet: publish a ready image and name it in the os pack's `image` annotation".into(),
-            });
-        }
+        spec.require_ready_image("AWS", "AMI")?;
         let (c, _) = self.clients(&ctx.account, region(ctx)?)?;
         crate::image::resolve_image(&c, spec).await
     }

@@ -40,15 +40,6 @@ nodePools:
   - { name: batch, role: worker, size: 2, instanceType: t3.micro, availabilityZones: [us-east-1a, us-east-1b] }
 "#;
 
-fn config() -> EngineConfig {
-    EngineConfig {
-        poll_interval: Duration::from_millis(50),
-        backoff_base: Duration::from_millis(50),
-        backoff_cap: Duration::from_secs(1),
-        ..Default::default()
-    }
-}
-
 /// An engine on `store` with `provider`, the test profile and the moto account.
 async fn engine_with(
     store: Arc<SqliteStore>,
@@ -56,7 +47,7 @@ async fn engine_with(
 ) -> Engine {
     let engine = Engine::builder(store)
         .provider(provider)
-        .config(config())
+        .config(EngineConfig::for_emulators())
         .start()
         .await
         .unwrap();
@@ -317,7 +308,7 @@ async fn killed_between_run_instances_and_record_then_restarted_launches_no_dupl
 
     let engine = Engine::builder(store)
         .provider(aws.clone())
-        .config(config())
+        .config(EngineConfig::for_emulators())
         .start()
         .await
         .unwrap();

@@ -236,6 +236,22 @@ pub struct ImageSpec {
     pub signature: String,
 }
 
+impl ImageSpec {
+    /// For clouds that only resolve ready images: a terminal error naming the cloud when the
+    /// profile asks for customization. `image` is the cloud's word for an image (AMI,
+    /// template).
+    pub fn require_ready_image(&self, cloud: &str, image: &str) -> Result<(), ProviderError> {
+        if self.customization.is_none() {
+            return Ok(());
+        }
+        Err(ProviderError::Terminal {
+            message: format!(
+                "image customization (Ansible roles, Kubernetes install on a bring-your-own {image}) is not available on {cloud} yet: publish a ready {image} and name it in the os pack's `image` annotation"
+            ),
+        })
+    }
+}
+
 /// Image customization: Kubernetes installation and/or Ansible roles.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]

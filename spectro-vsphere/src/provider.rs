@@ -750,10 +750,7 @@ impl VsphereProvider {
                 let (rp, ds, nic) = self.domain(s, ctx, &cp.name, "placement-0").await?;
                 let template = self.template_ref(s, ctx, &image.id).await?;
                 let devices = s.template(&template).await?;
-                let ssh = match &ctx.spec.cloud {
-                    CloudPlacement::Vsphere(v) => v.ssh_keys.clone(),
-                    _ => Vec::new(),
-                };
+                let ssh = spectro_core::bootstrap::ssh_keys(&ctx.spec);
                 let user_data = guestinfo::load_balancer_user_data(&ctx.spec.name, &ssh);
                 let spec = CloneSpec {
                     template,
@@ -871,11 +868,7 @@ impl CloudProvider for VsphereProvider {
         ctx: &ClusterContext,
         spec: &ImageSpec,
     ) -> Result<ImageRef, ProviderError> {
-        if spec.customization.is_some() {
-            return Err(ProviderError::Terminal {
-                message: "image customization (Ansible roles, Kubernetes install on a bring-your-own template) is not available on vSphere yet: publish a ready template and name it in the os pack's `image` annotation".into(),
-            });
-        }
+        spec.require_ready_image("vSphere", "template")?;
         let r = async {
             let s = self.session(&ctx.account).await?;
             let image = spec

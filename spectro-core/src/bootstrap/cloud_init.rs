@@ -40,7 +40,8 @@ fn file(path: &str, permissions: &str, content: &str) -> Value {
     json!({ "path": path, "owner": "root:root", "permissions": permissions, "content": content })
 }
 
-fn ssh_keys(c: &Cluster) -> Vec<String> {
+/// The SSH public keys a cluster's nodes (user `spectro`) accept.
+pub fn ssh_keys(c: &Cluster) -> Vec<String> {
     match &c.cloud {
         CloudPlacement::Vsphere(v) => v.ssh_keys.clone(),
         CloudPlacement::Azure(a) => vec![a.ssh_key.clone()],

@@ -6,6 +6,6 @@ pub mod cloud_init;
 pub mod kubeadm;
 pub mod pki;
 
-pub use cloud_init::{encode_user_data, user_data, NodeBootstrap};
+pub use cloud_init::{encode_user_data, ssh_keys, user_data, NodeBootstrap};
 pub use kubeadm::{KubeadmApi, KubernetesSettings};
 pub use pki::{CertKey, ClusterPki};

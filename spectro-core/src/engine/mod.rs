@@ -105,6 +105,19 @@ impl EngineConfig {
     }
 }
 
+impl EngineConfig {
+    /// Settings for local emulators of real clouds (moto, vcsim): 50 ms polling and backoff,
+    /// capped at 1 s, so tests converge quickly without hammering the peer.
+    pub fn for_emulators() -> Self {
+        EngineConfig {
+            poll_interval: Duration::from_millis(50),
+            backoff_base: Duration::from_millis(50),
+            backoff_cap: Duration::from_secs(1),
+            ..Default::default()
+        }
+    }
+}
+
 pub(crate) struct Inner {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) providers: HashMap<CloudType, Arc<dyn CloudProvider>>,

@@ -208,16 +208,6 @@ nodePools:
       - { computeCluster: DC0_C1, resourcePool: DC0_C1_RP1, datastore: LocalDS_0, network: DC0_DVPG0, ipPool: worker-pool }
 "#;
 
-/// Engine settings for tests: fast polling and backoff.
-pub fn config() -> EngineConfig {
-    EngineConfig {
-        poll_interval: Duration::from_millis(50),
-        backoff_base: Duration::from_millis(50),
-        backoff_cap: Duration::from_secs(1),
-        ..Default::default()
-    }
-}
-
 /// An engine on `store` with `provider`, loaded with [`documents`] (+ `extra` documents);
 /// returns the clusters found in them.
 pub async fn engine_with(
@@ -228,7 +218,7 @@ pub async fn engine_with(
 ) -> (Engine, Vec<Cluster>) {
     let engine = Engine::builder(store)
         .provider(provider)
-        .config(config())
+        .config(EngineConfig::for_emulators())
         .start()
         .await
         .unwrap();
