@@ -1,6 +1,6 @@
 // vcsim for spectro's tests: govmomi's vCenter simulator (simulator.VPX()) served with TLS on
 // 127.0.0.1 and a free port. Prints the SDK URL on stdout, then serves until killed.
-// Build (GOPATH mode, Debian's govmomi): GO111MODULE=off GOPATH=/usr/share/gocode go build
+// Build: scripts/vcsim --build-only (a Go module: go.mod + go.sum pin govmomi).
 package main
 
 import (
