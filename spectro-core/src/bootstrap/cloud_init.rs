@@ -1,11 +1,12 @@
 //! cloud-init user data (`#cloud-config`) per node role.
 //!
-//! - every node: user `spectro` with the cluster's SSH keys, NTP servers, HTTP(S) proxy
-//!   drop-ins for containerd and kubelet (NO_PROXY gets the pod and service CIDRs, the API
-//!   endpoint and the cluster-local names), the Kubernetes install script on bring-your-own
-//!   images with `skipK8sInstall: "false"`;
-//! - control-plane nodes: the CA material (`0600`), then `kubeadm init` (first node: with the
-//!   CNI/CSI/add-on manifests applied after it) or `kubeadm join --control-plane`;
+//! - every node: user `spectro` with the cluster's SSH keys, NTP servers, the HTTP(S) proxy
+//!   ([`proxy_cloud_config`]: `/etc/environment`, apt, drop-ins for containerd and kubelet;
+//!   NO_PROXY gets the pod and service CIDRs, the API endpoint and the cluster-local names),
+//!   the Kubernetes install script on bring-your-own images with `skipK8sInstall: "false"`;
+//! - control-plane nodes: the CA material (`0600`), kube-vip's static pod when the endpoint is
+//!   a VIP ([`user_data_with_vip`]), then `kubeadm init` (first node: with the CNI/CSI/add-on
+//!   manifests applied after it) or `kubeadm join --control-plane`;
 //! - workers: `kubeadm join` with the bootstrap token and the CA public-key hash only.
 //!
 //! Secrets in user data: control-plane user data carries the CA keys (kubeadm needs them to
@@ -13,8 +14,11 @@
 //! readable by anything that can query the instance metadata service on the node: providers
 //! must restrict it (e.g. AWS IMDSv2 with hop limit 1).
 
+use std::net::IpAddr;
+
 use serde_json::{json, Value};
 
+use super::kube_vip::{self, KubeVip};
 use super::kubeadm::{init_config, join_config, KubernetesSettings};
 use super::pki::ClusterPki;
 use crate::error::Result;
@@ -80,8 +84,98 @@ sysctl -w net.ipv4.ip_forward=1
     )
 }
 
+/// The cluster's HTTP(S) proxy as cloud-config, shared by the nodes and by the VMs a
+/// provider adds around them (e.g. a load balancer).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProxyCloudConfig {
+    /// `NO_PROXY`: local names, the pod and service CIDRs, the API endpoint's host and the
+    /// cluster's own entries.
+    pub no_proxy: String,
+    /// `write_files` entries: the proxy variables appended to `/etc/environment` (logins,
+    /// scripts) and one systemd drop-in per unit asked for.
+    pub write_files: Vec<Value>,
+    /// The `apt` key: apt's `http_proxy`/`https_proxy` (packages installed by cloud-init and
+    /// install scripts go through the proxy).
+    pub apt: Value,
+}
+
+/// The cluster's proxy settings as cloud-config, or `None` without a proxy: NO_PROXY built
+/// from `k8s`'s CIDRs and `endpoint`'s host (when known), and an
+/// `/etc/systemd/system/<unit>.service.d/http-proxy.conf` drop-in for each of `units`. The
+/// caller runs `systemctl daemon-reload` (and restarts) when it asked for drop-ins.
+pub fn proxy_cloud_config(
+    c: &Cluster,
+    k8s: &KubernetesSettings,
+    endpoint: Option<&str>,
+    units: &[&str],
+) -> Option<ProxyCloudConfig> {
+    let proxy = c.proxy.as_ref()?;
+    let mut no_proxy: Vec<String> = vec![
+        "localhost".into(),
+        "127.0.0.1".into(),
+        ".svc".into(),
+        ".cluster.local".into(),
+        k8s.pod_cidr.to_string(),
+        k8s.service_cidr.to_string(),
+    ];
+    if let Some(e) = endpoint {
+        no_proxy.push(e.rsplit_once(':').map_or(e, |(h, _)| h).to_string());
+    }
+    for n in &proxy.no_proxy {
+        if !no_proxy.contains(n) {
+            no_proxy.push(n.clone());
+        }
+    }
+    let no_proxy = no_proxy.join(",");
+    let vars = [
+        ("HTTP_PROXY", proxy.http_proxy.as_str()),
+        ("HTTPS_PROXY", proxy.https_proxy.as_str()),
+        ("NO_PROXY", no_proxy.as_str()),
+    ];
+    let vars: Vec<(&str, &str)> = vars.into_iter().filter(|(_, v)| !v.is_empty()).collect();
+    // Appended after whatever the image has (a leading newline in case its last line has none).
+    let mut environment = String::from("\n# the cluster's proxy (spectro)\n");
+    for (k, v) in &vars {
+        environment.push_str(&format!("{k}={v}\n{}={v}\n", k.to_lowercase()));
+    }
+    let mut env_file = file("/etc/environment", "0644", &environment);
+    env_file["append"] = json!(true);
+    let mut write_files = vec![env_file];
+    let mut dropin = String::from("[Service]\n");
+    for (k, v) in &vars {
+        dropin.push_str(&format!("Environment=\"{k}={v}\"\n"));
+    }
+    for unit in units {
+        write_files.push(file(
+            &format!("/etc/systemd/system/{unit}.service.d/http-proxy.conf"),
+            "0644",
+            &dropin,
+        ));
+    }
+    let mut apt = json!({});
+    if !proxy.http_proxy.is_empty() {
+        apt["http_proxy"] = json!(proxy.http_proxy);
+    }
+    if !proxy.https_proxy.is_empty() {
+        apt["https_proxy"] = json!(proxy.https_proxy);
+    }
+    Some(ProxyCloudConfig {
+        no_proxy,
+        write_files,
+        apt,
+    })
+}
+
 /// Renders the `#cloud-config` user data of one role.
 pub fn user_data(nb: &NodeBootstrap<'_>) -> Result<String> {
+    user_data_with_vip(nb, None)
+}
+
+/// Renders the `#cloud-config` user data of one role for a cluster whose API endpoint is
+/// `vip` (an address no cloud load balancer serves, e.g. from a static IP pool): the
+/// control-plane roles also run kube-vip as a static pod announcing it (see
+/// [`super::kube_vip`]). With `None`, the same as [`user_data`].
+pub fn user_data_with_vip(nb: &NodeBootstrap<'_>, vip: Option<IpAddr>) -> Result<String> {
     let c = nb.cluster;
     let k8s = KubernetesSettings::from_cluster(c, nb.profile)?;
     let token = nb.pki.bootstrap_token.expose();
@@ -90,35 +184,11 @@ pub fn user_data(nb: &NodeBootstrap<'_>) -> Result<String> {
     let mut files = Vec::new();
     let mut runcmd: Vec<Value> = Vec::new();
 
-    if let Some(proxy) = &c.proxy {
-        let host = nb.endpoint.rsplit_once(':').map_or(nb.endpoint, |(h, _)| h);
-        let mut no_proxy: Vec<String> = vec![
-            "localhost".into(),
-            "127.0.0.1".into(),
-            ".svc".into(),
-            ".cluster.local".into(),
-            k8s.pod_cidr.to_string(),
-            k8s.service_cidr.to_string(),
-            host.to_string(),
-        ];
-        no_proxy.extend(proxy.no_proxy.iter().cloned());
-        no_proxy.dedup();
-        let env = format!(
-            "[Service]\nEnvironment=\"HTTP_PROXY={}\"\nEnvironment=\"HTTPS_PROXY={}\"\nEnvironment=\"NO_PROXY={}\"\n",
-            proxy.http_proxy,
-            proxy.https_proxy,
-            no_proxy.join(",")
-        );
-        files.push(file(
-            "/etc/systemd/system/containerd.service.d/http-proxy.conf",
-            "0644",
-            &env,
-        ));
-        files.push(file(
-            "/etc/systemd/system/kubelet.service.d/http-proxy.conf",
-            "0644",
-            &env,
-        ));
+    let mut apt = None;
+    if let Some(proxy) = proxy_cloud_config(c, &k8s, Some(nb.endpoint), &["containerd", "kubelet"])
+    {
+        files.extend(proxy.write_files);
+        apt = Some(proxy.apt);
         runcmd.push(json!(["systemctl", "daemon-reload"]));
         runcmd.push(json!(["systemctl", "restart", "containerd"]));
     }
@@ -176,6 +246,25 @@ pub fn user_data(nb: &NodeBootstrap<'_>) -> Result<String> {
             files.push(file(path, mode, content));
         }
     }
+    let kube_vip = match vip {
+        Some(address) if control_plane => {
+            let port = nb
+                .endpoint
+                .rsplit_once(':')
+                .and_then(|(_, p)| p.parse().ok())
+                .unwrap_or(6443);
+            let kv = KubeVip::from_cluster(c, nb.profile, address, port)?;
+            let init = matches!(nb.role, BootstrapRole::Init);
+            // Written before kubeadm runs: the kubelet starts it with the other static pods.
+            files.push(file(
+                kube_vip::MANIFEST_PATH,
+                "0600",
+                &kv.manifest(kv.kubeconfig(init)),
+            ));
+            Some(kv)
+        }
+        _ => None,
+    };
     let kubeadm_yaml = match nb.role {
         BootstrapRole::Init => init_config(&c.name, &k8s, nb.endpoint, token, allow_workloads),
         BootstrapRole::JoinControlPlane => join_config(
@@ -204,6 +293,12 @@ pub fn user_data(nb: &NodeBootstrap<'_>) -> Result<String> {
                 "--config",
                 "/run/kubeadm/kubeadm.yaml"
             ]));
+            if kube_vip
+                .as_ref()
+                .is_some_and(|kv| kv.kubeconfig(true) != kube_vip::ADMIN_CONF)
+            {
+                runcmd.push(KubeVip::restore_admin_conf());
+            }
             let mut n = 0;
             for pack in &nb.profile.packs {
                 if pack.manifests.trim().is_empty() {
@@ -249,6 +344,9 @@ pub fn user_data(nb: &NodeBootstrap<'_>) -> Result<String> {
     let ntp = ntp_servers(c);
     if !ntp.is_empty() {
         doc["ntp"] = json!({ "enabled": true, "servers": ntp });
+    }
+    if let Some(apt) = apt {
+        doc["apt"] = apt;
     }
     doc["write_files"] = Value::Array(files);
     doc["runcmd"] = Value::Array(runcmd);

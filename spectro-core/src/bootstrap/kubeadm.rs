@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use crate::error::{CoreError, Result};
 use crate::model::pack::{merge_values, parse_values};
-use crate::model::{Cluster, ClusterProfile, PackLayer};
+use crate::model::{Cluster, ClusterProfile, Pack, PackLayer};
 use crate::validate::parse_k8s_version;
 
 /// kubeadm's configuration API versions.
@@ -77,7 +77,7 @@ pub struct KubernetesSettings {
     pub kubelet_args: BTreeMap<String, String>,
 }
 
-fn bad(pack: &str, field: &str, rule: impl Into<String>) -> CoreError {
+pub(crate) fn bad(pack: &str, field: &str, rule: impl Into<String>) -> CoreError {
     CoreError::PackValues {
         pack: pack.to_string(),
         field: field.to_string(),
@@ -116,18 +116,28 @@ fn args_at(pack: &str, v: &Value, path: &[&str]) -> Result<BTreeMap<String, Stri
         .collect()
 }
 
+/// The profile's Kubernetes pack and its values merged with the cluster's overrides.
+pub(crate) fn kubernetes_values<'a>(
+    cluster: &Cluster,
+    profile: &'a ClusterProfile,
+) -> Result<(&'a Pack, Value)> {
+    let pack = profile
+        .pack(PackLayer::Kubernetes)
+        .ok_or_else(|| bad("kubernetes", "", "the profile has no kubernetes pack"))?;
+    let name = pack.name.as_str();
+    let mut values = parse_values(&pack.values).map_err(|e| bad(name, "values", e))?;
+    if let Some(over) = cluster.pack_values.get(name) {
+        let o = parse_values(over).map_err(|e| bad(name, "values (cluster override)", e))?;
+        merge_values(&mut values, &o);
+    }
+    Ok((pack, values))
+}
+
 impl KubernetesSettings {
     /// Reads the settings from the profile's Kubernetes pack and the cluster's overrides.
     pub fn from_cluster(cluster: &Cluster, profile: &ClusterProfile) -> Result<Self> {
-        let pack = profile
-            .pack(PackLayer::Kubernetes)
-            .ok_or_else(|| bad("kubernetes", "", "the profile has no kubernetes pack"))?;
+        let (pack, values) = kubernetes_values(cluster, profile)?;
         let name = pack.name.as_str();
-        let mut values = parse_values(&pack.values).map_err(|e| bad(name, "values", e))?;
-        if let Some(over) = cluster.pack_values.get(name) {
-            let o = parse_values(over).map_err(|e| bad(name, "values (cluster override)", e))?;
-            merge_values(&mut values, &o);
-        }
         let (major, minor, patch) = parse_k8s_version(&pack.version).ok_or_else(|| {
             bad(
                 name,

@@ -796,13 +796,17 @@ async fn create(
         p.pki = Some(ensure_pki(p.inner, p.rec.id).await?);
     }
     let pki = p.pki.as_ref().expect("PKI loaded above");
-    let text = match bootstrap::user_data(&NodeBootstrap {
-        cluster: &p.rec.spec,
-        profile: &p.rec.profile,
-        pki,
-        endpoint: &endpoint,
-        role: req.bootstrap,
-    })
+    // A VIP (static IPs) is served by kube-vip on the control plane.
+    let text = match bootstrap::user_data_with_vip(
+        &NodeBootstrap {
+            cluster: &p.rec.spec,
+            profile: &p.rec.profile,
+            pki,
+            endpoint: &endpoint,
+            role: req.bootstrap,
+        },
+        ctx.vip,
+    )
     .and_then(|t| bootstrap::encode_user_data(&t, req.bootstrap, provider.user_data_limit()))
     {
         Ok(t) => t,
