@@ -3,7 +3,8 @@
 //! Pure functions, tested without vCenter.
 
 use base64::Engine as _;
-use serde_json::json;
+use serde_json::{json, Value};
+use spectro_core::bootstrap::ProxyCloudConfig;
 use spectro_core::provider::NodeNetwork;
 
 /// The extraConfig key of the user data.
@@ -66,16 +67,19 @@ pub fn metadata(name: &str, network: Option<&NodeNetwork>) -> String {
     serde_norway::to_string(&doc).unwrap_or_default()
 }
 
-/// User data of the HAProxy load-balancer VM (DHCP clusters): HAProxy in TCP mode on 6443,
-/// its backends read every 5 s from `guestinfo.spectro.lb-backends`, which the provider
-/// keeps equal to the control-plane nodes' addresses (no network path to the VM needed, so
-/// it works from behind a private cloud gateway).
-pub fn load_balancer_user_data(cluster: &str, ssh_keys: &[String]) -> String {
-    let sync = r#"#!/bin/sh
+/// HAProxy's configuration as the load balancer's cloud-config writes it: TCP on 6443, health
+/// checks, the backends (`server cpN addr:port check`) appended after the `# spectro-backends`
+/// line by [`LB_SYNC_SCRIPT`].
+pub const HAPROXY_CFG: &str = "global\n    log stdout format raw local0\n    maxconn 4096\ndefaults\n    mode tcp\n    timeout connect 5s\n    timeout client 1h\n    timeout server 1h\nfrontend kube-apiserver\n    bind *:6443\n    default_backend control-plane\nbackend control-plane\n    option tcp-check\n    balance roundrobin\n# spectro-backends\n";
+
+/// The load balancer's backend sync (`/usr/local/bin/spectro-lb-sync`, every 5 s): reads
+/// `guestinfo.spectro.lb-backends` with vmware-rpctool, rewrites HAProxy's backends and reloads
+/// it when they changed. `SPECTRO_LB_CFG` overrides the configuration path (tests).
+pub const LB_SYNC_SCRIPT: &str = r#"#!/bin/sh
 # Rewrites HAProxy's backends from guestinfo when they change.
 set -eu
 want=$(vmware-rpctool "info-get guestinfo.spectro.lb-backends" 2>/dev/null || true)
-cfg=/etc/haproxy/haproxy.cfg
+cfg=${SPECTRO_LB_CFG:-/etc/haproxy/haproxy.cfg}
 new=$(mktemp)
 sed '/^# spectro-backends$/q' "$cfg" > "$new"
 i=0
@@ -85,29 +89,48 @@ for b in $want; do
 done
 if ! cmp -s "$new" "$cfg"; then
   mv "$new" "$cfg"
+  chmod 0644 "$cfg"
   systemctl reload haproxy || systemctl restart haproxy
 else
   rm -f "$new"
 fi
 "#;
-    let haproxy = "global\n    log stdout format raw local0\n    maxconn 4096\ndefaults\n    mode tcp\n    timeout connect 5s\n    timeout client 1h\n    timeout server 1h\nfrontend kube-apiserver\n    bind *:6443\n    default_backend control-plane\nbackend control-plane\n    option tcp-check\n    balance roundrobin\n# spectro-backends\n";
+
+/// User data of the HAProxy load-balancer VM (DHCP clusters): HAProxy in TCP mode on 6443
+/// ([`HAPROXY_CFG`]), its backends read every 5 s from `guestinfo.spectro.lb-backends`
+/// ([`LB_SYNC_SCRIPT`]), which the provider keeps equal to the control-plane nodes'
+/// addresses (no network path to the VM needed, so it works from behind a private cloud
+/// gateway). With the cluster's `proxy` (from
+/// [`spectro_core::bootstrap::proxy_cloud_config`], as the nodes get it): the proxy variables
+/// in `/etc/environment` and apt's proxy, so the `haproxy` and `open-vm-tools` packages
+/// install behind it; no systemd drop-ins (HAProxy and the sync fetch nothing over HTTP).
+pub fn load_balancer_user_data(
+    cluster: &str,
+    ssh_keys: &[String],
+    proxy: Option<&ProxyCloudConfig>,
+) -> String {
     let timer = "[Unit]\nDescription=spectro load balancer backend sync\n[Timer]\nOnBootSec=5s\nOnUnitActiveSec=5s\n[Install]\nWantedBy=timers.target\n";
     let service = "[Unit]\nDescription=spectro load balancer backend sync\n[Service]\nType=oneshot\nExecStart=/usr/local/bin/spectro-lb-sync\n";
+    let mut files = vec![
+        json!({ "path": "/etc/haproxy/haproxy.cfg", "permissions": "0644", "content": HAPROXY_CFG }),
+        json!({ "path": "/usr/local/bin/spectro-lb-sync", "permissions": "0755", "content": LB_SYNC_SCRIPT }),
+        json!({ "path": "/etc/systemd/system/spectro-lb-sync.service", "permissions": "0644", "content": service }),
+        json!({ "path": "/etc/systemd/system/spectro-lb-sync.timer", "permissions": "0644", "content": timer }),
+    ];
     let mut doc = json!({
         "hostname": format!("{cluster}-lb"),
         "packages": ["haproxy", "open-vm-tools"],
-        "write_files": [
-            { "path": "/etc/haproxy/haproxy.cfg", "permissions": "0644", "content": haproxy },
-            { "path": "/usr/local/bin/spectro-lb-sync", "permissions": "0755", "content": sync },
-            { "path": "/etc/systemd/system/spectro-lb-sync.service", "permissions": "0644", "content": service },
-            { "path": "/etc/systemd/system/spectro-lb-sync.timer", "permissions": "0644", "content": timer },
-        ],
         "runcmd": [
             ["systemctl", "daemon-reload"],
             ["systemctl", "enable", "--now", "haproxy"],
             ["systemctl", "enable", "--now", "spectro-lb-sync.timer"],
         ],
     });
+    if let Some(p) = proxy {
+        files.extend(p.write_files.iter().cloned());
+        doc["apt"] = p.apt.clone();
+    }
+    doc["write_files"] = Value::Array(files);
     if !ssh_keys.is_empty() {
         doc["users"] = json!([{
             "name": "spectro",
@@ -159,7 +182,7 @@ mod tests {
 
     #[test]
     fn load_balancer_user_data_is_cloud_config() {
-        let u = load_balancer_user_data("c", &["ssh-ed25519 AAAA k".into()]);
+        let u = load_balancer_user_data("c", &["ssh-ed25519 AAAA k".into()], None);
         assert!(u.starts_with("#cloud-config\n"));
         let doc: serde_json::Value = serde_norway::from_str(&u["#cloud-config\n".len()..]).unwrap();
         assert_eq!(doc["users"][0]["name"], "spectro");

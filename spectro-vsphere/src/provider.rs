@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+use spectro_core::bootstrap::{proxy_cloud_config, KubernetesSettings};
 use spectro_core::model::PoolRole;
 use spectro_core::model::{CloudAccount, CloudPlacement, CloudType, Credentials, IpAllocation};
 use spectro_core::provider::{
@@ -751,7 +752,17 @@ impl VsphereProvider {
                 let template = self.template_ref(s, ctx, &image.id).await?;
                 let devices = s.template(&template).await?;
                 let ssh = spectro_core::bootstrap::ssh_keys(&ctx.spec);
-                let user_data = guestinfo::load_balancer_user_data(&ctx.spec.name, &ssh);
+                // The cluster's proxy, as its nodes get it (apt and environment).
+                let proxy = match &ctx.spec.proxy {
+                    Some(_) => {
+                        let k8s = KubernetesSettings::from_cluster(&ctx.spec, &ctx.profile)
+                            .map_err(|e| invalid("profile", &e.to_string()))?;
+                        proxy_cloud_config(&ctx.spec, &k8s, None, &[])
+                    }
+                    None => None,
+                };
+                let user_data =
+                    guestinfo::load_balancer_user_data(&ctx.spec.name, &ssh, proxy.as_ref());
                 let spec = CloneSpec {
                     template,
                     devices,

@@ -50,6 +50,47 @@ fn metadata_address(d: &VmDetails) -> String {
         .to_string()
 }
 
+/// A VM's user data (plain base64: control-plane user data stays below the gzip limit).
+fn user_data(d: &VmDetails) -> String {
+    assert_eq!(
+        d.extra_config
+            .get("guestinfo.userdata.encoding")
+            .map(String::as_str),
+        Some("base64")
+    );
+    let ud = d.extra_config.get("guestinfo.userdata").expect("user data");
+    String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(ud)
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+/// The kube-vip static pod a user data writes, parsed, if any.
+fn kube_vip_pod(user_data: &str) -> Option<serde_json::Value> {
+    let doc: serde_json::Value = serde_norway::from_str(
+        user_data
+            .strip_prefix("#cloud-config\n")
+            .expect("a cloud-config"),
+    )
+    .unwrap();
+    let f = doc["write_files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["path"] == "/etc/kubernetes/manifests/kube-vip.yaml")?;
+    Some(serde_norway::from_str(f["content"].as_str().unwrap()).unwrap())
+}
+
+fn pod_env(pod: &serde_json::Value, name: &str) -> Option<String> {
+    pod["spec"]["containers"][0]["env"]
+        .as_array()?
+        .iter()
+        .find(|e| e["name"] == name)
+        .and_then(|e| e["value"].as_str().map(str::to_string))
+}
+
 async fn account(engine: &spectro_core::Engine) -> CloudAccount {
     let _ = engine;
     let text = documents("x");
@@ -123,6 +164,7 @@ async fn static_ip_cluster_lifecycle_on_vcsim() {
     assert_eq!(all.len(), 6, "{:?}", all.keys());
     let mut addresses = BTreeSet::new();
     let mut domains = BTreeMap::<String, usize>::new();
+    let mut kube_vip_nodes = 0;
     for (name, (_, d)) in &all {
         assert_eq!(d.folder.as_ref(), Some(&folder), "{name}");
         assert_eq!(d.datastores, vec![ds.clone()], "{name}");
@@ -138,7 +180,14 @@ async fn static_ip_cluster_lifecycle_on_vcsim() {
             d.extra_config.get("spectro.cluster-id"),
             Some(&id.to_string())
         );
+        let kube_vip = kube_vip_pod(&user_data(d));
         if name.starts_with("edge-master-") {
+            // kube-vip serves the VIP from the control plane, on the netplan's interface.
+            let pod = kube_vip.unwrap_or_else(|| panic!("{name}: no kube-vip"));
+            assert_eq!(pod_env(&pod, "address").as_deref(), Some("10.10.0.10"));
+            assert_eq!(pod_env(&pod, "port").as_deref(), Some("6443"));
+            assert_eq!(pod_env(&pod, "vip_interface").as_deref(), Some("eth0"));
+            kube_vip_nodes += 1;
             assert_eq!((d.cpus, d.memory_mb), (2, 4096), "{name}");
             assert_eq!(d.resource_pool.as_ref(), Some(&rp0), "{name}");
             assert_eq!(d.networks, vec![net.clone()], "{name}");
@@ -151,6 +200,7 @@ async fn static_ip_cluster_lifecycle_on_vcsim() {
                 Some(20 * 1024 * 1024)
             );
         } else {
+            assert!(kube_vip.is_none(), "{name}: workers do not serve the VIP");
             assert_eq!((d.cpus, d.memory_mb), (2, 8192), "{name}");
             assert!(addr.starts_with("10.10.1."), "{addr}");
             let domain = if d.resource_pool.as_ref() == Some(&rp1) {
@@ -164,6 +214,7 @@ async fn static_ip_cluster_lifecycle_on_vcsim() {
             *domains.entry(domain.into()).or_default() += 1;
         }
     }
+    assert_eq!(kube_vip_nodes, 3, "every control-plane node runs kube-vip");
     assert_eq!(
         domains.values().copied().collect::<Vec<_>>(),
         vec![2, 1],
@@ -249,6 +300,7 @@ profile: { name: vs, version: '1' }
 cloudAccount: vc
 cloud:
   vsphere: { datacenter: DC0, folder: vm, ipAllocation: dhcp }
+proxy: { httpProxy: 'http://proxy.lab:3128', httpsProxy: 'http://proxy.lab:3128', noProxy: [registry.lab] }
 nodePools:
   - { name: master, role: controlPlane, size: 1, cpu: 2, memoryGb: 4, diskSizeGb: 20, placements: [{ computeCluster: DC0_C0, datastore: LocalDS_0, network: VM Network }] }
   - { name: workers, role: worker, size: 2, cpu: 2, memoryGb: 4, diskSizeGb: 20, placements: [{ computeCluster: DC0_C0, datastore: LocalDS_0, network: VM Network }] }
@@ -275,14 +327,22 @@ async fn dhcp_cluster_gets_a_load_balancer_vm() {
         endpoint.starts_with("192.168.50.") && endpoint.ends_with(":6443"),
         "{endpoint}"
     );
-    let ud = String::from_utf8(
-        base64::engine::general_purpose::STANDARD
-            .decode(lb.extra_config.get("guestinfo.userdata").unwrap())
-            .unwrap(),
-    )
-    .unwrap();
+    let ud = user_data(lb);
     assert!(ud.contains("haproxy"));
-    // The load balancer's backends follow the control plane's DHCP address.
+    // The load balancer gets the cluster's proxy, as the nodes do.
+    let doc: serde_json::Value =
+        serde_norway::from_str(ud.strip_prefix("#cloud-config\n").unwrap()).unwrap();
+    assert_eq!(doc["apt"]["http_proxy"], "http://proxy.lab:3128");
+    assert!(
+        ud.contains("NO_PROXY=") && ud.contains("registry.lab"),
+        "{ud}"
+    );
+    // DHCP: the endpoint is the load balancer, no node runs kube-vip.
+    for (name, (_, d)) in &all {
+        if name != "lab-lb" {
+            assert!(kube_vip_pod(&user_data(d)).is_none(), "{name}");
+        }
+    }
     // The load balancer's backends follow the control plane's DHCP address.
     let folder = vc.find_by_path("DC0/vm").await.unwrap().unwrap();
     let mut seen = (None, None);

@@ -1,9 +1,11 @@
 //! The vcsim harness shared by the vSphere tests: each test starts its own simulator
-//! (govmomi's `simulator.VPX()`, built from `tests/peers/vcsim/main.go`) and stops it.
+//! (govmomi's `simulator.VPX()`, built from the Go module `tests/peers/vcsim` by
+//! `scripts/vcsim`) and stops it.
 #![allow(dead_code)]
 
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -25,62 +27,39 @@ impl Drop for Vcsim {
     }
 }
 
-fn source_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/peers/vcsim")
-}
-
-/// The vcsim binary: `SPECTRO_VCSIM`, or built once into `~/.cache/spectro-vcsim` from
-/// Debian's golang-go + golang-github-vmware-govmomi-dev (GOPATH mode).
+/// The vcsim binary: `SPECTRO_VCSIM`, or built once by `scripts/vcsim --build-only` (the Go
+/// module `tests/peers/vcsim`, govmomi pinned by its go.mod + go.sum; binary in
+/// `~/.cache/spectro-vcsim`, Go caches in `~/.cache/spectro-go`). `None` when it cannot be
+/// built (no Go, no module proxy); the build's output then went to stderr.
 pub fn vcsim_binary() -> Option<PathBuf> {
-    if let Ok(p) = std::env::var("SPECTRO_VCSIM") {
-        return Some(PathBuf::from(p));
-    }
-    let home = std::env::var("HOME").unwrap_or_else(|_| "/tmp".into());
-    let dir = PathBuf::from(home).join(".cache/spectro-vcsim");
-    let bin = dir.join("vcsim");
-    let src = source_dir().join("main.go");
-    let fresh = |b: &PathBuf| {
-        let (Ok(b), Ok(s)) = (std::fs::metadata(b), std::fs::metadata(&src)) else {
-            return false;
-        };
-        b.modified().ok() >= s.modified().ok()
-    };
-    if fresh(&bin) {
-        return Some(bin);
-    }
-    if !std::path::Path::new("/usr/share/gocode/src/github.com/vmware/govmomi").exists() {
-        return None;
-    }
-    std::fs::create_dir_all(&dir).ok()?;
-    // Build into a temporary name, then rename: concurrent tests never run half a binary.
-    let tmp = dir.join(format!("vcsim.{}", std::process::id()));
-    let ok = std::process::Command::new("go")
-        .args(["build", "-o"])
-        .arg(&tmp)
-        .arg(".")
-        .current_dir(source_dir())
-        .env("GO111MODULE", "off")
-        .env("GOPATH", "/usr/share/gocode")
-        .env("GOCACHE", dir.join("gocache"))
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !ok {
-        return None;
-    }
-    std::fs::rename(&tmp, &bin).ok()?;
-    Some(bin)
+    static BINARY: OnceLock<Option<PathBuf>> = OnceLock::new();
+    BINARY
+        .get_or_init(|| {
+            if let Ok(p) = std::env::var("SPECTRO_VCSIM") {
+                return Some(PathBuf::from(p));
+            }
+            let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/vcsim");
+            let out = std::process::Command::new("bash")
+                .arg(script)
+                .arg("--build-only")
+                .stderr(Stdio::inherit())
+                .output()
+                .ok()
+                .filter(|o| o.status.success())?;
+            let path = String::from_utf8(out.stdout).ok()?;
+            Some(PathBuf::from(path.trim()))
+        })
+        .clone()
 }
 
-/// Starts a vcsim with `args` (e.g. `-cluster 2 -pool 1`), or explains why the test skips.
+/// Starts a vcsim with `args` (e.g. `-cluster 2 -pool 1`); `None` when vcsim cannot be built
+/// and the user opted out of missing peers (otherwise the test fails).
 pub async fn vcsim(args: &[&str]) -> Option<Vcsim> {
     let Some(bin) = vcsim_binary() else {
-        assert!(
-            std::env::var("SPECTRO_REQUIRE_TOOLS").is_err(),
-            "vcsim is required: apt-get install golang-go golang-github-vmware-govmomi-dev"
-        );
-        eprintln!(
-            "SKIPPED: vcsim unavailable (apt-get install golang-go golang-github-vmware-govmomi-dev)"
+        spectro_core::testing::peer_missing(
+            "vcsim",
+            "install Go >= 1.25 (or Debian's golang-go) with access to the Go module proxy, \
+             then scripts/vcsim --build-only; or set SPECTRO_VCSIM to a vcsim binary",
         );
         return None;
     };
@@ -173,7 +152,7 @@ packs:
   - name: ubuntu
     layer: os
     version: '22.04'
-    annotations: {{ image: DC0_C0_RP0_VM0, skipK8sInstall: 'true' }}
+    annotations: {{ image: DC0_H0_VM0, skipK8sInstall: 'true' }}
   - {{ name: kubernetes, layer: kubernetes, version: 1.30.4 }}
   - {{ name: calico, layer: cni, version: 3.28.0 }}
 "#
