@@ -44,6 +44,16 @@ pub enum CoreError {
         /// The stored revision.
         found: u64,
     },
+    /// A catalog object cannot be deleted while clusters (or other objects) use it.
+    #[error("{kind} `{name}` is in use by {}: delete or move them first", .users.join(", "))]
+    InUse {
+        /// Object kind.
+        kind: &'static str,
+        /// Its name.
+        name: String,
+        /// What uses it, e.g. `cluster prod-1`, `cloud account vc-lab`.
+        users: Vec<String>,
+    },
     /// Every address of an IP pool is in use.
     #[error("IP pool `{pool}` is exhausted: all {size} addresses are in use")]
     PoolExhausted {

@@ -10,6 +10,7 @@
 //! - [`engine`]: the reconcile engine (pure planner, executor, keyed work queue).
 //! - [`store`]: the `Store` trait and the embedded SQLite store.
 //! - [`sim`]: the simulated cloud (latency, quotas, faults, API-call counters).
+//! - `testing` (feature `test-util`): helpers for tests against real peers.
 #![warn(missing_docs)]
 
 pub mod bootstrap;
@@ -23,6 +24,8 @@ pub mod schema;
 pub mod secret;
 pub mod sim;
 pub mod store;
+#[cfg(feature = "test-util")]
+pub mod testing;
 pub mod validate;
 
 pub use engine::{Engine, EngineBuilder, EngineConfig};

@@ -62,11 +62,10 @@ impl PgServer {
             });
         }
         let Some(bin) = pg_bin() else {
-            assert!(
-                std::env::var("SPECTRO_REQUIRE_TOOLS").is_err(),
-                "PostgreSQL is required: install Debian's postgresql package or set SPECTRO_TEST_PG_URL"
+            spectro::testing::peer_missing(
+                "PostgreSQL",
+                "install Debian's postgresql package or set SPECTRO_TEST_PG_URL",
             );
-            eprintln!("SKIPPED: PostgreSQL is not installed (Debian package postgresql) and SPECTRO_TEST_PG_URL is not set");
             return None;
         };
         let as_postgres = unsafe_is_root();

@@ -13,7 +13,9 @@ use chrono::{DateTime, Utc};
 use super::condition::{set_condition, ConditionStatus, ConditionType};
 use super::event::{NewEvent, Severity};
 use super::planner::{plan, Action, Assessment, CreateRequest, DeleteReason, PlanInput};
-use super::status::{ClusterRecord, ClusterStatus, Lifecycle, Phase, ResolvedImage};
+use super::status::{
+    ClusterRecord, ClusterStatus, Lifecycle, PendingProfileUpdate, Phase, ResolvedImage,
+};
 use super::Inner;
 use crate::bootstrap::{self, ClusterPki, NodeBootstrap};
 use crate::error::{CoreError, Result};
@@ -116,16 +118,19 @@ fn pool_condition(role: PoolRole) -> ConditionType {
 /// A fresh machine name, unique among the cluster's machines and intents (names identify
 /// machines across crashes, so a collision would hide one machine from the planner).
 fn machine_name(
-    cluster: &str,
+    inner: &Inner,
+    cluster: &ClusterRecord,
     pool: &str,
     taken: &mut std::collections::HashSet<String>,
 ) -> String {
+    let mut attempt = 0u64;
     loop {
-        let u = uuid::Uuid::new_v4().simple().to_string();
-        let name = format!("{cluster}-{pool}-{}", &u[..6]);
+        let suffix = inner.random.name_suffix(cluster.id, pool, attempt);
+        let name = format!("{}-{pool}-{suffix}", cluster.spec.name);
         if taken.insert(name.clone()) {
             return name;
         }
+        attempt += 1;
     }
 }
 
@@ -292,6 +297,40 @@ pub(crate) async fn reconcile(inner: &Inner, id: ClusterId, fence: Option<u64>) 
     Ok(outcome)
 }
 
+/// Keeps `status.profile_update` equal to the pending profile update, with an event when one
+/// becomes available and when it has been applied.
+async fn note_profile_update(p: &mut Pass<'_>) -> Result<()> {
+    let notification = super::update::pending(&p.inner.store, &p.rec)
+        .await?
+        .and_then(|(target, rev)| super::update::notification(&p.rec, &target, rev));
+    let now = notification.as_ref().map(|n| PendingProfileUpdate {
+        profile: n.to.clone(),
+        revision: n.to_revision,
+    });
+    if now == p.status.profile_update {
+        return Ok(());
+    }
+    match (&notification, p.status.profile_update.take()) {
+        (Some(n), _) => p.event(Severity::Info, "ProfileUpdateAvailable", n.summary()),
+        (None, Some(old))
+            if p.rec.profile.reference() == old.profile
+                && p.rec.profile_revision >= old.revision =>
+        {
+            p.event(
+                Severity::Info,
+                "ProfileUpdateApplied",
+                format!(
+                    "profile {} (revision {}) applied",
+                    old.profile, old.revision
+                ),
+            )
+        }
+        _ => {}
+    }
+    p.status.profile_update = now;
+    Ok(())
+}
+
 async fn run(p: &mut Pass<'_>) -> Result<Outcome> {
     let cloud = p.rec.spec.cloud_type();
     let provider = p
@@ -324,6 +363,9 @@ async fn run(p: &mut Pass<'_>) -> Result<Outcome> {
         vip,
         image: p.status.image.as_ref().map(|i| i.image.clone()),
     };
+    if !deleting {
+        note_profile_update(p).await?;
+    }
     if deleting && p.status.phase != Phase::Deleting {
         let why = if p.rec.lifecycle == Lifecycle::Aborting {
             "provisioning aborted: deleting everything created so far"
@@ -697,9 +739,13 @@ async fn create(
                 .chain(intents.iter().map(|i| i.name.clone()))
                 .collect();
             let names: Vec<String> = (0..req.count)
-                .map(|_| machine_name(&p.rec.spec.name, &pool.name, &mut taken))
+                .map(|_| machine_name(p.inner, &p.rec, &pool.name, &mut taken))
                 .collect();
-            (uuid::Uuid::new_v4().to_string(), names, true)
+            let token = p
+                .inner
+                .random
+                .uuid(&[p.rec.id.0.as_bytes(), names.join(",").as_bytes()]);
+            (token.to_string(), names, true)
         }
     };
     let kind = pool_condition(pool.role);

@@ -14,7 +14,9 @@ pub mod event;
 pub mod executor;
 pub mod planner;
 pub mod queue;
+mod seed;
 pub mod status;
+pub mod update;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,10 +30,10 @@ use tokio::task::JoinHandle;
 
 use crate::clock::{Clock, TokioClock};
 use crate::error::{CoreError, Result};
-use crate::model::profile::{diff_profiles, drop_conflicting_overrides, find_conflicts};
+use crate::model::profile::drop_conflicting_overrides;
 use crate::model::{
-    CloudAccount, CloudType, Cluster, ClusterProfile, ConflictResolution, IpPool, OverrideConflict,
-    PackChange, PrivateCloudGateway,
+    CloudAccount, CloudType, Cluster, ClusterProfile, ConflictResolution, IpPool,
+    PrivateCloudGateway,
 };
 use crate::provider::{CloudProvider, ClusterId};
 use crate::secret::with_secrets_revealed;
@@ -64,6 +66,10 @@ pub struct EngineConfig {
     /// Replica mode: share the clusters with other engines on the same database through
     /// leases. `None`: this engine owns every cluster (one process).
     pub replica: Option<ReplicaConfig>,
+    /// Deterministic mode: cluster ids, machine names, idempotency tokens and jitter derive
+    /// from this seed (and what they are for), so a run on the simulated cloud with the same
+    /// seed replays exactly. `None` (production): random.
+    pub seed: Option<u64>,
 }
 
 /// How a replica shares work with the others.
@@ -89,6 +95,7 @@ impl Default for EngineConfig {
             infra_resync: Duration::from_secs(3600),
             machine_timeout: Duration::from_secs(20 * 60),
             replica: None,
+            seed: None,
         }
     }
 }
@@ -127,7 +134,8 @@ pub(crate) struct Inner {
     failures: std::sync::Mutex<HashMap<ClusterId, u32>>,
     last_seq: watch::Sender<u64>,
     changes: watch::Sender<u64>,
-    jitter: AtomicU64,
+    pub(crate) random: seed::Randomness,
+    created: AtomicU64,
     reconciles: AtomicU64,
     /// Replica mode: the clusters this replica holds, with their fencing tokens.
     owned: std::sync::Mutex<HashMap<ClusterId, u64>>,
@@ -151,15 +159,11 @@ impl Inner {
         }
     }
 
-    fn rand(&self) -> f64 {
-        let mut z = self
-            .jitter
-            .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed)
-            .wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        (z >> 11) as f64 / (1u64 << 53) as f64
+    /// Jitter of a cluster's resync, from the engine clock's time (deterministic when seeded).
+    fn resync_jitter(&self, id: ClusterId) -> f64 {
+        let t = self.clock.now();
+        let salt = t.timestamp_nanos_opt().unwrap_or(t.timestamp()) as u64;
+        self.random.unit(id, salt)
     }
 
     /// Exponential backoff with jitter and a cap, per cluster.
@@ -172,7 +176,7 @@ impl Inner {
         };
         let base = self.config.backoff_base.as_secs_f64() * 2f64.powi((n - 1).min(30) as i32);
         let capped = base.min(self.config.backoff_cap.as_secs_f64());
-        Duration::try_from_secs_f64(capped * (0.5 + 0.5 * self.rand()))
+        Duration::try_from_secs_f64(capped * (0.5 + 0.5 * self.random.unit(id, u64::from(n))))
             .unwrap_or(self.config.backoff_cap)
     }
 
@@ -317,7 +321,7 @@ impl Inner {
                     self.succeeded(id);
                     let r = self.config.resync_interval.as_secs_f64();
                     Some(
-                        Duration::try_from_secs_f64(r * (0.9 + 0.2 * self.rand()))
+                        Duration::try_from_secs_f64(r * (0.9 + 0.2 * self.resync_jitter(id)))
                             .unwrap_or(self.config.resync_interval),
                     )
                 }
@@ -387,7 +391,8 @@ impl EngineBuilder {
 
     /// Starts the workers and queues every live cluster (a restart resumes everything).
     pub async fn start(self) -> Result<Engine> {
-        let seed = Utc::now().timestamp_nanos_opt().unwrap_or(7) as u64;
+        let fallback = Utc::now().timestamp_nanos_opt().unwrap_or(7) as u64;
+        let random = seed::Randomness::new(self.config.seed, fallback);
         let inner = Arc::new(Inner {
             store: self.store,
             providers: self.providers,
@@ -397,7 +402,8 @@ impl EngineBuilder {
             failures: Default::default(),
             last_seq: watch::channel(0).0,
             changes: watch::channel(0).0,
-            jitter: AtomicU64::new(seed),
+            random,
+            created: AtomicU64::new(0),
             reconciles: AtomicU64::new(0),
             owned: Default::default(),
             lease_wake: tokio::sync::Notify::new(),
@@ -449,18 +455,7 @@ impl Drop for Engine {
     }
 }
 
-/// Profile changes waiting to be applied to a cluster.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct UpdateNotification {
-    /// Revision the cluster runs.
-    pub from_revision: u64,
-    /// Current revision of the profile.
-    pub to_revision: u64,
-    /// Every change since the cluster's snapshot.
-    pub changes: Vec<PackChange>,
-    /// Changes that collide with the cluster's overrides.
-    pub conflicts: Vec<OverrideConflict>,
-}
+pub use self::update::UpdateNotification;
 
 fn invalid(kind: String, violations: Vec<Violation>) -> Result<()> {
     if violations.is_empty() {
@@ -544,10 +539,128 @@ impl Engine {
             validate::validate_profile(p),
         )?;
         let key = profile_key(&p.name, &p.version);
-        self.inner
+        let rev = self
+            .inner
             .store
             .put_object(ObjectKind::Profile, &key, &encode(p)?, None)
+            .await?;
+        // Clusters on it learn of the new revision at once (update notification + event).
+        let reference = p.reference();
+        for c in self.inner.store.list_clusters(false).await? {
+            if c.spec.profile == reference {
+                self.inner.queue.add(c.id);
+            }
+        }
+        Ok(rev)
+    }
+
+    /// Deletes a profile version. Refused, naming them, while live clusters' specs name it
+    /// (clusters keep a snapshot of the profile they run, so older versions can go).
+    pub async fn delete_profile(&self, name: &str, version: &str) -> Result<()> {
+        let reference = crate::model::ProfileRef {
+            name: name.to_string(),
+            version: version.to_string(),
+        };
+        let users = self.cluster_users(|c| c.profile == reference).await?;
+        self.delete_catalog_object(
+            ObjectKind::Profile,
+            "cluster profile",
+            &profile_key(name, version),
+            users,
+        )
+        .await
+    }
+
+    /// Deletes a cloud account. Refused, naming them, while live clusters use it.
+    pub async fn delete_cloud_account(&self, name: &str) -> Result<()> {
+        let users = self.cluster_users(|c| c.cloud_account == name).await?;
+        self.delete_catalog_object(ObjectKind::CloudAccount, "cloud account", name, users)
             .await
+    }
+
+    /// Deletes an IP pool. Refused while live clusters' placements name it or any of its
+    /// addresses is still allocated.
+    pub async fn delete_ip_pool(&self, name: &str) -> Result<()> {
+        let mut users = self
+            .cluster_users(|c| {
+                c.node_pools
+                    .iter()
+                    .flat_map(|p| &p.placements)
+                    .any(|d| d.ip_pool.as_deref() == Some(name))
+            })
+            .await?;
+        let leases = self.inner.store.ip_leases(Some(name), None).await?;
+        if users.is_empty() && !leases.is_empty() {
+            users.push(format!("{} allocated address(es)", leases.len()));
+        }
+        self.delete_catalog_object(ObjectKind::IpPool, "IP pool", name, users)
+            .await
+    }
+
+    /// Deletes a private cloud gateway. Refused while cloud accounts that reach vCenter
+    /// through it, the clusters on those accounts, or IP pools linked to it exist.
+    pub async fn delete_gateway(&self, name: &str) -> Result<()> {
+        let mut accounts = Vec::new();
+        for o in self
+            .inner
+            .store
+            .list_objects(ObjectKind::CloudAccount)
+            .await?
+        {
+            let a: CloudAccount = decode("cloud account", o.body)?;
+            if a.gateway() == Some(name) {
+                accounts.push(a.name.clone());
+            }
+        }
+        let mut users = self
+            .cluster_users(|c| accounts.contains(&c.cloud_account))
+            .await?;
+        users.extend(accounts.iter().map(|a| format!("cloud account {a}")));
+        for o in self.inner.store.list_objects(ObjectKind::IpPool).await? {
+            let p: IpPool = decode("ip pool", o.body)?;
+            if p.gateway_name == name {
+                users.push(format!("IP pool {}", p.name));
+            }
+        }
+        self.delete_catalog_object(ObjectKind::Gateway, "gateway", name, users)
+            .await
+    }
+
+    /// `cluster NAME` for every live cluster whose spec matches.
+    async fn cluster_users(&self, uses: impl Fn(&Cluster) -> bool) -> Result<Vec<String>> {
+        Ok(self
+            .inner
+            .store
+            .list_clusters(false)
+            .await?
+            .into_iter()
+            .filter(|r| uses(&r.spec))
+            .map(|r| format!("cluster {}", r.spec.name))
+            .collect())
+    }
+
+    async fn delete_catalog_object(
+        &self,
+        kind: ObjectKind,
+        what: &'static str,
+        name: &str,
+        users: Vec<String>,
+    ) -> Result<()> {
+        if !users.is_empty() {
+            return Err(CoreError::InUse {
+                kind: what,
+                name: name.to_string(),
+                users,
+            });
+        }
+        if self.inner.store.delete_object(kind, name).await? {
+            Ok(())
+        } else {
+            Err(CoreError::NotFound {
+                kind: what,
+                name: name.to_string(),
+            })
+        }
     }
 
     /// Reads a profile and its revision.
@@ -693,7 +806,17 @@ impl Engine {
             return Err(CoreError::NoProvider(spec.cloud_type()));
         }
         let rec = ClusterRecord {
-            id: ClusterId::new(),
+            id: ClusterId(
+                self.inner.random.uuid(&[
+                    b"cluster",
+                    spec.name.as_bytes(),
+                    &self
+                        .inner
+                        .created
+                        .fetch_add(1, Ordering::Relaxed)
+                        .to_le_bytes(),
+                ]),
+            ),
             generation: 1,
             spec: spec.clone(),
             profile,
@@ -767,11 +890,23 @@ impl Engine {
     pub async fn plan_update(&self, id: ClusterId, spec: &Cluster) -> Result<UpdatePreview> {
         let rec = self.cluster(id).await?;
         self.check_update(&rec, spec).await?;
+        // A new profile version in the spec is applied as a profile update: show what it does.
+        let target = if spec.profile == rec.profile.reference() {
+            rec.profile.clone()
+        } else {
+            self.profile(&spec.profile.name, &spec.profile.version)
+                .await?
+                .map(|(p, _)| p)
+                .ok_or_else(|| CoreError::NotFound {
+                    kind: "cluster profile",
+                    name: spec.profile.to_string(),
+                })?
+        };
         Ok(planner::preview_update(
             &rec.spec,
             &rec.profile,
             spec,
-            &rec.profile,
+            &target,
         ))
     }
 
@@ -893,39 +1028,30 @@ impl Engine {
         Ok(pki.admin_kubeconfig(&rec.spec.name, &endpoint))
     }
 
-    /// Profile changes since the cluster's snapshot, with conflicts against its overrides.
+    /// The pending profile update of a cluster: a new revision of the profile it runs, or
+    /// the new profile version its spec names (`update_cluster` with another
+    /// `profile.version`). The changes, the conflicts with the cluster's overrides and what
+    /// applying it does per pool. `None` when the cluster runs what its spec names.
     pub async fn update_notification(&self, id: ClusterId) -> Result<Option<UpdateNotification>> {
         let rec = self.cluster(id).await?;
-        let Some((current, rev)) = self
-            .profile(&rec.spec.profile.name, &rec.spec.profile.version)
+        Ok(update::pending(&self.inner.store, &rec)
             .await?
-        else {
-            return Ok(None);
-        };
-        if rev <= rec.profile_revision {
-            return Ok(None);
-        }
-        let changes = diff_profiles(&rec.profile, &current);
-        if changes.is_empty() {
-            return Ok(None);
-        }
-        let conflicts = find_conflicts(&changes, &rec.spec.pack_values);
-        Ok(Some(UpdateNotification {
-            from_revision: rec.profile_revision,
-            to_revision: rev,
-            changes,
-            conflicts,
-        }))
+            .and_then(|(target, rev)| update::notification(&rec, &target, rev)))
     }
 
     /// Applies the pending profile update. With conflicts, `resolution` says whether the
-    /// cluster keeps its overrides or takes the profile's values; without one it fails.
+    /// cluster keeps its overrides, takes the profile's values or uses edited overrides;
+    /// without one it fails and names the conflicting keys.
     pub async fn apply_profile_update(
         &self,
         id: ClusterId,
         resolution: Option<ConflictResolution>,
     ) -> Result<u64> {
-        let Some(n) = self.update_notification(id).await? else {
+        let rec = self.cluster(id).await?;
+        let pending = update::pending(&self.inner.store, &rec).await?;
+        let Some((n, target)) = pending.and_then(|(target, rev)| {
+            update::notification(&rec, &target, rev).map(|n| (n, target))
+        }) else {
             return Err(CoreError::InvalidState(
                 "no profile update is pending".into(),
             ));
@@ -937,19 +1063,40 @@ impl Engine {
                 .map(|c| format!("{}.{}", c.pack, c.key))
                 .collect();
             return Err(CoreError::InvalidState(format!(
-                "the profile update conflicts with overrides of {}: resolve them (keep the overrides or take the profile's values)",
+                "the profile update conflicts with overrides of {}: resolve them (keep the overrides, take the profile's values or edit them)",
                 list.join(", ")
             )));
         }
-        let rec = self.cluster(id).await?;
-        let (current, rev) = self
-            .profile(&rec.spec.profile.name, &rec.spec.profile.version)
-            .await?
-            .ok_or_else(|| CoreError::NotFound {
-                kind: "cluster profile",
-                name: profile_key(&rec.spec.profile.name, &rec.spec.profile.version),
-            })?;
-        let conflicts = n.conflicts.clone();
+        let mut pack_values = rec.spec.pack_values.clone();
+        match &resolution {
+            Some(ConflictResolution::TakeProfile) => {
+                drop_conflicting_overrides(&mut pack_values, &n.conflicts)
+            }
+            Some(ConflictResolution::Edit(edited)) => {
+                for (pack, yaml) in edited {
+                    if yaml.trim().is_empty() {
+                        pack_values.remove(pack);
+                    } else {
+                        pack_values.insert(pack.clone(), yaml.clone());
+                    }
+                }
+            }
+            Some(ConflictResolution::KeepOverrides) | None => {}
+        }
+        // The cluster as it will be: validated against the target profile before anything
+        // is written.
+        let mut spec = rec.spec.clone();
+        spec.pack_values = pack_values;
+        let mut cat = self.catalog_for(&spec).await?;
+        cat.profiles.insert(
+            (target.name.clone(), target.version.clone()),
+            target.clone(),
+        );
+        invalid(
+            format!("profile update of cluster {}", rec.spec.name),
+            validate::validate_cluster(&spec, &cat),
+        )?;
+        let (expected_profile, expected_rev) = (rec.profile.reference(), rec.profile_revision);
         let rec = self
             .modify(id, |r| {
                 if r.lifecycle.is_deleting() {
@@ -957,11 +1104,20 @@ impl Engine {
                         "the cluster is being deleted".into(),
                     ));
                 }
-                r.profile = current.clone();
-                r.profile_revision = rev;
-                if resolution == Some(ConflictResolution::TakeProfile) {
-                    drop_conflicting_overrides(&mut r.spec.pack_values, &conflicts);
+                if r.profile.reference() != expected_profile
+                    || r.profile_revision != expected_rev
+                    || r.spec.profile != n.to
+                {
+                    return Err(CoreError::Conflict {
+                        kind: "cluster profile snapshot",
+                        name: r.spec.name.clone(),
+                        expected: expected_rev,
+                        found: r.profile_revision,
+                    });
                 }
+                r.profile = target.clone();
+                r.profile_revision = n.to_revision;
+                r.spec.pack_values = spec.pack_values.clone();
                 Ok(())
             })
             .await?;

@@ -196,8 +196,10 @@ pub fn image_spec(profile: &ClusterProfile) -> Option<ImageSpec> {
     })
 }
 
-/// The shape hash of a pool's machines built from `image_id`: any change means replacement.
-pub fn shape_hash(pool: &NodePool, image_id: &str) -> String {
+/// The shape hash of a pool's machines in `fault_domain` built from `image_id`: any change
+/// means replacement. Only the machine's own placement domain counts (vSphere), so adding or
+/// removing another domain moves only the machines the new balance needs.
+pub fn shape_hash(pool: &NodePool, fault_domain: &str, image_id: &str) -> String {
     let mut h = Sha256::new();
     let parts = (
         &pool.instance_type,
@@ -205,7 +207,7 @@ pub fn shape_hash(pool: &NodePool, image_id: &str) -> String {
         pool.disk_size_gb,
         pool.cpu,
         pool.memory_gb,
-        &pool.placements,
+        pool.placement_for(fault_domain),
         image_id,
     );
     h.update(serde_json::to_vec(&parts).unwrap_or_default());
@@ -312,9 +314,13 @@ fn plan_machines(input: &PlanInput<'_>, image_id: &str, plan: &mut Plan) {
     let mut pools: Vec<&NodePool> = input.spec.node_pools.iter().collect();
     pools.sort_by_key(|p| p.role);
     for pool in pools {
-        let shape = shape_hash(pool, image_id);
         let zones = pool.fault_domains();
         let targets = zone_targets(pool.size, &zones);
+        let shapes: BTreeMap<&str, String> = zones
+            .iter()
+            .map(|z| (z.as_str(), shape_hash(pool, z, image_id)))
+            .collect();
+        let shape_ok = |zone: &str, shape: &str| shapes.get(zone).is_some_and(|s| s == shape);
         let mine: Vec<&Machine> = input
             .machines
             .iter()
@@ -324,9 +330,9 @@ fn plan_machines(input: &PlanInput<'_>, image_id: &str, plan: &mut Plan) {
             .iter()
             .partition(|m| stuck(m, input.now, input.machine_timeout));
         let pool_pending: Vec<&&Intent> = pending.iter().filter(|i| i.pool == pool.name).collect();
-        let (up, old): (Vec<&Machine>, Vec<&Machine>) = live
-            .iter()
-            .partition(|m| m.shape == shape && targets.contains_key(&m.zone));
+        let (mut up, mut old): (Vec<&Machine>, Vec<&Machine>) =
+            live.iter().partition(|m| shape_ok(&m.zone, &m.shape));
+        rebalance(&mut up, &mut old, &targets, pool.size);
         let ready = up
             .iter()
             .filter(|m| m.state == MachineState::Running)
@@ -376,7 +382,7 @@ fn plan_machines(input: &PlanInput<'_>, image_id: &str, plan: &mut Plan) {
             *have.entry(m.zone.as_str()).or_default() += 1;
         }
         for i in &pool_pending {
-            if i.shape == shape {
+            if shape_ok(&i.zone, &i.shape) {
                 *have.entry(i.zone.as_str()).or_default() += 1;
             }
         }
@@ -404,13 +410,13 @@ fn plan_machines(input: &PlanInput<'_>, image_id: &str, plan: &mut Plan) {
                     if !in_flight {
                         if let Some((zone, _)) = deficits.first() {
                             plan.actions
-                                .push(create(pool, zone, 1, &shape, bootstrap(cp_first)));
+                                .push(create(pool, zone, 1, &shapes, bootstrap(cp_first)));
                         }
                     }
                 } else {
                     for (zone, n) in deficits {
                         plan.actions
-                            .push(create(pool, &zone, n, &shape, bootstrap(false)));
+                            .push(create(pool, &zone, n, &shapes, bootstrap(false)));
                     }
                 }
             } else if n_have > pool.size && !pool.is_control_plane() && pool_pending.is_empty() {
@@ -442,7 +448,7 @@ fn plan_machines(input: &PlanInput<'_>, image_id: &str, plan: &mut Plan) {
                 let deficits = deficits(&targets, &have, 1);
                 if let Some((zone, _)) = deficits.first() {
                     plan.actions
-                        .push(create(pool, zone, 1, &shape, bootstrap(false)));
+                        .push(create(pool, zone, 1, &shapes, bootstrap(false)));
                 }
             }
         }
@@ -488,12 +494,18 @@ fn reissue(pending: &[&Intent], plan: &mut Plan) {
     }
 }
 
-fn create(pool: &NodePool, zone: &str, count: u32, shape: &str, b: BootstrapRole) -> Action {
+fn create(
+    pool: &NodePool,
+    zone: &str,
+    count: u32,
+    shapes: &BTreeMap<&str, String>,
+    b: BootstrapRole,
+) -> Action {
     Action::CreateMachines(CreateRequest {
         pool: pool.name.clone(),
         zone: zone.to_string(),
         count,
-        shape: shape.to_string(),
+        shape: shapes.get(zone).cloned().unwrap_or_default(),
         bootstrap: b,
         reissue: None,
     })
@@ -533,6 +545,79 @@ fn deficits(
         }
     }
     out
+}
+
+/// A pool spread unevenly (a zone was added, or a zone's machines went) with no room to
+/// create in the short zones: the machines beyond their zone's target, newest first, become
+/// outdated, so the rolling replacement (surge 1) moves them. Not during a scale-down, which
+/// already takes from the fullest zones.
+fn rebalance<'m>(
+    up: &mut Vec<&'m Machine>,
+    old: &mut Vec<&'m Machine>,
+    targets: &BTreeMap<String, u32>,
+    size: u32,
+) {
+    let n = up.len() as u32;
+    if n > size {
+        return;
+    }
+    let mut count: BTreeMap<&str, u32> = BTreeMap::new();
+    for m in up.iter() {
+        *count.entry(m.zone.as_str()).or_default() += 1;
+    }
+    let short: u32 = targets
+        .iter()
+        .map(|(z, t)| t.saturating_sub(*count.get(z.as_str()).unwrap_or(&0)))
+        .sum();
+    // Creates fill up to `size`; what they cannot fill must move.
+    let moves = short.saturating_sub(size - n);
+    if moves == 0 {
+        return;
+    }
+    let movers: BTreeSet<String> = pick_victims(up, targets, moves)
+        .into_iter()
+        .map(|m| m.name)
+        .collect();
+    let (stay, go): (Vec<&Machine>, Vec<&Machine>) =
+        up.iter().partition(|m| !movers.contains(&m.name));
+    *up = stay;
+    old.extend(go);
+}
+
+/// Nodes that move when a pool's zones change (the pool balanced over the old zones, then
+/// over the new ones; a scale-down's removals are not moves).
+fn zone_moves(o: &NodePool, p: &NodePool) -> u32 {
+    let (oz, nz) = (o.fault_domains(), p.fault_domains());
+    if oz == nz {
+        return 0;
+    }
+    let have = zone_targets(o.size, &oz);
+    let want = zone_targets(p.size, &nz);
+    let excess: u32 = have
+        .iter()
+        .map(|(z, n)| n.saturating_sub(*want.get(z).unwrap_or(&0)))
+        .sum();
+    excess.saturating_sub(o.size.saturating_sub(p.size))
+}
+
+fn zone_reasons(o: &NodePool, p: &NodePool) -> Vec<String> {
+    let (oz, nz) = (o.fault_domains(), p.fault_domains());
+    let list = |a: &[String], b: &[String]| {
+        a.iter()
+            .filter(|z| !b.contains(z))
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut r = Vec::new();
+    let (added, removed) = (list(&nz, &oz), list(&oz, &nz));
+    if !added.is_empty() {
+        r.push(format!("zones added: {added}"));
+    }
+    if !removed.is_empty() {
+        r.push(format!("zones removed: {removed}"));
+    }
+    r
 }
 
 /// Machines to remove when scaling down: from the zones most over target, newest first.
@@ -665,21 +750,6 @@ fn shape_reasons(a: &NodePool, b: &NodePool) -> Vec<String> {
     if a.placements != b.placements {
         r.push("placements changed".into());
     }
-    let removed: Vec<&String> = a
-        .availability_zones
-        .iter()
-        .filter(|z| !b.availability_zones.contains(z) && !b.availability_zones.is_empty())
-        .collect();
-    if !removed.is_empty() {
-        r.push(format!(
-            "zones removed: {}",
-            removed
-                .iter()
-                .map(|s| s.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
-    }
     r
 }
 
@@ -705,7 +775,17 @@ pub fn preview_update(
                 if image_changes {
                     reasons.insert(0, "image (OS/Kubernetes packs) changed".into());
                 }
-                if !reasons.is_empty() {
+                let moves = zone_moves(o, p);
+                if reasons.is_empty() && moves > 0 {
+                    // Only the zones changed: the nodes beyond their zone's new share move.
+                    creates += moves + p.size.saturating_sub(o.size);
+                    deletes += moves + o.size.saturating_sub(p.size);
+                    PoolChange::Replace {
+                        nodes: moves,
+                        reasons: zone_reasons(o, p),
+                        new_size: (o.size != p.size).then_some(p.size),
+                    }
+                } else if !reasons.is_empty() {
                     let replaced = o.size.min(p.size);
                     creates += p.size;
                     deletes += o.size;
@@ -793,7 +873,7 @@ mod tests {
         }
 
         fn shape(&self, pool: usize) -> String {
-            shape_hash(&self.spec.node_pools[pool], "ami-1")
+            shape_hash(&self.spec.node_pools[pool], "", "ami-1")
         }
 
         fn add(&mut self, pool: usize, zone: &str, state: MachineState, shape: Option<String>) {
@@ -852,6 +932,71 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    #[test]
+    fn a_new_zone_moves_only_what_the_balance_needs_one_at_a_time() {
+        let mut fx = Fx::new();
+        fx.spec.node_pools.truncate(2);
+        fx.spec.node_pools[1].size = 4;
+        fx.spec.node_pools[1].availability_zones = vec!["us-east-1a".into(), "us-east-1b".into()];
+        for z in ["us-east-1a", "us-east-1b", "us-east-1c"] {
+            fx.add(0, z, MachineState::Running, None);
+        }
+        for z in ["us-east-1a", "us-east-1a", "us-east-1b", "us-east-1b"] {
+            fx.add(1, z, MachineState::Running, None);
+        }
+        assert!(fx.plan().actions.is_empty());
+        fx.spec.node_pools[1]
+            .availability_zones
+            .push("us-east-1c".into());
+        let p = fx.plan();
+        // Surge 1: a node in the new zone first, nothing deleted yet.
+        assert_eq!(
+            creates(&p),
+            [(
+                "w".into(),
+                "us-east-1c".into(),
+                1,
+                BootstrapRole::JoinWorker
+            )]
+        );
+        assert!(deletes(&p).is_empty());
+        assert_eq!(p.assessment.pools["w"].outdated, 1);
+        // Once it runs, the pool is one over its size: the newest node of the fullest zone
+        // (b) goes.
+        fx.add(1, "us-east-1c", MachineState::Running, None);
+        let p = fx.plan();
+        assert_eq!(
+            deletes(&p),
+            [(vec!["w-6".to_string()], DeleteReason::ScaleDown)]
+        );
+        assert!(creates(&p).is_empty());
+    }
+
+    #[test]
+    fn a_new_placement_domain_keeps_the_shape_of_machines_in_the_others() {
+        let mut fx = Fx::new();
+        let domain = |cc: &str| -> crate::model::PlacementDomain {
+            from_text(
+                &format!("{{computeCluster: {cc}, datastore: ds, network: net}}"),
+                Format::Yaml,
+            )
+            .unwrap()
+        };
+        fx.spec.node_pools[1].availability_zones.clear();
+        fx.spec.node_pools[1].placements = vec![domain("a"), domain("b")];
+        let before = shape_hash(&fx.spec.node_pools[1], "placement-0", "ami-1");
+        fx.spec.node_pools[1].placements.push(domain("c"));
+        assert_eq!(
+            shape_hash(&fx.spec.node_pools[1], "placement-0", "ami-1"),
+            before
+        );
+        fx.spec.node_pools[1].placements[0] = domain("z");
+        assert_ne!(
+            shape_hash(&fx.spec.node_pools[1], "placement-0", "ami-1"),
+            before
+        );
     }
 
     #[test]

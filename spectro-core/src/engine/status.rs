@@ -7,7 +7,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::condition::Condition;
-use crate::model::{Cluster, ClusterProfile};
+use crate::model::{Cluster, ClusterProfile, ProfileRef};
 use crate::provider::{ClusterId, ImageRef, InfraStatus};
 
 /// The image a cluster uses, with the signature of the packs it was resolved for.
@@ -85,6 +85,16 @@ pub struct PoolStatus {
     pub outdated: u32,
 }
 
+/// A profile update waiting to be applied: the profile the spec names and its revision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingProfileUpdate {
+    /// The profile (name and version) the update moves to.
+    pub profile: ProfileRef,
+    /// Its revision.
+    pub revision: u64,
+}
+
 /// What the engine knows about a cluster.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -110,6 +120,10 @@ pub struct ClusterStatus {
     pub pools: BTreeMap<String, PoolStatus>,
     /// The last error, if the last attempt failed.
     pub last_error: Option<String>,
+    /// A profile update waiting to be applied (`Engine::update_notification` has the
+    /// details; `Engine::apply_profile_update` applies it).
+    #[serde(default)]
+    pub profile_update: Option<PendingProfileUpdate>,
 }
 
 impl Default for ClusterStatus {
@@ -125,6 +139,7 @@ impl Default for ClusterStatus {
             infrastructure_generation: 0,
             pools: BTreeMap::new(),
             last_error: None,
+            profile_update: None,
         }
     }
 }

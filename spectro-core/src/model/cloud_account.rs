@@ -21,6 +21,14 @@ impl CloudAccount {
     pub fn cloud(&self) -> CloudType {
         self.credentials.cloud()
     }
+
+    /// The private cloud gateway the account reaches its cloud through (vSphere).
+    pub fn gateway(&self) -> Option<&str> {
+        match &self.credentials {
+            Credentials::Vsphere(v) => Some(&v.gateway),
+            _ => None,
+        }
+    }
 }
 
 /// Credentials of one cloud.

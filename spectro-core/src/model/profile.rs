@@ -69,6 +69,14 @@ impl ClusterProfile {
         self.packs.iter().find(|p| p.name == name)
     }
 
+    /// The reference (name and version) a cluster uses to name this profile.
+    pub fn reference(&self) -> ProfileRef {
+        ProfileRef {
+            name: self.name.clone(),
+            version: self.version.clone(),
+        }
+    }
+
     /// The Kubernetes version of the profile (the kubernetes pack's version).
     pub fn kubernetes_version(&self) -> Option<&str> {
         self.pack(PackLayer::Kubernetes).map(|p| p.version.as_str())
@@ -83,6 +91,12 @@ pub struct ProfileRef {
     pub name: String,
     /// Profile version.
     pub version: String,
+}
+
+impl std::fmt::Display for ProfileRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}@{}", self.name, self.version)
+    }
 }
 
 /// One change between the profile a cluster runs and the current profile.
@@ -126,6 +140,25 @@ pub enum PackChange {
         /// Pack name.
         pack: String,
     },
+    /// The Kubernetes manifests the pack installs changed.
+    ManifestsChanged {
+        /// Pack name.
+        pack: String,
+    },
+}
+
+impl PackChange {
+    /// The pack the change is about.
+    pub fn pack(&self) -> &str {
+        match self {
+            PackChange::Added { pack, .. }
+            | PackChange::Removed { pack }
+            | PackChange::VersionChanged { pack, .. }
+            | PackChange::ValueChanged { pack, .. }
+            | PackChange::DefinitionChanged { pack }
+            | PackChange::ManifestsChanged { pack } => pack,
+        }
+    }
 }
 
 /// A profile value change that hits a value the cluster overrides: must be resolved first.
@@ -143,13 +176,16 @@ pub struct OverrideConflict {
 }
 
 /// How an update notification's conflicts are resolved when it is applied.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum ConflictResolution {
     /// Keep the cluster's overrides.
     KeepOverrides,
     /// Drop the conflicting overrides and take the profile's values.
     TakeProfile,
+    /// Replace the overrides of the named packs with edited ones (pack name → YAML mapping;
+    /// an empty text removes the pack's overrides). Overrides of other packs are kept.
+    Edit(BTreeMap<String, String>),
 }
 
 /// The changes between two profile revisions, pack by pack, in profile order.
@@ -175,6 +211,11 @@ pub fn diff_profiles(old: &ClusterProfile, new: &ClusterProfile) -> Vec<PackChan
                     || o.ansible_roles != p.ansible_roles
                 {
                     out.push(PackChange::DefinitionChanged {
+                        pack: p.name.clone(),
+                    });
+                }
+                if o.manifests != p.manifests {
+                    out.push(PackChange::ManifestsChanged {
                         pack: p.name.clone(),
                     });
                 }
@@ -264,17 +305,20 @@ pub fn drop_conflicting_overrides(
     overrides.retain(|_, t| !t.trim().is_empty());
 }
 
+/// Removes `key` (dotted) and the mappings it leaves empty.
 fn remove_dotted(v: &mut serde_json::Value, key: &str) {
-    let mut parts: Vec<&str> = key.split('.').collect();
-    let Some(last) = parts.pop() else { return };
-    let mut cur = v;
-    for p in parts {
-        match cur.get_mut(p) {
-            Some(next) => cur = next,
-            None => return,
+    let Some(m) = v.as_object_mut() else { return };
+    match key.split_once('.') {
+        None => {
+            m.remove(key);
         }
-    }
-    if let Some(m) = cur.as_object_mut() {
-        m.remove(last);
+        Some((head, rest)) => {
+            if let Some(child) = m.get_mut(head) {
+                remove_dotted(child, rest);
+                if child.as_object().is_some_and(|c| c.is_empty()) {
+                    m.remove(head);
+                }
+            }
+        }
     }
 }

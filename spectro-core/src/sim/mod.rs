@@ -172,8 +172,8 @@ struct SimCluster {
 }
 
 struct State {
-    rng: u64,
-    next_id: u64,
+    seed: u64,
+    streams: HashMap<ClusterId, (u64, u64)>,
     clusters: HashMap<ClusterId, SimCluster>,
     images: HashMap<String, ImageRef>,
     calls: BTreeMap<&'static str, u64>,
@@ -185,19 +185,36 @@ struct State {
 }
 
 impl State {
-    fn rand(&mut self) -> f64 {
-        // splitmix64
-        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.rng;
+    /// The cluster's own stream: its RNG state and id counter. Calls for one cluster come
+    /// one at a time (the engine never reconciles a cluster twice at once), so what a cluster
+    /// draws does not depend on how other clusters' calls interleave with its own.
+    fn stream(&mut self, cluster: Option<ClusterId>) -> &mut (u64, u64) {
+        let seed = self.seed;
+        let key = cluster.unwrap_or(ClusterId(uuid::Uuid::nil()));
+        self.streams.entry(key).or_insert_with(|| {
+            let (hi, lo) = key.0.as_u64_pair();
+            (seed ^ hi.rotate_left(17) ^ lo, 0)
+        })
+    }
+
+    /// A number in [0, 1) from the cluster's stream (splitmix64).
+    fn rand_for(&mut self, cluster: Option<ClusterId>) -> f64 {
+        let st = self.stream(cluster);
+        st.0 = st.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = st.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^= z >> 31;
         (z >> 11) as f64 / (1u64 << 53) as f64
     }
 
-    fn id(&mut self, prefix: &str) -> String {
-        self.next_id += 1;
-        format!("{prefix}-{:08x}", self.next_id)
+    /// A resource id unique in the cloud, numbered per cluster; also returns the number.
+    fn id(&mut self, cluster: ClusterId, prefix: &str) -> (String, u64) {
+        let st = self.stream(Some(cluster));
+        st.1 += 1;
+        let n = st.1;
+        let short = &cluster.0.simple().to_string()[..8];
+        (format!("{prefix}-{short}-{n:06x}"), n)
     }
 }
 
@@ -272,8 +289,8 @@ impl SimCloud {
     /// A simulated cloud with an explicit clock.
     pub fn with_clock(cloud: CloudType, config: SimConfig, clock: Arc<dyn Clock>) -> Self {
         let state = State {
-            rng: config.seed,
-            next_id: 0,
+            seed: config.seed,
+            streams: HashMap::new(),
             clusters: HashMap::new(),
             images: HashMap::new(),
             calls: BTreeMap::new(),
@@ -410,7 +427,7 @@ impl SimCloud {
 
     /// Counts the call, applies latency and injected faults. A call may lose its response
     /// (the returned flag) after taking effect.
-    async fn enter(&self, op: SimOp) -> Result<bool, ProviderError> {
+    async fn enter(&self, op: SimOp, cluster: Option<ClusterId>) -> Result<bool, ProviderError> {
         if let Some(d) = self.config.latency.get(&op) {
             if !d.is_zero() {
                 tokio::time::sleep(*d).await;
@@ -420,7 +437,7 @@ impl SimCloud {
             let mut st = self.lock();
             *st.calls.entry(op.as_str()).or_default() += 1;
             st.total_calls += 1;
-            let r = st.rand();
+            let r = st.rand_for(cluster);
             if r < self.config.throttle_rate {
                 return Err(ProviderError::Throttled {
                     retry_after: self.config.throttle_retry_after,
@@ -438,7 +455,7 @@ impl SimCloud {
                     ),
                 });
             }
-            let lose = st.rand() < self.config.lost_response_rate;
+            let lose = st.rand_for(cluster) < self.config.lost_response_rate;
             (lose, st.hook.clone(), st.total_calls)
         };
         if let Some(h) = hook {
@@ -479,7 +496,7 @@ impl CloudProvider for SimCloud {
     }
 
     async fn validate_account(&self, account: &CloudAccount) -> Result<(), ProviderError> {
-        self.enter(SimOp::ValidateAccount).await?;
+        self.enter(SimOp::ValidateAccount, None).await?;
         if account.cloud() != self.cloud {
             return Err(ProviderError::Unauthorized {
                 message: format!(
@@ -506,11 +523,13 @@ impl CloudProvider for SimCloud {
 
     async fn ensure_image(
         &self,
-        _ctx: &ClusterContext,
+        ctx: &ClusterContext,
         spec: &ImageSpec,
     ) -> Result<ImageRef, ProviderError> {
         if spec.customization.is_none() {
-            let lose = self.enter(SimOp::ResolveImage).await?;
+            let lose = self
+                .enter(SimOp::ResolveImage, Some(ctx.cluster_id))
+                .await?;
             self.leave(SimOp::ResolveImage, lose).await?;
             let id = spec.base_image.clone().unwrap_or_else(|| {
                 format!(
@@ -526,11 +545,15 @@ impl CloudProvider for SimCloud {
         // Reuse an image built for the same signature.
         let cached = self.lock().images.get(&spec.signature).cloned();
         if let Some(img) = cached {
-            let lose = self.enter(SimOp::ResolveImage).await?;
+            let lose = self
+                .enter(SimOp::ResolveImage, Some(ctx.cluster_id))
+                .await?;
             self.leave(SimOp::ResolveImage, lose).await?;
             return Ok(img);
         }
-        let lose = self.enter(SimOp::CustomizeImage).await?;
+        let lose = self
+            .enter(SimOp::CustomizeImage, Some(ctx.cluster_id))
+            .await?;
         let img = {
             let mut st = self.lock();
             let id = format!("sim-custom-{}", spec.signature);
@@ -549,7 +572,9 @@ impl CloudProvider for SimCloud {
         &self,
         ctx: &ClusterContext,
     ) -> Result<InfraStatus, ProviderError> {
-        let lose = self.enter(SimOp::EnsureInfrastructure).await?;
+        let lose = self
+            .enter(SimOp::EnsureInfrastructure, Some(ctx.cluster_id))
+            .await?;
         let now = self.clock.now();
         let status = {
             let mut st = self.lock();
@@ -568,11 +593,11 @@ impl CloudProvider for SimCloud {
                 zones.dedup();
                 let mut resources = vec![CloudResource {
                     kind: "network".into(),
-                    id: st.id("net"),
+                    id: st.id(ctx.cluster_id, "net").0,
                 }];
                 let mut outputs = BTreeMap::new();
                 for z in &zones {
-                    let id = st.id("subnet");
+                    let id = st.id(ctx.cluster_id, "subnet").0;
                     outputs.insert(format!("subnet/{z}"), id.clone());
                     resources.push(CloudResource {
                         kind: "subnet".into(),
@@ -581,11 +606,11 @@ impl CloudProvider for SimCloud {
                 }
                 resources.push(CloudResource {
                     kind: "load-balancer".into(),
-                    id: st.id("lb"),
+                    id: st.id(ctx.cluster_id, "lb").0,
                 });
                 resources.push(CloudResource {
                     kind: "security-group".into(),
-                    id: st.id("sg"),
+                    id: st.id(ctx.cluster_id, "sg").0,
                 });
                 let endpoint = match ctx.vip {
                     Some(vip) => format!("{vip}:6443"),
@@ -620,7 +645,9 @@ impl CloudProvider for SimCloud {
     }
 
     async fn list_machines(&self, ctx: &ClusterContext) -> Result<Vec<Machine>, ProviderError> {
-        let lose = self.enter(SimOp::ListMachines).await?;
+        let lose = self
+            .enter(SimOp::ListMachines, Some(ctx.cluster_id))
+            .await?;
         let now = self.clock.now();
         let out = {
             let mut st = self.lock();
@@ -647,7 +674,9 @@ impl CloudProvider for SimCloud {
         infra: &InfraStatus,
         batch: &MachineBatch,
     ) -> Result<Vec<Machine>, ProviderError> {
-        let lose = self.enter(SimOp::CreateMachines).await?;
+        let lose = self
+            .enter(SimOp::CreateMachines, Some(ctx.cluster_id))
+            .await?;
         let now = self.clock.now();
         let created = (|| {
             let mut st = self.lock();
@@ -697,15 +726,17 @@ impl CloudProvider for SimCloud {
             let mut out = Vec::new();
             let mut ids = Vec::new();
             for (k, name) in batch.names.iter().enumerate() {
-                let id = st.id("m");
-                let n = st.next_id;
+                let (id, n) = st.id(ctx.cluster_id, "m");
                 let address = batch
                     .network
                     .get(k)
                     .map(|nw| nw.address)
                     .unwrap_or_else(|| {
                         std::net::IpAddr::V4(std::net::Ipv4Addr::from(
-                            0x0a00_0000u32 | (n as u32 & 0x00ff_ffff),
+                            // 10.<cluster>.<n>: unique in the cluster's network.
+                            0x0a00_0000u32
+                                | (u32::from(ctx.cluster_id.0.as_bytes()[0]) << 16)
+                                | (n as u32 & 0xffff),
                         ))
                     });
                 let machine = Machine {
@@ -757,7 +788,9 @@ impl CloudProvider for SimCloud {
         ctx: &ClusterContext,
         machines: &[Machine],
     ) -> Result<(), ProviderError> {
-        let lose = self.enter(SimOp::DeleteMachines).await?;
+        let lose = self
+            .enter(SimOp::DeleteMachines, Some(ctx.cluster_id))
+            .await?;
         let now = self.clock.now();
         {
             let mut st = self.lock();
@@ -785,7 +818,9 @@ impl CloudProvider for SimCloud {
         &self,
         ctx: &ClusterContext,
     ) -> Result<DeleteStatus, ProviderError> {
-        let lose = self.enter(SimOp::DeleteInfrastructure).await?;
+        let lose = self
+            .enter(SimOp::DeleteInfrastructure, Some(ctx.cluster_id))
+            .await?;
         let now = self.clock.now();
         {
             let mut st = self.lock();
