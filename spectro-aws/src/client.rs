@@ -143,6 +143,90 @@ impl Intercept for Throttler {
     }
 }
 
+/// Test tool for crash tests: the process "dies" at the `at`-th API attempt (EC2 and ELB,
+/// counted from 1): either before that call reaches AWS, or after AWS acted on it but before
+/// its answer is read. Every later attempt fails before it is sent, as nothing runs after a
+/// crash. The caller then "restarts" with clients built without it.
+#[derive(Debug)]
+pub struct InjectCrash {
+    at: u64,
+    after: bool,
+    seen: std::sync::atomic::AtomicU64,
+    answer_lost: std::sync::atomic::AtomicBool,
+}
+
+impl InjectCrash {
+    /// Crashes right before the `at`-th attempt is sent.
+    pub fn before(at: u64) -> Self {
+        InjectCrash {
+            at,
+            after: false,
+            seen: Default::default(),
+            answer_lost: Default::default(),
+        }
+    }
+
+    /// Crashes right after the `at`-th attempt took effect (its answer is never read).
+    pub fn after(at: u64) -> Self {
+        InjectCrash {
+            after: true,
+            ..InjectCrash::before(at)
+        }
+    }
+
+    /// Whether the crash happened (the `at`-th attempt was reached).
+    pub fn crashed(&self) -> bool {
+        self.seen.load(std::sync::atomic::Ordering::SeqCst) >= self.at
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Crasher(Arc<InjectCrash>);
+
+impl Intercept for Crasher {
+    fn name(&self) -> &'static str {
+        "spectro-inject-crash"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _: &BeforeTransmitInterceptorContextRef<'_>,
+        _: &RuntimeComponents,
+        _: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        use std::sync::atomic::Ordering;
+        let t = &self.0;
+        let n = t.seen.fetch_add(1, Ordering::SeqCst) + 1;
+        if n > t.at || (n == t.at && !t.after) {
+            return Err("spectro injected crash: the process is gone".into());
+        }
+        if n == t.at {
+            t.answer_lost.store(true, Ordering::SeqCst);
+        }
+        Ok(())
+    }
+
+    fn modify_before_deserialization(
+        &self,
+        ctx: &mut BeforeDeserializationInterceptorContextMut<'_>,
+        _: &RuntimeComponents,
+        _: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if self
+            .0
+            .answer_lost
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            let resp = ctx.response_mut();
+            *resp.status_mut() = aws_smithy_runtime_api::http::StatusCode::try_from(400u16)?;
+            *resp.body_mut() = aws_smithy_types::body::SdkBody::from(
+                "<Response><Errors><Error><Code>SpectroInjectedCrash</Code><Message>the process died before reading this answer</Message></Error></Errors><RequestID>spectro-injected</RequestID></Response>",
+            );
+        }
+        Ok(())
+    }
+}
+
 /// How to reach AWS: builds the clients of an account in a region.
 #[derive(Debug, Clone)]
 pub struct AwsConnector {
@@ -151,6 +235,7 @@ pub struct AwsConnector {
     max_attempts: u32,
     calls: Arc<CallCounter>,
     throttling: Option<Arc<InjectThrottling>>,
+    crash: Option<Arc<InjectCrash>>,
     max_backoff: Option<std::time::Duration>,
 }
 
@@ -162,6 +247,7 @@ impl Default for AwsConnector {
             max_attempts: 3,
             calls: Arc::default(),
             throttling: None,
+            crash: None,
             max_backoff: None,
         }
     }
@@ -227,6 +313,12 @@ impl AwsConnector {
         self
     }
 
+    /// Crashes at an API attempt (crash tests).
+    pub fn with_injected_crash(mut self, t: Arc<InjectCrash>) -> Self {
+        self.crash = Some(t);
+        self
+    }
+
     /// The API-attempt counter shared by every client this connector builds.
     pub fn calls(&self) -> &Arc<CallCounter> {
         &self.calls
@@ -276,6 +368,9 @@ impl AwsConnector {
         if let Some(t) = &self.throttling {
             ec2 = ec2.interceptor(Throttler(t.clone()));
         }
+        if let Some(t) = &self.crash {
+            ec2 = ec2.interceptor(Crasher(t.clone()));
+        }
         AwsClients {
             ec2: aws_sdk_ec2::Client::from_conf(ec2.build()),
             sts: aws_sdk_sts::Client::from_conf(sts.build()),
@@ -313,6 +408,9 @@ impl AwsConnector {
             .interceptor(ExtraHeaders(self.headers.clone()));
         if let Some(e) = &self.endpoint {
             b = b.endpoint_url(e.clone());
+        }
+        if let Some(t) = &self.crash {
+            b = b.interceptor(Crasher(t.clone()));
         }
         aws_sdk_elasticloadbalancing::Client::from_conf(b.build())
     }

@@ -14,9 +14,72 @@ pub fn image_name_pattern(spec: &ImageSpec) -> String {
     )
 }
 
+/// OS pack annotation: further AWS accounts whose AMIs may be picked by name, comma-separated
+/// 12-digit account ids (`amazon` and `aws-marketplace` are accepted too). The cluster's own
+/// account (`self`) is always searched; nobody else's image is picked unless named here.
+pub const ANNOTATION_IMAGE_OWNERS: &str = "imageOwners";
+
+/// The owners an image may be picked from by name: `self` plus the OS pack's
+/// [`ANNOTATION_IMAGE_OWNERS`].
+pub fn image_owners(spec: &ImageSpec) -> Result<Vec<String>, ProviderError> {
+    let mut owners = vec!["self".to_string()];
+    if let Some(text) = spec.os.annotations.get(ANNOTATION_IMAGE_OWNERS) {
+        for o in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let ok = (o.len() == 12 && o.bytes().all(|b| b.is_ascii_digit()))
+                || matches!(o, "self" | "amazon" | "aws-marketplace");
+            if !ok {
+                return Err(ProviderError::Terminal {
+                    message: format!(
+                        "annotation `{ANNOTATION_IMAGE_OWNERS}` of os pack {}: `{o}` is not an AWS account id (12 digits)",
+                        spec.os.name
+                    ),
+                });
+            }
+            if !owners.iter().any(|x| x == o) {
+                owners.push(o.to_string());
+            }
+        }
+    }
+    Ok(owners)
+}
+
+/// An image as resolved, with the device name of its root volume.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResolvedImage {
+    /// The image.
+    pub image: ImageRef,
+    /// `RootDeviceName` of the AMI (e.g. `/dev/xvda`), when AWS reports it.
+    pub root_device_name: Option<String>,
+}
+
 /// Resolves the AMI: an explicit `image` annotation on the OS pack wins (it must exist in the
-/// region); otherwise the newest available image named [`image_name_pattern`].
+/// region); otherwise the newest available image named [`image_name_pattern`] owned by the
+/// account itself or by an owner the OS pack names ([`ANNOTATION_IMAGE_OWNERS`]).
 pub async fn resolve_image(c: &AwsClients, spec: &ImageSpec) -> Result<ImageRef, ProviderError> {
+    resolve(c, spec).await.map(|r| r.image)
+}
+
+/// The root device name of an AMI (one DescribeImages).
+pub async fn root_device_name(c: &AwsClients, ami: &str) -> Result<String, ProviderError> {
+    let out = c
+        .ec2
+        .describe_images()
+        .image_ids(ami)
+        .send()
+        .await
+        .map_err(|e| from_sdk("DescribeImages", e))?;
+    out.images()
+        .iter()
+        .find(|i| i.image_id() == Some(ami))
+        .and_then(|i| i.root_device_name())
+        .map(str::to_string)
+        .ok_or_else(|| ProviderError::Terminal {
+            message: format!("image {ami} reports no root device name in {}", c.region),
+        })
+}
+
+/// [`resolve_image`], with the image's root device name.
+pub async fn resolve(c: &AwsClients, spec: &ImageSpec) -> Result<ResolvedImage, ProviderError> {
     if let Some(id) = &spec.base_image {
         let out = c
             .ec2
@@ -26,14 +89,21 @@ pub async fn resolve_image(c: &AwsClients, spec: &ImageSpec) -> Result<ImageRef,
             .await
             .map_err(|e| from_sdk("DescribeImages", e));
         let found = match out {
-            Ok(o) => o.images().iter().any(|i| i.image_id() == Some(id.as_str())),
-            Err(ProviderError::Terminal { message }) if message.contains("NotFound") => false,
+            Ok(o) => o
+                .images()
+                .iter()
+                .find(|i| i.image_id() == Some(id.as_str()))
+                .map(|i| i.root_device_name().map(str::to_string)),
+            Err(ProviderError::Terminal { message }) if message.contains("NotFound") => None,
             Err(e) => return Err(e),
         };
-        return if found {
-            Ok(ImageRef {
-                id: id.clone(),
-                customized: false,
+        return if let Some(root_device_name) = found {
+            Ok(ResolvedImage {
+                image: ImageRef {
+                    id: id.clone(),
+                    customized: false,
+                },
+                root_device_name,
             })
         } else {
             Err(ProviderError::Terminal {
@@ -45,9 +115,11 @@ pub async fn resolve_image(c: &AwsClients, spec: &ImageSpec) -> Result<ImageRef,
         };
     }
     let pattern = image_name_pattern(spec);
+    let owners = image_owners(spec)?;
     let out = c
         .ec2
         .describe_images()
+        .set_owners(Some(owners.clone()))
         .filters(Filter::builder().name("name").values(&pattern).build())
         .filters(Filter::builder().name("state").values("available").build())
         .send()
@@ -58,14 +130,18 @@ pub async fn resolve_image(c: &AwsClients, spec: &ImageSpec) -> Result<ImageRef,
         .iter()
         .filter(|i| i.state() == Some(&ImageState::Available) || i.state().is_none())
         .max_by(|a, b| a.creation_date().cmp(&b.creation_date()));
-    match newest.and_then(|i| i.image_id()) {
-        Some(id) => Ok(ImageRef {
-            id: id.to_string(),
-            customized: false,
+    match newest.and_then(|i| i.image_id().map(|id| (id, i.root_device_name()))) {
+        Some((id, root)) => Ok(ResolvedImage {
+            image: ImageRef {
+                id: id.to_string(),
+                customized: false,
+            },
+            root_device_name: root.map(str::to_string),
         }),
         None => Err(ProviderError::Terminal {
             message: format!(
-                "no image named {pattern} in {}: publish one, or name an AMI in the os pack's `image` annotation",
+                "no image named {pattern} owned by {} in {}: publish one, name its owner in the os pack's `{ANNOTATION_IMAGE_OWNERS}` annotation, or name an AMI in its `image` annotation",
+                owners.join(", "),
                 c.region
             ),
         }),

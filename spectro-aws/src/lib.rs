@@ -11,10 +11,11 @@ pub mod image;
 pub mod machines;
 pub mod network;
 pub mod provider;
+pub mod security;
 
-pub use client::{AwsClients, AwsConnector, CallCounter, InjectThrottling};
+pub use client::{AwsClients, AwsConnector, CallCounter, InjectCrash, InjectThrottling};
 pub use error::{classify, from_sdk};
-pub use image::{caller_account, image_name_pattern, resolve_image};
+pub use image::{caller_account, image_name_pattern, resolve, resolve_image, ResolvedImage};
 pub use provider::AwsProvider;
 
 /// The cloud this crate provisions on.

@@ -10,8 +10,8 @@
 use std::collections::BTreeMap;
 
 use aws_sdk_ec2::types::{
-    Filter, HttpTokensState, InstanceMetadataOptionsRequest, InstanceStateName, InstanceType,
-    ResourceType, Tag, TagSpecification,
+    BlockDeviceMapping, EbsBlockDevice, Filter, HttpTokensState, InstanceMetadataOptionsRequest,
+    InstanceStateName, InstanceType, ResourceType, Tag, TagSpecification, VolumeType,
 };
 use base64::Engine as _;
 use spectro_core::model::PoolRole;
@@ -60,6 +60,19 @@ pub struct Launch<'a> {
     pub user_data: &'a [u8],
     /// The cluster's bastion, not a node (tagged role `bastion`, never listed as a machine).
     pub bastion: bool,
+    /// The root volume, when the pool sets its size or type (else the AMI's default).
+    pub root_volume: Option<RootVolume>,
+}
+
+/// The root volume of a node: the AMI's root device with the pool's size and type.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RootVolume {
+    /// The AMI's `RootDeviceName`, e.g. `/dev/xvda`.
+    pub device_name: String,
+    /// Size in GiB (`diskSizeGb`).
+    pub size_gb: Option<u32>,
+    /// EBS volume type (`diskType`), e.g. `gp3`.
+    pub volume_type: Option<String>,
 }
 
 fn role_tag(role: PoolRole) -> &'static str {
@@ -302,6 +315,20 @@ pub async fn launch(c: &AwsClients, l: &Launch<'_>) -> Result<Vec<Machine>, Prov
             .tag_specifications(spec(ResourceType::Volume));
         if let Some(k) = l.key_name {
             req = req.key_name(k);
+        }
+        if let Some(v) = &l.root_volume {
+            req = req.block_device_mappings(
+                BlockDeviceMapping::builder()
+                    .device_name(&v.device_name)
+                    .ebs(
+                        EbsBlockDevice::builder()
+                            .set_volume_size(v.size_gb.map(|g| g as i32))
+                            .set_volume_type(v.volume_type.as_deref().map(VolumeType::from))
+                            .delete_on_termination(true)
+                            .build(),
+                    )
+                    .build(),
+            );
         }
         let r = req.send().await.map_err(|e| from_sdk("RunInstances", e))?;
         out.extend(

@@ -7,17 +7,25 @@
 //! Everything is found again by the cluster's ownership tag, so `ensure_network` is
 //! idempotent (a second call creates nothing) and `delete_network` walks what exists in
 //! reverse dependency order, then verifies by tag that nothing is left.
+//!
+//! `ensure_network` ensures each resource's *configuration*, not only its existence, from one
+//! observation (one describe per resource type): the VPC's DNS hostnames, the internet
+//! gateway's attachment, each route table's default route and subnet association, each
+//! security group's rules (missing ones authorized, stale ones revoked). A crash between any
+//! two calls is repaired by the next call. Subnet CIDRs are stable per zone: an observed
+//! subnet keeps its slot, a new zone takes the lowest free one.
 
 use std::collections::BTreeMap;
 
 use aws_sdk_ec2::types::{
-    AttributeBooleanValue, DomainType, Filter, IpPermission, IpRange, NatGatewayState,
-    ResourceType, Tag, TagSpecification, UserIdGroupPair,
+    AttributeBooleanValue, DomainType, Filter, IpPermission, NatGatewayState, ResourceType,
+    RouteState, Tag, TagSpecification, VpcAttributeName,
 };
 use spectro_core::provider::{CloudResource, ProviderError, TAG_CLUSTER_ID, TAG_ROLE};
 
 use crate::client::AwsClients;
 use crate::error::from_sdk;
+use crate::security::{desired_rules, permissions, rules_of, SecurityPolicy, ROLES};
 
 /// Tag carrying the availability zone of a zonal resource.
 pub const TAG_ZONE: &str = "spectro.io/zone";
@@ -27,6 +35,18 @@ pub const TAG_ZONE: &str = "spectro.io/zone";
 pub struct Network {
     /// VPC id.
     pub vpc: String,
+    /// The VPC's IPv4 CIDR.
+    pub vpc_cidr: String,
+    /// CIDR of each subnet, by subnet id.
+    pub subnet_cidrs: BTreeMap<String, String>,
+    /// The internet gateway is attached to the VPC.
+    pub internet_gateway_attached: bool,
+    /// Target of each route table's default route (`0.0.0.0/0`), by route-table key; empty
+    /// when the route is a blackhole (its target is gone).
+    pub default_routes: BTreeMap<String, String>,
+    /// Explicit association of each subnet with one of our route tables: subnet id →
+    /// (association id, route-table id).
+    pub subnet_associations: BTreeMap<String, (String, String)>,
     /// Private subnet per zone.
     pub private_subnets: BTreeMap<String, String>,
     /// Public subnet per zone.
@@ -79,14 +99,54 @@ fn owned(cluster_id: &str) -> Filter {
         .build()
 }
 
-/// Private subnet of zone `i` (10.0.0.0/20, 10.0.16.0/20, ...; up to 8 zones).
+/// The VPC's CIDR.
+pub const VPC_CIDR: &str = "10.0.0.0/16";
+/// Zone slots in the VPC: each zone of a cluster network holds one for good.
+pub const ZONE_SLOTS: usize = 8;
+
+/// Private subnet of slot `i` (10.0.0.0/20, 10.0.16.0/20, ...; up to 8 zones).
 pub fn private_cidr(i: usize) -> String {
     format!("10.0.{}.0/20", 16 * i)
 }
 
-/// Public subnet of zone `i` (10.0.128.0/22, 10.0.132.0/22, ...).
+/// Public subnet of slot `i` (10.0.128.0/22, 10.0.132.0/22, ...).
 pub fn public_cidr(i: usize) -> String {
     format!("10.0.{}.0/22", 128 + 4 * i)
+}
+
+/// The slot a subnet CIDR belongs to.
+pub fn slot_of(cidr: &str) -> Option<usize> {
+    (0..ZONE_SLOTS).find(|&i| private_cidr(i) == cidr || public_cidr(i) == cidr)
+}
+
+/// The slot of each zone: the slot of its observed subnets, else the lowest slot no subnet
+/// uses (zones in the order given). Errors when the slots run out.
+pub fn zone_slots(n: &Network, zones: &[String]) -> Result<BTreeMap<String, usize>, ProviderError> {
+    let mut slots = BTreeMap::new();
+    let mut used = std::collections::BTreeSet::new();
+    for subnets in [&n.private_subnets, &n.public_subnets] {
+        for (zone, id) in subnets {
+            if let Some(slot) = n.subnet_cidrs.get(id).and_then(|c| slot_of(c)) {
+                slots.entry(zone.clone()).or_insert(slot);
+                used.insert(slot);
+            }
+        }
+    }
+    for zone in zones {
+        if slots.contains_key(zone) {
+            continue;
+        }
+        let free = (0..ZONE_SLOTS)
+            .find(|s| !used.contains(s))
+            .ok_or_else(|| ProviderError::Terminal {
+                message: format!(
+                    "no subnet slot left for zone {zone}: a cluster network holds at most {ZONE_SLOTS} zones"
+                ),
+            })?;
+        used.insert(free);
+        slots.insert(zone.clone(), free);
+    }
+    Ok(slots)
 }
 
 fn res(kind: &str, id: &str) -> CloudResource {
@@ -106,9 +166,12 @@ pub async fn observe(c: &AwsClients, cluster_id: &str) -> Result<Network, Provid
         .send()
         .await
         .map_err(|e| from_sdk("DescribeVpcs", e))?;
-    if let Some(v) = vpcs.vpcs().first().and_then(|v| v.vpc_id()) {
-        n.vpc = v.to_string();
-        n.resources.push(res("vpc", v));
+    if let Some(v) = vpcs.vpcs().first() {
+        if let Some(id) = v.vpc_id() {
+            n.vpc = id.to_string();
+            n.vpc_cidr = v.cidr_block().unwrap_or_default().to_string();
+            n.resources.push(res("vpc", id));
+        }
     }
     let subnets = c
         .ec2
@@ -121,6 +184,9 @@ pub async fn observe(c: &AwsClients, cluster_id: &str) -> Result<Network, Provid
         let (Some(id), Some(zone)) = (s.subnet_id(), s.availability_zone()) else {
             continue;
         };
+        if let Some(cidr) = s.cidr_block() {
+            n.subnet_cidrs.insert(id.to_string(), cidr.to_string());
+        }
         match tag_of(s.tags(), TAG_ROLE) {
             Some("public") => n.public_subnets.insert(zone.to_string(), id.to_string()),
             _ => n.private_subnets.insert(zone.to_string(), id.to_string()),
@@ -136,6 +202,13 @@ pub async fn observe(c: &AwsClients, cluster_id: &str) -> Result<Network, Provid
         .map_err(|e| from_sdk("DescribeInternetGateways", e))?;
     for g in igws.internet_gateways() {
         if let Some(id) = g.internet_gateway_id() {
+            n.internet_gateway_attached = g.attachments().iter().any(|a| {
+                a.vpc_id() == Some(n.vpc.as_str())
+                    && !matches!(
+                        a.state().map(|s| s.as_str()),
+                        Some("detaching") | Some("detached")
+                    )
+            });
             n.internet_gateway = Some(id.to_string());
             n.resources.push(res("internet-gateway", id));
         }
@@ -202,12 +275,30 @@ pub async fn observe(c: &AwsClients, cluster_id: &str) -> Result<Network, Provid
                 .iter()
                 .filter_map(|a| a.subnet_id().map(str::to_string))
                 .collect();
-            n.route_table_associations.extend(
-                t.associations()
-                    .iter()
-                    .filter(|a| a.main() != Some(true))
-                    .filter_map(|a| a.route_table_association_id().map(str::to_string)),
-            );
+            for a in t.associations().iter().filter(|a| a.main() != Some(true)) {
+                if let Some(aid) = a.route_table_association_id() {
+                    n.route_table_associations.push(aid.to_string());
+                    if let Some(s) = a.subnet_id() {
+                        n.subnet_associations
+                            .insert(s.to_string(), (aid.to_string(), id.to_string()));
+                    }
+                }
+            }
+            if let Some(r) = t
+                .routes()
+                .iter()
+                .find(|r| r.destination_cidr_block() == Some("0.0.0.0/0"))
+            {
+                let target = if r.state() == Some(&RouteState::Blackhole) {
+                    String::new()
+                } else {
+                    r.nat_gateway_id()
+                        .or(r.gateway_id())
+                        .unwrap_or_default()
+                        .to_string()
+                };
+                n.default_routes.insert(key.clone(), target);
+            }
             n.route_tables.insert(key, (id.to_string(), subnets));
             n.resources.push(res("route-table", id));
         }
@@ -232,37 +323,71 @@ pub async fn observe(c: &AwsClients, cluster_id: &str) -> Result<Network, Provid
     Ok(n)
 }
 
-fn tcp(port_from: i32, port_to: i32) -> aws_sdk_ec2::types::builders::IpPermissionBuilder {
-    IpPermission::builder()
-        .ip_protocol("tcp")
-        .from_port(port_from)
-        .to_port(port_to)
+fn id_or_empty(s: Option<&str>) -> String {
+    s.unwrap_or_default().to_string()
 }
 
-/// Creates whatever is missing of the cluster's network in `zones` and returns it.
+/// The VPC's CIDR (static placement: the user's VPC), one DescribeVpcs.
+pub async fn vpc_cidr(c: &AwsClients, vpc: &str) -> Result<String, ProviderError> {
+    let out = c
+        .ec2
+        .describe_vpcs()
+        .vpc_ids(vpc)
+        .send()
+        .await
+        .map_err(|e| from_sdk("DescribeVpcs", e))?;
+    Ok(out
+        .vpcs()
+        .first()
+        .and_then(|v| v.cidr_block())
+        .unwrap_or_default()
+        .to_string())
+}
+
+/// Creates whatever is missing of the cluster's network in `zones`, repairs the configuration
+/// of what exists, and returns the network. An already-complete network costs one
+/// observation plus one DescribeVpcAttribute, and changes nothing.
 pub async fn ensure_network(
     c: &AwsClients,
     cluster_id: &str,
     cluster_name: &str,
     zones: &[String],
     tags: &BTreeMap<String, String>,
+    policy: &SecurityPolicy,
 ) -> Result<Network, ProviderError> {
     let mut n = observe(c, cluster_id).await?;
+    let mut changed = false;
     let name = |what: &str| format!("{cluster_name}-{what}");
+    let slots = zone_slots(&n, zones)?;
+    let mut dns_hostnames = false;
     if n.vpc.is_empty() {
         let v = c
             .ec2
             .create_vpc()
-            .cidr_block("10.0.0.0/16")
+            .cidr_block(VPC_CIDR)
             .tag_specifications(tag_specs(ResourceType::Vpc, tags, "vpc", &name("vpc")))
             .send()
             .await
             .map_err(|e| from_sdk("CreateVpc", e))?;
-        n.vpc = v
-            .vpc()
-            .and_then(|v| v.vpc_id())
-            .unwrap_or_default()
-            .to_string();
+        changed = true;
+        n.vpc = id_or_empty(v.vpc().and_then(|v| v.vpc_id()));
+        n.vpc_cidr = VPC_CIDR.to_string();
+    } else {
+        let a = c
+            .ec2
+            .describe_vpc_attribute()
+            .vpc_id(&n.vpc)
+            .attribute(VpcAttributeName::EnableDnsHostnames)
+            .send()
+            .await
+            .map_err(|e| from_sdk("DescribeVpcAttribute", e))?;
+        dns_hostnames = a
+            .enable_dns_hostnames()
+            .and_then(|v| v.value())
+            .unwrap_or(false);
+    }
+    // Node names resolve through the VPC's DNS (DNS support is AWS's default, never changed).
+    if !dns_hostnames {
         c.ec2
             .modify_vpc_attribute()
             .vpc_id(&n.vpc)
@@ -270,6 +395,7 @@ pub async fn ensure_network(
             .send()
             .await
             .map_err(|e| from_sdk("ModifyVpcAttribute", e))?;
+        changed = true;
     }
     let igw = match n.internet_gateway.clone() {
         Some(id) => id,
@@ -286,23 +412,24 @@ pub async fn ensure_network(
                 .send()
                 .await
                 .map_err(|e| from_sdk("CreateInternetGateway", e))?;
-            let id = g
-                .internet_gateway()
-                .and_then(|g| g.internet_gateway_id())
-                .unwrap_or_default()
-                .to_string();
-            c.ec2
-                .attach_internet_gateway()
-                .internet_gateway_id(&id)
-                .vpc_id(&n.vpc)
-                .send()
-                .await
-                .map_err(|e| from_sdk("AttachInternetGateway", e))?;
-            id
+            changed = true;
+            id_or_empty(g.internet_gateway().and_then(|g| g.internet_gateway_id()))
         }
     };
-    // Each resource on its own: a crash between any two creates is repaired by the next call.
-    for (i, zone) in zones.iter().enumerate() {
+    if !n.internet_gateway_attached {
+        c.ec2
+            .attach_internet_gateway()
+            .internet_gateway_id(&igw)
+            .vpc_id(&n.vpc)
+            .send()
+            .await
+            .map_err(|e| from_sdk("AttachInternetGateway", e))?;
+        changed = true;
+        n.internet_gateway_attached = true;
+    }
+    // Each resource on its own: a crash between any two calls is repaired by the next call.
+    for zone in zones {
+        let slot = slots[zone];
         let mut zt = tags.clone();
         zt.insert(TAG_ZONE.into(), zone.clone());
         for public in [false, true] {
@@ -315,16 +442,17 @@ pub async fn ensure_network(
                 continue;
             }
             let role = if public { "public" } else { "private" };
+            let cidr = if public {
+                public_cidr(slot)
+            } else {
+                private_cidr(slot)
+            };
             let s = c
                 .ec2
                 .create_subnet()
                 .vpc_id(&n.vpc)
                 .availability_zone(zone)
-                .cidr_block(if public {
-                    public_cidr(i)
-                } else {
-                    private_cidr(i)
-                })
+                .cidr_block(&cidr)
                 .tag_specifications(tag_specs(
                     ResourceType::Subnet,
                     &zt,
@@ -334,11 +462,9 @@ pub async fn ensure_network(
                 .send()
                 .await
                 .map_err(|e| from_sdk("CreateSubnet", e))?;
-            let id = s
-                .subnet()
-                .and_then(|s| s.subnet_id())
-                .unwrap_or_default()
-                .to_string();
+            changed = true;
+            let id = id_or_empty(s.subnet().and_then(|s| s.subnet_id()));
+            n.subnet_cidrs.insert(id.clone(), cidr);
             if public {
                 n.public_subnets.insert(zone.clone(), id);
             } else {
@@ -359,10 +485,9 @@ pub async fn ensure_network(
                 .send()
                 .await
                 .map_err(|e| from_sdk("AllocateAddress", e))?;
-            n.elastic_ips.insert(
-                zone.clone(),
-                eip.allocation_id().unwrap_or_default().to_string(),
-            );
+            changed = true;
+            n.elastic_ips
+                .insert(zone.clone(), id_or_empty(eip.allocation_id()));
         }
         if !n.nat_gateways.contains_key(zone) {
             let nat = c
@@ -379,12 +504,10 @@ pub async fn ensure_network(
                 .send()
                 .await
                 .map_err(|e| from_sdk("CreateNatGateway", e))?;
+            changed = true;
             n.nat_gateways.insert(
                 zone.clone(),
-                nat.nat_gateway()
-                    .and_then(|g| g.nat_gateway_id())
-                    .unwrap_or_default()
-                    .to_string(),
+                id_or_empty(nat.nat_gateway().and_then(|g| g.nat_gateway_id())),
             );
         }
         // Public subnets route to the internet gateway, each private one to its zone's NAT.
@@ -410,56 +533,113 @@ pub async fn ensure_network(
                     .send()
                     .await
                     .map_err(|e| from_sdk("CreateRouteTable", e))?;
-                let rt_id = rt
-                    .route_table()
-                    .and_then(|t| t.route_table_id())
-                    .unwrap_or_default()
-                    .to_string();
-                let route = c
-                    .ec2
-                    .create_route()
-                    .route_table_id(&rt_id)
-                    .destination_cidr_block("0.0.0.0/0");
-                let route = match &target_nat {
-                    Some(nat) => route.nat_gateway_id(nat),
-                    None => route.gateway_id(&igw),
-                };
-                route.send().await.map_err(|e| from_sdk("CreateRoute", e))?;
+                changed = true;
+                let rt_id = id_or_empty(rt.route_table().and_then(|t| t.route_table_id()));
                 n.route_tables.insert(key.clone(), (rt_id, Vec::new()));
             }
-            let (rt_id, assoc) = n
-                .route_tables
-                .get_mut(&key)
-                .expect("route table ensured above");
-            if !assoc.contains(&subnet) {
-                c.ec2
-                    .associate_route_table()
-                    .route_table_id(rt_id.as_str())
-                    .subnet_id(&subnet)
-                    .send()
-                    .await
-                    .map_err(|e| from_sdk("AssociateRouteTable", e))?;
-                assoc.push(subnet);
+            let rt_id = n.route_tables[&key].0.clone();
+            let target = target_nat.clone().unwrap_or_else(|| igw.clone());
+            match n.default_routes.get(&key) {
+                Some(t) if *t == target => {}
+                have => {
+                    let replace = have.is_some();
+                    let r = if replace {
+                        let r = c
+                            .ec2
+                            .replace_route()
+                            .route_table_id(&rt_id)
+                            .destination_cidr_block("0.0.0.0/0");
+                        match &target_nat {
+                            Some(nat) => r.nat_gateway_id(nat),
+                            None => r.gateway_id(&igw),
+                        }
+                        .send()
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| from_sdk("ReplaceRoute", e))
+                    } else {
+                        let r = c
+                            .ec2
+                            .create_route()
+                            .route_table_id(&rt_id)
+                            .destination_cidr_block("0.0.0.0/0");
+                        match &target_nat {
+                            Some(nat) => r.nat_gateway_id(nat),
+                            None => r.gateway_id(&igw),
+                        }
+                        .send()
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| from_sdk("CreateRoute", e))
+                    };
+                    r?;
+                    changed = true;
+                    n.default_routes.insert(key.clone(), target);
+                }
+            }
+            match n.subnet_associations.get(&subnet).cloned() {
+                Some((_, t)) if t == rt_id => {}
+                Some((assoc, _)) => {
+                    let out = c
+                        .ec2
+                        .replace_route_table_association()
+                        .association_id(&assoc)
+                        .route_table_id(&rt_id)
+                        .send()
+                        .await
+                        .map_err(|e| from_sdk("ReplaceRouteTableAssociation", e))?;
+                    changed = true;
+                    n.subnet_associations.insert(
+                        subnet.clone(),
+                        (id_or_empty(out.new_association_id()), rt_id.clone()),
+                    );
+                }
+                None => {
+                    let out = c
+                        .ec2
+                        .associate_route_table()
+                        .route_table_id(&rt_id)
+                        .subnet_id(&subnet)
+                        .send()
+                        .await
+                        .map_err(|e| from_sdk("AssociateRouteTable", e))?;
+                    changed = true;
+                    n.subnet_associations.insert(
+                        subnet.clone(),
+                        (id_or_empty(out.association_id()), rt_id.clone()),
+                    );
+                }
+            }
+            if let Some((_, assoc)) = n.route_tables.get_mut(&key) {
+                if !assoc.contains(&subnet) {
+                    assoc.push(subnet);
+                }
             }
         }
     }
-    ensure_security_groups(c, &mut n, cluster_name, tags).await?;
-    observe(c, cluster_id).await
+    changed |= ensure_security_groups(c, &mut n, cluster_name, tags, policy).await?;
+    if changed {
+        observe(c, cluster_id).await
+    } else {
+        Ok(n)
+    }
 }
 
-/// Creates the cluster's security groups (control plane, workers, bastion, API load
-/// balancer) in `n.vpc` when missing, with the rules Kubernetes needs. Also used with static
+/// Ensures the cluster's security groups (control plane, workers, bastion, API load balancer)
+/// in `n.vpc` and their ingress rules: groups created when missing, missing rules authorized,
+/// rules that no longer belong revoked (see [`crate::security`]). Also used with static
 /// placement, where the VPC is the user's and these groups are all spectro creates in it.
+/// `n.vpc_cidr` must be set (NodePorts are open to it). Returns whether anything changed.
 pub async fn ensure_security_groups(
     c: &AwsClients,
     n: &mut Network,
     cluster_name: &str,
     tags: &BTreeMap<String, String>,
-) -> Result<(), ProviderError> {
+    policy: &SecurityPolicy,
+) -> Result<bool, ProviderError> {
     let name = |what: &str| format!("{cluster_name}-{what}");
-    // Security groups: nodes only talk to what Kubernetes needs.
-    let had_groups = n.security_groups.len() == 4;
-    for role in ["lb", "bastion", "control-plane", "worker"] {
+    let mut changed = false;
+    for role in ROLES {
         if n.security_groups.contains_key(role) {
             continue;
         }
@@ -478,70 +658,70 @@ pub async fn ensure_security_groups(
             .send()
             .await
             .map_err(|e| from_sdk("CreateSecurityGroup", e))?;
-        n.security_groups.insert(
-            role.to_string(),
-            g.group_id().unwrap_or_default().to_string(),
-        );
+        changed = true;
+        n.security_groups
+            .insert(role.to_string(), id_or_empty(g.group_id()));
     }
-    let sg = |r: &str| n.security_groups.get(r).cloned().unwrap_or_default();
-    let from = |g: String| UserIdGroupPair::builder().group_id(g).build();
-    let anywhere = IpRange::builder().cidr_ip("0.0.0.0/0").build();
-    let rules: Vec<(String, Vec<IpPermission>)> = vec![
-        (
-            sg("lb"),
-            vec![tcp(6443, 6443).ip_ranges(anywhere.clone()).build()],
-        ),
-        (sg("bastion"), vec![tcp(22, 22).ip_ranges(anywhere).build()]),
-        (
-            sg("control-plane"),
-            vec![
-                tcp(6443, 6443)
-                    .user_id_group_pairs(from(sg("lb")))
-                    .user_id_group_pairs(from(sg("worker")))
-                    .build(),
-                tcp(2379, 2380)
-                    .user_id_group_pairs(from(sg("control-plane")))
-                    .build(),
-                tcp(22, 22).user_id_group_pairs(from(sg("bastion"))).build(),
-                IpPermission::builder()
-                    .ip_protocol("-1")
-                    .user_id_group_pairs(from(sg("worker")))
-                    .user_id_group_pairs(from(sg("control-plane")))
-                    .build(),
-            ],
-        ),
-        (
-            sg("worker"),
-            vec![
-                tcp(22, 22).user_id_group_pairs(from(sg("bastion"))).build(),
-                IpPermission::builder()
-                    .ip_protocol("-1")
-                    .user_id_group_pairs(from(sg("worker")))
-                    .user_id_group_pairs(from(sg("control-plane")))
-                    .build(),
-            ],
-        ),
-    ];
-    for (group, perms) in rules {
-        if had_groups {
-            break;
-        }
-        let r = c
-            .ec2
-            .authorize_security_group_ingress()
-            .group_id(&group)
-            .set_ip_permissions(Some(perms))
-            .send()
-            .await;
-        if let Err(e) = r {
-            // Already there (a second ensure): fine.
-            let e = from_sdk("AuthorizeSecurityGroupIngress", e);
-            if !e.to_string().contains("InvalidPermission.Duplicate") {
-                return Err(e);
+    let desired = desired_rules(&n.security_groups, policy, &n.vpc_cidr);
+    let observed: BTreeMap<&str, &Vec<IpPermission>> = n
+        .security_group_rules
+        .iter()
+        .map(|(g, p)| (g.as_str(), p))
+        .collect();
+    for role in ROLES {
+        let group = n.security_groups[role].clone();
+        let have = observed
+            .get(group.as_str())
+            .map(|p| rules_of(p))
+            .unwrap_or_default();
+        let want = desired.get(role).cloned().unwrap_or_default();
+        let missing: std::collections::BTreeSet<_> = want.difference(&have).cloned().collect();
+        let extra: std::collections::BTreeSet<_> = have.difference(&want).cloned().collect();
+        if !missing.is_empty() {
+            let r = c
+                .ec2
+                .authorize_security_group_ingress()
+                .group_id(&group)
+                .set_ip_permissions(Some(permissions(&missing)))
+                .send()
+                .await;
+            if let Err(e) = r {
+                // One of them is there after all (a stale observation): the whole call was
+                // refused, so add them one by one.
+                let e = from_sdk("AuthorizeSecurityGroupIngress", e);
+                if !e.to_string().contains("InvalidPermission.Duplicate") {
+                    return Err(e);
+                }
+                for p in permissions(&missing) {
+                    let r = c
+                        .ec2
+                        .authorize_security_group_ingress()
+                        .group_id(&group)
+                        .ip_permissions(p)
+                        .send()
+                        .await;
+                    if let Err(e) = r {
+                        let e = from_sdk("AuthorizeSecurityGroupIngress", e);
+                        if !e.to_string().contains("InvalidPermission.Duplicate") {
+                            return Err(e);
+                        }
+                    }
+                }
             }
+            changed = true;
+        }
+        if !extra.is_empty() {
+            c.ec2
+                .revoke_security_group_ingress()
+                .group_id(&group)
+                .set_ip_permissions(Some(permissions(&extra)))
+                .send()
+                .await
+                .map_err(|e| from_sdk("RevokeSecurityGroupIngress", e))?;
+            changed = true;
         }
     }
-    Ok(())
+    Ok(changed)
 }
 
 /// Deletes the cluster's network in reverse dependency order; returns what is left (empty

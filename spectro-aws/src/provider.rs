@@ -3,9 +3,14 @@
 //! Infrastructure (dynamic placement): the per-cluster network of [`crate::network`], a
 //! classic ELB for the API server across the control-plane nodes (TCP 6443, health check
 //! TCP:6443, in the public subnets), and a bastion in the first zone's public subnet as the
-//! only SSH entry. Nodes: batched launches in the private subnets of their zone.
+//! only SSH entry. Nodes: batched launches in the private subnets of their zone, with the
+//! pool's root volume size and type.
+//!
+//! The load balancer's registrations are part of the observation: every listing reads them
+//! (one DescribeLoadBalancers) and registers running control-plane nodes that are missing,
+//! deregisters instances that are no longer live control-plane nodes.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -18,8 +23,9 @@ use spectro_core::provider::{
 
 use crate::client::{AwsClients, AwsConnector, CallCounter};
 use crate::error::from_sdk;
-use crate::machines::{launch, list_machines, terminate, Launch};
+use crate::machines::{launch, list_machines, terminate, Launch, RootVolume};
 use crate::network::{delete_network, ensure_network};
+use crate::security::{cni_ports, SecurityPolicy};
 
 /// Largest user data EC2 accepts (before base64).
 pub const USER_DATA_LIMIT: usize = 16 * 1024;
@@ -31,6 +37,24 @@ pub const BASTION_TYPE: &str = "t3.micro";
 pub struct AwsProvider {
     connector: AwsConnector,
     clients: Mutex<HashMap<(String, String), (AwsClients, aws_sdk_elasticloadbalancing::Client)>>,
+    /// Root device name by (region, AMI): learned when the image is resolved, else described
+    /// once per process.
+    root_devices: Mutex<HashMap<(String, String), String>>,
+}
+
+fn lb_not_found(e: &ProviderError) -> bool {
+    let m = e.to_string();
+    m.contains("LoadBalancerNotFound") || m.contains("AccessPointNotFound")
+}
+
+fn lb_instances(ids: &BTreeSet<String>) -> Vec<aws_sdk_elasticloadbalancing::types::Instance> {
+    ids.iter()
+        .map(|id| {
+            aws_sdk_elasticloadbalancing::types::Instance::builder()
+                .instance_id(id)
+                .build()
+        })
+        .collect()
 }
 
 fn region(ctx: &ClusterContext) -> Result<&str, ProviderError> {
@@ -58,6 +82,7 @@ impl AwsProvider {
         AwsProvider {
             connector,
             clients: Mutex::default(),
+            root_devices: Mutex::default(),
         }
     }
 
@@ -102,12 +127,34 @@ impl AwsProvider {
             .send()
             .await;
         if let Ok(out) = &found {
-            if let Some(dns) = out
-                .load_balancer_descriptions()
-                .first()
-                .and_then(|d| d.dns_name())
-            {
-                return Ok(dns.to_string());
+            if let Some(d) = out.load_balancer_descriptions().first() {
+                // Exists: ensure its subnets (zones added later), security group and health
+                // check (a crash right after the create leaves the default one).
+                let missing: Vec<String> = subnets
+                    .iter()
+                    .filter(|s| !d.subnets().contains(s))
+                    .cloned()
+                    .collect();
+                if !missing.is_empty() {
+                    lb.attach_load_balancer_to_subnets()
+                        .load_balancer_name(&name)
+                        .set_subnets(Some(missing))
+                        .send()
+                        .await
+                        .map_err(|e| from_sdk("AttachLoadBalancerToSubnets", e))?;
+                }
+                if !d.security_groups().contains(&sg) {
+                    lb.apply_security_groups_to_load_balancer()
+                        .load_balancer_name(&name)
+                        .security_groups(&sg)
+                        .send()
+                        .await
+                        .map_err(|e| from_sdk("ApplySecurityGroupsToLoadBalancer", e))?;
+                }
+                if d.health_check().map(|h| h.target()) != Some(HEALTH_TARGET) {
+                    configure_health_check(lb, &name).await?;
+                }
+                return Ok(d.dns_name().unwrap_or_default().to_string());
             }
         }
         let mut req = lb
@@ -140,25 +187,129 @@ impl AwsProvider {
             .send()
             .await
             .map_err(|e| from_sdk("CreateLoadBalancer", e))?;
-        lb.configure_health_check()
-            .load_balancer_name(&name)
-            .health_check(
-                HealthCheck::builder()
-                    .target("TCP:6443")
-                    .interval(10)
-                    .timeout(5)
-                    .unhealthy_threshold(3)
-                    .healthy_threshold(2)
-                    .build()
-                    .map_err(|e| ProviderError::Terminal {
-                        message: e.to_string(),
-                    })?,
-            )
-            .send()
-            .await
-            .map_err(|e| from_sdk("ConfigureHealthCheck", e))?;
+        configure_health_check(lb, &name).await?;
         Ok(out.dns_name().unwrap_or_default().to_string())
     }
+
+    /// Keeps the load balancer's registrations equal to the live control-plane nodes: one
+    /// DescribeLoadBalancers, then at most one register and one deregister call.
+    async fn sync_lb_registrations(
+        &self,
+        lb: &aws_sdk_elasticloadbalancing::Client,
+        cluster_id: &str,
+        machines: &[Machine],
+    ) -> Result<(), ProviderError> {
+        let name = lb_name(cluster_id);
+        let out = match lb
+            .describe_load_balancers()
+            .load_balancer_names(&name)
+            .send()
+            .await
+            .map_err(|e| from_sdk("DescribeLoadBalancers", e))
+        {
+            Ok(o) => o,
+            Err(e) if lb_not_found(&e) => return Ok(()), // not created yet, or deleted
+            Err(e) => return Err(e),
+        };
+        let Some(d) = out.load_balancer_descriptions().first() else {
+            return Ok(());
+        };
+        let registered: BTreeSet<String> = d
+            .instances()
+            .iter()
+            .filter_map(|i| i.instance_id().map(str::to_string))
+            .collect();
+        let cp = || machines.iter().filter(|m| m.role == PoolRole::ControlPlane);
+        let running: BTreeSet<String> = cp()
+            .filter(|m| m.state == MachineState::Running)
+            .map(|m| m.id.clone())
+            .collect();
+        let live: BTreeSet<String> = cp()
+            .filter(|m| matches!(m.state, MachineState::Running | MachineState::Pending))
+            .map(|m| m.id.clone())
+            .collect();
+        let add: BTreeSet<String> = running.difference(&registered).cloned().collect();
+        let remove: BTreeSet<String> = registered.difference(&live).cloned().collect();
+        if !add.is_empty() {
+            lb.register_instances_with_load_balancer()
+                .load_balancer_name(&name)
+                .set_instances(Some(lb_instances(&add)))
+                .send()
+                .await
+                .map_err(|e| from_sdk("RegisterInstancesWithLoadBalancer", e))?;
+        }
+        if !remove.is_empty() {
+            lb.deregister_instances_from_load_balancer()
+                .load_balancer_name(&name)
+                .set_instances(Some(lb_instances(&remove)))
+                .send()
+                .await
+                .map_err(|e| from_sdk("DeregisterInstancesFromLoadBalancer", e))?;
+        }
+        Ok(())
+    }
+
+    /// The root device name of an AMI, from the cache or one DescribeImages.
+    async fn root_device(&self, c: &AwsClients, ami: &str) -> Result<String, ProviderError> {
+        let key = (c.region.clone(), ami.to_string());
+        if let Some(d) = self
+            .root_devices
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
+            return Ok(d.clone());
+        }
+        let d = crate::image::root_device_name(c, ami).await?;
+        self.root_devices
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, d.clone());
+        Ok(d)
+    }
+}
+
+/// The API health check of the load balancer.
+const HEALTH_TARGET: &str = "TCP:6443";
+
+async fn configure_health_check(
+    lb: &aws_sdk_elasticloadbalancing::Client,
+    name: &str,
+) -> Result<(), ProviderError> {
+    lb.configure_health_check()
+        .load_balancer_name(name)
+        .health_check(
+            HealthCheck::builder()
+                .target(HEALTH_TARGET)
+                .interval(10)
+                .timeout(5)
+                .unhealthy_threshold(3)
+                .healthy_threshold(2)
+                .build()
+                .map_err(|e| ProviderError::Terminal {
+                    message: e.to_string(),
+                })?,
+        )
+        .send()
+        .await
+        .map_err(|e| from_sdk("ConfigureHealthCheck", e))?;
+    Ok(())
+}
+
+/// The security policy of a cluster: its CNI's ports and its bastion's allowed networks.
+pub fn security_policy(ctx: &ClusterContext) -> Result<SecurityPolicy, ProviderError> {
+    let bastion_cidrs = match &ctx.spec.cloud {
+        CloudPlacement::Aws(a) => a
+            .bastion_allowed_cidrs
+            .iter()
+            .map(|n| n.trunc().to_string())
+            .collect(),
+        _ => Vec::new(),
+    };
+    Ok(SecurityPolicy {
+        cni_ports: cni_ports(&ctx.profile)?,
+        bastion_cidrs,
+    })
 }
 
 #[async_trait]
@@ -183,7 +334,14 @@ impl CloudProvider for AwsProvider {
     ) -> Result<ImageRef, ProviderError> {
         spec.require_ready_image("AWS", "AMI")?;
         let (c, _) = self.clients(&ctx.account, region(ctx)?)?;
-        crate::image::resolve_image(&c, spec).await
+        let r = crate::image::resolve(&c, spec).await?;
+        if let Some(d) = r.root_device_name {
+            self.root_devices
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert((c.region.clone(), r.image.id.clone()), d);
+        }
+        Ok(r.image)
     }
 
     async fn ensure_infrastructure(
@@ -206,8 +364,9 @@ impl CloudProvider for AwsProvider {
         zones.sort();
         zones.dedup();
         let tags = ctx.ownership_tags();
+        let policy = security_policy(ctx)?;
         let net = match &aws.static_placement {
-            None => ensure_network(&c, &id, &ctx.spec.name, &zones, &tags).await?,
+            None => ensure_network(&c, &id, &ctx.spec.name, &zones, &tags, &policy).await?,
             Some(sp) => {
                 // The user's VPC and subnets: only our security groups go in; nothing of
                 // theirs is modified, and delete (by our tag) never touches it.
@@ -220,7 +379,9 @@ impl CloudProvider for AwsProvider {
                         n.public_subnets.insert(z.zone.clone(), p.clone());
                     }
                 }
-                crate::network::ensure_security_groups(&c, &mut n, &ctx.spec.name, &tags).await?;
+                n.vpc_cidr = crate::network::vpc_cidr(&c, &n.vpc).await?;
+                crate::network::ensure_security_groups(&c, &mut n, &ctx.spec.name, &tags, &policy)
+                    .await?;
                 n
             }
         };
@@ -279,6 +440,7 @@ impl CloudProvider for AwsProvider {
                         key_name: aws.ssh_key_name.as_deref(),
                         user_data: b"#cloud-config\n",
                         bastion: true,
+                        root_volume: None,
                     },
                 )
                 .await?
@@ -307,8 +469,11 @@ impl CloudProvider for AwsProvider {
     }
 
     async fn list_machines(&self, ctx: &ClusterContext) -> Result<Vec<Machine>, ProviderError> {
-        let (c, _) = self.clients(&ctx.account, region(ctx)?)?;
-        list_machines(&c, &ctx.cluster_id.to_string()).await
+        let (c, lb) = self.clients(&ctx.account, region(ctx)?)?;
+        let id = ctx.cluster_id.to_string();
+        let machines = list_machines(&c, &id).await?;
+        self.sync_lb_registrations(&lb, &id, &machines).await?;
+        Ok(machines)
     }
 
     async fn create_machines(
@@ -339,6 +504,16 @@ impl CloudProvider for AwsProvider {
             "sg/worker"
         })?;
         let id = ctx.cluster_id.to_string();
+        let pool = &batch.pool;
+        let root_volume = if pool.disk_size_gb.is_some() || pool.disk_type.is_some() {
+            Some(RootVolume {
+                device_name: self.root_device(&c, &batch.image.id).await?,
+                size_gb: pool.disk_size_gb,
+                volume_type: pool.disk_type.clone(),
+            })
+        } else {
+            None
+        };
         let machines = launch(
             &c,
             &Launch {
@@ -356,22 +531,17 @@ impl CloudProvider for AwsProvider {
                 key_name: aws.ssh_key_name.as_deref(),
                 user_data: &batch.user_data,
                 bastion: false,
+                root_volume,
             },
         )
         .await?;
+        // The fast path: register right away. Whatever this misses (a crash, an error) the
+        // next listing repairs.
         if batch.pool.is_control_plane() && !machines.is_empty() {
+            let ids: BTreeSet<String> = machines.iter().map(|m| m.id.clone()).collect();
             lb.register_instances_with_load_balancer()
                 .load_balancer_name(lb_name(&id))
-                .set_instances(Some(
-                    machines
-                        .iter()
-                        .map(|m| {
-                            aws_sdk_elasticloadbalancing::types::Instance::builder()
-                                .instance_id(&m.id)
-                                .build()
-                        })
-                        .collect(),
-                ))
+                .set_instances(Some(lb_instances(&ids)))
                 .send()
                 .await
                 .map_err(|e| from_sdk("RegisterInstancesWithLoadBalancer", e))?;
@@ -384,7 +554,27 @@ impl CloudProvider for AwsProvider {
         ctx: &ClusterContext,
         machines: &[Machine],
     ) -> Result<(), ProviderError> {
-        let (c, _) = self.clients(&ctx.account, region(ctx)?)?;
+        let (c, lb) = self.clients(&ctx.account, region(ctx)?)?;
+        // Control-plane nodes leave the API endpoint before they go.
+        let cp: BTreeSet<String> = machines
+            .iter()
+            .filter(|m| m.role == PoolRole::ControlPlane)
+            .map(|m| m.id.clone())
+            .collect();
+        if !cp.is_empty() {
+            let r = lb
+                .deregister_instances_from_load_balancer()
+                .load_balancer_name(lb_name(&ctx.cluster_id.to_string()))
+                .set_instances(Some(lb_instances(&cp)))
+                .send()
+                .await
+                .map_err(|e| from_sdk("DeregisterInstancesFromLoadBalancer", e));
+            match r {
+                Ok(_) => {}
+                Err(e) if lb_not_found(&e) || e.to_string().contains("InvalidInstance") => {}
+                Err(e) => return Err(e),
+            }
+        }
         terminate(
             &c,
             &machines.iter().map(|m| m.id.clone()).collect::<Vec<_>>(),

@@ -1,6 +1,7 @@
 //! The engine driving the AWS provider against moto: create a 3-AZ cluster (3 control-plane
 //! nodes + 2 worker pools), scale, delete; after delete nothing tagged for the cluster
-//! remains. Prints the API calls per operation.
+//! remains. Prints the API calls per operation. Also: root volumes from the pool's disk
+//! settings, and the load balancer's registrations observed and repaired.
 
 mod common;
 
@@ -36,7 +37,7 @@ cloudAccount: moto
 cloud: { aws: { region: us-east-1 } }
 nodePools:
   - { name: master, role: controlPlane, size: 3, instanceType: m5.large, availabilityZones: [us-east-1a, us-east-1b, us-east-1c] }
-  - { name: general, role: worker, size: 3, instanceType: t3.micro, availabilityZones: [us-east-1a, us-east-1b, us-east-1c] }
+  - { name: general, role: worker, size: 3, instanceType: t3.micro, diskSizeGb: 40, diskType: gp3, availabilityZones: [us-east-1a, us-east-1b, us-east-1c] }
   - { name: batch, role: worker, size: 2, instanceType: t3.micro, availabilityZones: [us-east-1a, us-east-1b] }
 "#;
 
@@ -103,14 +104,49 @@ async fn engine_lifecycle_on_moto_leaves_nothing_behind() {
         "CP one by one, a call per pool × zone, the bastion"
     );
 
-    // Steady-state resync: one DescribeInstances.
-    let before = provider.calls().total();
+    // Root volumes: the pool's size and type on the AMI's root device (al2023: /dev/xvda);
+    // pools without disk settings keep the AMI's default.
+    for n in &nodes {
+        let vols = c
+            .ec2
+            .describe_volumes()
+            .filters(
+                aws_sdk_ec2::types::Filter::builder()
+                    .name("attachment.instance-id")
+                    .values(&n.id)
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        let vols = vols.volumes();
+        assert_eq!(vols.len(), 1, "{}: one root volume", n.name);
+        let v = &vols[0];
+        if n.pool == "general" {
+            assert_eq!(v.size(), Some(40), "{}", n.name);
+            assert_eq!(v.volume_type(), Some(&aws_sdk_ec2::types::VolumeType::Gp3));
+            assert_eq!(v.attachments()[0].device(), Some("/dev/xvda"));
+        } else {
+            assert_ne!(v.size(), Some(40), "{}", n.name);
+        }
+    }
+
+    // Steady-state resync: one DescribeInstances and one DescribeLoadBalancers (the
+    // registrations are observed too).
+    let before = provider.calls().snapshot();
     engine.resync(id);
     tokio::time::sleep(Duration::from_millis(300)).await;
     engine.wait_idle().await;
-    let resync = provider.calls().total() - before;
+    let after = provider.calls().snapshot();
+    let resync = after.values().sum::<u64>() - before.values().sum::<u64>();
     eprintln!("resync: {resync} API call(s)");
-    assert_eq!(resync, 1);
+    assert_eq!(resync, 2, "{before:?} -> {after:?}");
+    let lb_reads = |c: &std::collections::BTreeMap<String, u64>| {
+        c.get("Elastic Load Balancing.DescribeLoadBalancers")
+            .copied()
+            .unwrap_or(0)
+    };
+    assert_eq!(lb_reads(&after), lb_reads(&before) + 1);
 
     // Scale a pool.
     spec.node_pools[1].size = 4;
@@ -134,7 +170,11 @@ async fn engine_lifecycle_on_moto_leaves_nothing_behind() {
         .wait_for_phase(id, Phase::Deleted, Duration::from_secs(120))
         .await
         .unwrap();
-    eprintln!("delete: {} API calls", provider.calls().total() - before);
+    eprintln!(
+        "delete: {} API calls; lifecycle total by operation: {:?}",
+        provider.calls().total() - before,
+        provider.calls().snapshot()
+    );
     let tag = aws_sdk_ec2::types::Filter::builder()
         .name(format!("tag:{TAG_CLUSTER_ID}"))
         .values(id.to_string())
@@ -482,5 +522,126 @@ async fn static_placement_leaves_the_users_vpc_and_subnets_intact() {
         .unwrap()
         .security_groups()
         .is_empty());
+    engine.shutdown().await;
+}
+
+/// The instances registered on the cluster's load balancer.
+async fn registered(m: &Moto, acct: &str, id: &str) -> std::collections::BTreeSet<String> {
+    conn_for(m, acct)
+        .elb_client(&creds(), "us-east-1")
+        .describe_load_balancers()
+        .load_balancer_names(spectro_aws::provider::lb_name(id))
+        .send()
+        .await
+        .unwrap()
+        .load_balancer_descriptions()[0]
+        .instances()
+        .iter()
+        .filter_map(|i| i.instance_id().map(str::to_string))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_balancer_registrations_are_observed_and_repaired() {
+    let Some(m) = moto().await else { return };
+    let acct = account_id();
+    let aws = Arc::new(AwsProvider::new(conn_for(&m, &acct)));
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path().join("lb.db")).unwrap());
+    let engine = engine_with(store, aws.clone()).await;
+    let mut spec: Cluster = from_text(
+        "name: lb\nprofile: { name: moto, version: '1' }\ncloudAccount: moto\ncloud: { aws: { region: us-east-1 } }\nnodePools:\n  - { name: master, role: controlPlane, size: 1, instanceType: m5.large, availabilityZones: [us-east-1a] }\n  - { name: workers, role: worker, size: 1, instanceType: t3.micro, availabilityZones: [us-east-1a] }\n",
+        Format::Yaml,
+    )
+    .unwrap();
+    let id = engine.create_cluster(&spec).await.unwrap();
+    engine
+        .wait_for_phase(id, Phase::Running, Duration::from_secs(120))
+        .await
+        .unwrap();
+    let c = conn_for(&m, &acct).clients(&creds(), "us-east-1");
+    let cp = |nodes: &[spectro_core::provider::Machine]| -> std::collections::BTreeSet<String> {
+        nodes
+            .iter()
+            .filter(|n| n.pool == "master")
+            .map(|n| n.id.clone())
+            .collect()
+    };
+    let nodes = spectro_aws::machines::list_machines(&c, &id.to_string())
+        .await
+        .unwrap();
+    let first = cp(&nodes);
+    assert_eq!(first.len(), 1);
+    assert_eq!(registered(&m, &acct, &id.to_string()).await, first);
+
+    // Behind the provider's back (or a crash right after RunInstances): the node leaves the
+    // endpoint. The next reconcile's observation puts it back.
+    conn_for(&m, &acct)
+        .elb_client(&creds(), "us-east-1")
+        .deregister_instances_from_load_balancer()
+        .load_balancer_name(spectro_aws::provider::lb_name(&id.to_string()))
+        .instances(
+            aws_sdk_elasticloadbalancing::types::Instance::builder()
+                .instance_id(first.iter().next().unwrap())
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(registered(&m, &acct, &id.to_string()).await.is_empty());
+    engine.resync(id);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    engine.wait_idle().await;
+    assert_eq!(registered(&m, &acct, &id.to_string()).await, first);
+
+    // A control-plane replacement (new instance type): the new node is registered, the old
+    // one is not.
+    spec.node_pools[0].instance_type = Some("m5.xlarge".into());
+    engine.update_cluster(id, &spec).await.unwrap();
+    engine
+        .wait_for_phase(id, Phase::Running, Duration::from_secs(120))
+        .await
+        .unwrap();
+    let nodes = spectro_aws::machines::list_machines(&c, &id.to_string())
+        .await
+        .unwrap();
+    let live: Vec<&spectro_core::provider::Machine> = nodes
+        .iter()
+        .filter(|n| n.pool == "master" && n.state != spectro_core::provider::MachineState::Deleting)
+        .collect();
+    assert_eq!(live.len(), 1, "{nodes:?}");
+    assert!(!first.contains(&live[0].id), "replaced");
+    engine.resync(id);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    engine.wait_idle().await;
+    let now = registered(&m, &acct, &id.to_string()).await;
+    assert_eq!(
+        now,
+        [live[0].id.clone()].into_iter().collect(),
+        "only the new control-plane node serves the API"
+    );
+    // A gone instance registered behind our back is deregistered by the next observation.
+    conn_for(&m, &acct)
+        .elb_client(&creds(), "us-east-1")
+        .register_instances_with_load_balancer()
+        .load_balancer_name(spectro_aws::provider::lb_name(&id.to_string()))
+        .instances(
+            aws_sdk_elasticloadbalancing::types::Instance::builder()
+                .instance_id(first.iter().next().unwrap())
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(registered(&m, &acct, &id.to_string()).await.len(), 2);
+    engine.resync(id);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    engine.wait_idle().await;
+    assert_eq!(registered(&m, &acct, &id.to_string()).await, now);
+    engine.delete_cluster(id).await.unwrap();
+    engine
+        .wait_for_phase(id, Phase::Deleted, Duration::from_secs(120))
+        .await
+        .unwrap();
     engine.shutdown().await;
 }

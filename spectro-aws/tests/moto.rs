@@ -137,6 +137,14 @@ async fn wrong_region_endpoint_is_a_retryable_transport_error_not_a_panic() {
     );
 }
 
+/// The security policy of a calico cluster whose bastion admits no one.
+fn policy() -> spectro_aws::security::SecurityPolicy {
+    spectro_aws::security::SecurityPolicy {
+        cni_ports: spectro_aws::security::parse_ports("tcp/179,udp/4789,tcp/5473,ip/4").unwrap(),
+        bastion_cidrs: Vec::new(),
+    }
+}
+
 fn mutating(calls: &std::collections::BTreeMap<String, u64>) -> u64 {
     calls
         .iter()
@@ -183,7 +191,9 @@ async fn network_is_found_by_tag_repaired_and_deleted_completely() {
     .into_iter()
     .collect();
 
-    let n = ensure_network(&c, id, "demo", &zones, &tags).await.unwrap();
+    let n = ensure_network(&c, id, "demo", &zones, &tags, &policy())
+        .await
+        .unwrap();
     assert_eq!((n.private_subnets.len(), n.public_subnets.len()), (3, 3));
     assert_eq!((n.nat_gateways.len(), n.elastic_ips.len()), (3, 3));
     assert_eq!(n.route_tables.len(), 4, "public + one private per zone");
@@ -202,7 +212,9 @@ async fn network_is_found_by_tag_repaired_and_deleted_completely() {
     );
 
     // A second ensure finds everything by tag and changes nothing.
-    let again = ensure_network(&c, id, "demo", &zones, &tags).await.unwrap();
+    let again = ensure_network(&c, id, "demo", &zones, &tags, &policy())
+        .await
+        .unwrap();
     assert_eq!(again, n);
     let second = conn.calls().snapshot();
     assert_eq!(
@@ -236,7 +248,9 @@ async fn network_is_found_by_tag_repaired_and_deleted_completely() {
         .send()
         .await
         .unwrap();
-    let repaired = ensure_network(&c, id, "demo", &zones, &tags).await.unwrap();
+    let repaired = ensure_network(&c, id, "demo", &zones, &tags, &policy())
+        .await
+        .unwrap();
     assert_eq!(repaired.route_tables["private/us-east-1b"].1, subnets);
     assert_eq!(repaired.route_tables.len(), 4);
 
@@ -283,7 +297,9 @@ async fn batched_launch_is_idempotent_by_token_and_named_by_launch_index() {
     .into_iter()
     .collect();
     let zones = vec!["us-east-1a".to_string()];
-    let net = ensure_network(&c, id, "demo", &zones, &tags).await.unwrap();
+    let net = ensure_network(&c, id, "demo", &zones, &tags, &policy())
+        .await
+        .unwrap();
     let names: Vec<String> = ["a1b2c3", "d4e5f6", "0a0b0c"]
         .iter()
         .map(|s| format!("demo-general-{s}"))
@@ -305,6 +321,7 @@ async fn batched_launch_is_idempotent_by_token_and_named_by_launch_index() {
         key_name: None,
         user_data,
         bastion: false,
+        root_volume: None,
     };
     let first = launch(&c, &l).await.unwrap();
     let mut got: Vec<String> = first.iter().map(|m| m.name.clone()).collect();
@@ -354,4 +371,332 @@ async fn batched_launch_is_idempotent_by_token_and_named_by_launch_index() {
             .all(|m| m.state == spectro_core::provider::MachineState::Deleting),
         "{left:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subnet_cidrs_are_stable_per_zone_when_zones_come_and_go() {
+    use spectro_aws::network::{delete_network, ensure_network};
+    let Some(m) = moto().await else { return };
+    let c = conn_for(&m, &account_id()).clients(&creds(), "us-east-1");
+    let id = "5f0e2c1a-0000-4000-8000-000000000003";
+    let tags: std::collections::BTreeMap<String, String> = [(
+        spectro_core::provider::TAG_CLUSTER_ID.to_string(),
+        id.to_string(),
+    )]
+    .into_iter()
+    .collect();
+    let zones = |z: &[&str]| -> Vec<String> { z.iter().map(|z| format!("us-east-1{z}")).collect() };
+    let cidrs = |n: &spectro_aws::network::Network| {
+        let mut out = std::collections::BTreeMap::new();
+        for (role, subnets) in [
+            ("private", &n.private_subnets),
+            ("public", &n.public_subnets),
+        ] {
+            for (zone, sid) in subnets {
+                out.insert(format!("{role}/{zone}"), n.subnet_cidrs[sid].clone());
+            }
+        }
+        out
+    };
+    let bc = ensure_network(&c, id, "demo", &zones(&["b", "c"]), &tags, &policy())
+        .await
+        .unwrap();
+    let before = cidrs(&bc);
+    assert_eq!(before.len(), 4);
+    // Zone a sorts first: it must take a free slot, not zone b's.
+    let abc = ensure_network(&c, id, "demo", &zones(&["a", "b", "c"]), &tags, &policy())
+        .await
+        .expect("adding a zone that sorts first converges");
+    let after = cidrs(&abc);
+    for (k, v) in &before {
+        assert_eq!(&after[k], v, "{k} keeps its CIDR");
+    }
+    assert_eq!(
+        after["private/us-east-1a"], "10.0.32.0/20",
+        "the lowest free slot"
+    );
+    assert_eq!(after["public/us-east-1a"], "10.0.136.0/22");
+    assert_eq!(abc.route_tables.len(), 4);
+    assert_eq!(abc.nat_gateways.len(), 3);
+    // Without zone b (its subnets stay until delete), then a new zone d: d takes slot 3, and
+    // nothing that exists changes.
+    let acd = ensure_network(&c, id, "demo", &zones(&["a", "c", "d"]), &tags, &policy())
+        .await
+        .unwrap();
+    let last = cidrs(&acd);
+    for (k, v) in &after {
+        assert_eq!(&last[k], v, "{k} keeps its CIDR");
+    }
+    assert_eq!(last["private/us-east-1d"], "10.0.48.0/20");
+    assert!(delete_network(&c, id).await.unwrap().is_empty());
+}
+
+/// The AMIs every moto account sees (MOTO_AMIS_PATH replaces moto's built-in list): the base
+/// image the tests launch from, and a newer `spectro-*` image published by a stranger.
+const STRANGER: &str = "999988887777";
+
+fn amis_file(dir: &std::path::Path) -> String {
+    let path = dir.join("amis.json");
+    let amis = format!(
+        r#"[
+  {{"ami_id": "ami-03c3da4cfa8e8943a", "name": "al2023-ami-2023.12.20260930.0-kernel-6.1-x86_64",
+    "owner_id": "137112412989", "public": true, "state": "available", "architecture": "x86_64",
+    "virtualization_type": "hvm", "hypervisor": "xen", "image_type": "machine",
+    "root_device_name": "/dev/xvda", "root_device_type": "ebs", "sriov": "simple",
+    "description": "base"}},
+  {{"ami_id": "ami-0badc0ffee0000001", "name": "spectro-ubuntu-22.04-k8s-1.30.4-29990101",
+    "owner_id": "{STRANGER}", "public": true, "state": "available", "architecture": "x86_64",
+    "virtualization_type": "hvm", "hypervisor": "xen", "image_type": "machine",
+    "root_device_name": "/dev/sda1", "root_device_type": "ebs", "sriov": "simple",
+    "creation_date": "2099-01-01T00:00:00.000Z", "description": "not ours"}}
+]"#
+    );
+    std::fs::write(&path, amis).unwrap();
+    path.display().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_lookup_only_picks_our_own_or_named_owners_images() {
+    let dir = tempfile::tempdir().unwrap();
+    let amis = amis_file(dir.path());
+    let Some(m) = moto_server(&[("MOTO_AMIS_PATH", amis.as_str())]).await else {
+        return;
+    };
+    let c = conn_for(&m, &account_id()).clients(&creds(), "us-east-1");
+    // The stranger's public image is visible to everyone...
+    let all = c
+        .ec2
+        .describe_images()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("name")
+                .values("spectro-*")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(all.images().len(), 1, "moto serves the stranger's image");
+    // ...but never picked by name: we have none of our own yet.
+    match resolve_image(&c, &image_spec(None)).await {
+        Err(ProviderError::Terminal { message }) => {
+            assert!(message.contains("owned by self"), "{message}")
+        }
+        r => panic!("a stranger's AMI was picked: {r:?}"),
+    }
+    // Our own (older) image wins over the stranger's newer one.
+    let base = c
+        .ec2
+        .run_instances()
+        .image_id("ami-03c3da4cfa8e8943a")
+        .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
+        .min_count(1)
+        .max_count(1)
+        .send()
+        .await
+        .unwrap();
+    let ours = c
+        .ec2
+        .create_image()
+        .instance_id(base.instances()[0].instance_id().unwrap())
+        .name("spectro-ubuntu-22.04-k8s-1.30.4-20240101")
+        .send()
+        .await
+        .unwrap()
+        .image_id()
+        .unwrap()
+        .to_string();
+    assert_eq!(resolve_image(&c, &image_spec(None)).await.unwrap().id, ours);
+    // An owner the OS pack names is trusted: then the newest image wins.
+    let mut spec = image_spec(None);
+    spec.os
+        .annotations
+        .insert("imageOwners".into(), format!(" {STRANGER} ,amazon"));
+    let r = spectro_aws::resolve(&c, &spec).await.unwrap();
+    assert_eq!(r.image.id, "ami-0badc0ffee0000001");
+    assert_eq!(r.root_device_name.as_deref(), Some("/dev/sda1"));
+    // A malformed owner is a clear, terminal error.
+    spec.os
+        .annotations
+        .insert("imageOwners".into(), "12345,self".into());
+    match resolve_image(&c, &spec).await {
+        Err(ProviderError::Terminal { message }) => {
+            assert!(
+                message.contains("imageOwners") && message.contains("12345"),
+                "{message}"
+            )
+        }
+        r => panic!("{r:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn security_group_rules_are_least_privilege_and_ensured() {
+    use spectro_aws::network::{delete_network, ensure_network};
+    use spectro_aws::security::{rules_of, PortRange, Rule, SecurityPolicy, Source};
+    let Some(m) = moto().await else { return };
+    let c = conn_for(&m, &account_id()).clients(&creds(), "us-east-1");
+    let id = "5f0e2c1a-0000-4000-8000-000000000004";
+    let tags: std::collections::BTreeMap<String, String> = [(
+        spectro_core::provider::TAG_CLUSTER_ID.to_string(),
+        id.to_string(),
+    )]
+    .into_iter()
+    .collect();
+    let zones = vec!["us-east-1a".to_string()];
+    let calico = SecurityPolicy {
+        bastion_cidrs: vec!["203.0.113.0/24".into()],
+        ..policy()
+    };
+    let n = ensure_network(&c, id, "demo", &zones, &tags, &calico)
+        .await
+        .unwrap();
+    let sg = |role: &str| n.security_groups[role].clone();
+    // What AWS reports, by role.
+    let described = || async {
+        let out = c
+            .ec2
+            .describe_security_groups()
+            .filters(
+                aws_sdk_ec2::types::Filter::builder()
+                    .name(format!("tag:{}", spectro_core::provider::TAG_CLUSTER_ID))
+                    .values(id)
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        let mut by_role = std::collections::BTreeMap::new();
+        for g in out.security_groups() {
+            let role = n
+                .security_groups
+                .iter()
+                .find(|(_, gid)| Some(gid.as_str()) == g.group_id())
+                .map(|(r, _)| r.clone())
+                .unwrap();
+            by_role.insert(role, rules_of(g.ip_permissions()));
+        }
+        by_role
+    };
+    let rule = |p: PortRange, s: Source| Rule {
+        ports: p,
+        source: s,
+    };
+    let from = |r: &str| Source::Group(sg(r));
+    let cidr = |c: &str| Source::Cidr(c.to_string());
+    let calico_ports = [
+        PortRange::tcp(179, 179),
+        PortRange::udp(4789, 4789),
+        PortRange::tcp(5473, 5473),
+        PortRange::ip(4),
+    ];
+    let node_rules = |role: &str| {
+        let mut r: std::collections::BTreeSet<Rule> = [
+            rule(PortRange::tcp(10250, 10250), from("control-plane")),
+            rule(PortRange::tcp(22, 22), from("bastion")),
+        ]
+        .into_iter()
+        .collect();
+        for p in &calico_ports {
+            r.insert(rule(p.clone(), from("control-plane")));
+            r.insert(rule(p.clone(), from("worker")));
+        }
+        if role == "control-plane" {
+            r.insert(rule(PortRange::tcp(6443, 6443), from("lb")));
+            r.insert(rule(PortRange::tcp(6443, 6443), from("control-plane")));
+            r.insert(rule(PortRange::tcp(6443, 6443), from("worker")));
+            r.insert(rule(PortRange::tcp(2379, 2380), from("control-plane")));
+        } else {
+            r.insert(rule(PortRange::tcp(30000, 32767), cidr("10.0.0.0/16")));
+        }
+        r
+    };
+    let want = |bastion: &[&str]| {
+        let mut w = std::collections::BTreeMap::new();
+        w.insert(
+            "lb".to_string(),
+            [rule(PortRange::tcp(6443, 6443), cidr("0.0.0.0/0"))]
+                .into_iter()
+                .collect::<std::collections::BTreeSet<_>>(),
+        );
+        w.insert(
+            "bastion".to_string(),
+            bastion
+                .iter()
+                .map(|c| rule(PortRange::tcp(22, 22), cidr(c)))
+                .collect(),
+        );
+        w.insert("control-plane".to_string(), node_rules("control-plane"));
+        w.insert("worker".to_string(), node_rules("worker"));
+        w
+    };
+    assert_eq!(described().await, want(&["203.0.113.0/24"]));
+
+    // Behind our back: a rule that does not belong (everything from anywhere on the workers)
+    // and a needed one gone (kubelet on the control plane). The next ensure puts it right.
+    c.ec2
+        .authorize_security_group_ingress()
+        .group_id(sg("worker"))
+        .ip_permissions(
+            aws_sdk_ec2::types::IpPermission::builder()
+                .ip_protocol("-1")
+                .ip_ranges(
+                    aws_sdk_ec2::types::IpRange::builder()
+                        .cidr_ip("0.0.0.0/0")
+                        .build(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    c.ec2
+        .revoke_security_group_ingress()
+        .group_id(sg("control-plane"))
+        .ip_permissions(spectro_aws::security::permission(&rule(
+            PortRange::tcp(10250, 10250),
+            from("control-plane"),
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(described().await, want(&["203.0.113.0/24"]));
+    ensure_network(&c, id, "demo", &zones, &tags, &calico)
+        .await
+        .unwrap();
+    assert_eq!(described().await, want(&["203.0.113.0/24"]));
+
+    // The spec changes: no more SSH from that network, and its old rule is revoked.
+    ensure_network(&c, id, "demo", &zones, &tags, &policy())
+        .await
+        .unwrap();
+    assert_eq!(described().await, want(&[]));
+    assert!(delete_network(&c, id).await.unwrap().is_empty());
+}
+
+#[test]
+fn bastion_cidrs_are_validated_with_their_field_path() {
+    use spectro_core::model::Cluster;
+    let cluster = |cidrs: &str| {
+        format!(
+            "name: web\nprofile: {{ name: moto, version: '1' }}\ncloudAccount: moto\ncloud: {{ aws: {{ region: us-east-1, bastionAllowedCidrs: [{cidrs}] }} }}\nnodePools:\n  - {{ name: master, role: controlPlane, size: 1, instanceType: m5.large, availabilityZones: [us-east-1a] }}\n"
+        )
+    };
+    let ok: Cluster = from_text(&cluster("203.0.113.0/24, '2001:db8::/32'"), Format::Yaml).unwrap();
+    let cat = spectro_core::validate::Catalog::default();
+    let bastion_violations = |c: &Cluster| {
+        spectro_core::validate::validate_cluster(c, &cat)
+            .into_iter()
+            .filter(|v| v.path.starts_with("cloud.aws.bastionAllowedCidrs"))
+            .collect::<Vec<_>>()
+    };
+    assert!(bastion_violations(&ok).is_empty());
+    let host_bits: Cluster =
+        from_text(&cluster("203.0.113.0/24, 10.1.2.3/8"), Format::Yaml).unwrap();
+    let v = bastion_violations(&host_bits);
+    assert_eq!(v.len(), 1, "{v:?}");
+    assert_eq!(v[0].path, "cloud.aws.bastionAllowedCidrs[1]");
+    assert!(v[0].rule.contains("10.0.0.0/8"), "{}", v[0].rule);
+    let e = from_text::<Cluster>(&cluster("not-a-cidr"), Format::Yaml).unwrap_err();
+    assert!(e.path.contains("bastionAllowedCidrs"), "{e:?}");
 }

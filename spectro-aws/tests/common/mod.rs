@@ -45,17 +45,24 @@ pub async fn moto() -> Option<Moto> {
     if let Ok(url) = std::env::var("MOTO_ENDPOINT") {
         return Some(Moto { url, child: None });
     }
+    moto_server(&[]).await
+}
+
+/// A moto_server of this test's own (never `MOTO_ENDPOINT`), with extra environment, e.g.
+/// `MOTO_AMIS_PATH` (the AMIs every account sees, as public images of their owners).
+pub async fn moto_server(env: &[(&str, &str)]) -> Option<Moto> {
     let Some(bin) = moto_binary() else {
-        assert!(
-            std::env::var("SPECTRO_REQUIRE_TOOLS").is_err(),
-            "moto_server is required: pip install 'moto[server]==5.2.5' or set MOTO_ENDPOINT"
-        );
-        eprintln!(
-            "SKIPPED: moto_server not found (PyPI moto[server]==5.2.5) and MOTO_ENDPOINT not set"
+        spectro_core::testing::peer_missing(
+            "moto_server",
+            "pip install 'moto[server]==5.2.5' or set MOTO_ENDPOINT",
         );
         return None;
     };
-    let mut child = tokio::process::Command::new(bin)
+    let mut cmd = tokio::process::Command::new(bin);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
         .args(["-H", "127.0.0.1", "-p", "0"])
         .env("MOTO_ENABLE_AMI_VALIDATION", "true")
         .env("MOTO_EC2_ENABLE_INSTANCE_TYPE_VALIDATION", "true")

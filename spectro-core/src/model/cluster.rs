@@ -103,6 +103,12 @@ pub struct AwsPlacement {
     /// Existing VPC and subnets to use instead of a new VPC (dynamic placement).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub static_placement: Option<AwsStaticPlacement>,
+    /// Networks allowed to reach the bastion over SSH (TCP 22), e.g. `203.0.113.0/24`.
+    /// Empty (the default): the bastion accepts no SSH from anywhere; `0.0.0.0/0` opens it to
+    /// the Internet, only when written here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(with = "Vec<String>")]
+    pub bastion_allowed_cidrs: Vec<ipnet::IpNet>,
 }
 
 /// An existing VPC with one private (and optionally one public) subnet per zone.

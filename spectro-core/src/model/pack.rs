@@ -54,7 +54,10 @@ pub struct Pack {
     /// Default configuration values, a YAML mapping as text.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub values: String,
-    /// Annotations, e.g. `skipK8sInstall: "true"` or `image: ami-0abc...`.
+    /// Annotations, e.g. `skipK8sInstall: "true"` or `image: ami-0abc...`. AWS also reads
+    /// `imageOwners` on the OS pack (comma-separated account ids whose `spectro-*` AMIs may be
+    /// picked besides the account's own) and `ports` on a CNI pack it has no built-in port list
+    /// for (`tcp/179,udp/4789,ip/4`: what the nodes' security groups open between nodes).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
     /// Ansible roles run on the image to customize it (OS packs only).

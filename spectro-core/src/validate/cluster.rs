@@ -190,6 +190,16 @@ fn validate_placement(r: &mut Report, c: &Cluster) {
                     "must name an EC2 key pair (1 to 255 characters)",
                 );
             }
+            for (i, n) in a.bastion_allowed_cidrs.iter().enumerate() {
+                r.check(
+                    n.trunc() == *n,
+                    index("cloud.aws.bastionAllowedCidrs", i),
+                    format!(
+                        "`{n}` has host bits set: write the network, {}",
+                        n.trunc()
+                    ),
+                );
+            }
             if let Some(s) = &a.static_placement {
                 let base = "cloud.aws.staticPlacement";
                 r.check(
