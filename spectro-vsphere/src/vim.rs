@@ -6,9 +6,11 @@
 //!   task over SOAP); the fault of a failed task is read from `info.error`.
 //! - vcsim answers an empty `<returnval>` for "nothing found", which vim_rs reports as a
 //!   parse error: read as "no results".
-//! - vcsim's clone ignores CPU and memory: every clone is followed by a reconfigure when the
-//!   result differs (real vCenter applies the clone's config; the check costs no extra call
-//!   because the clone's hardware is read back with the task result).
+//! - the clone's hardware is read back and a reconfigure follows when it differs (govmomi
+//!   0.24's vcsim ignored the clone's CPU and memory; real vCenter and newer vcsim apply them,
+//!   so only the disk growth remains).
+//! - disk edits carry `capacityInBytes` as well as `capacityInKB` (newer vcsim reads a missing
+//!   byte size as 0 and lets it win).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -321,6 +323,9 @@ fn disk_edit(disk: &TemplateDisk, capacity_kb: i64) -> Box<dyn VirtualDeviceConf
                 ..Default::default()
             },
             capacity_in_kb: capacity_kb,
+            // Both sizes: vcsim (govmomi 0.56) reads a missing capacityInBytes as 0 and lets
+            // it win over capacityInKB (the disk would shrink to 0 until a second edit).
+            capacity_in_bytes: Some(capacity_kb * 1024),
             ..Default::default()
         }),
         file_operation: None::<VirtualDeviceConfigSpecFileOperationEnum>,
@@ -855,7 +860,7 @@ impl Vcenter for VimVcenter {
                 op: op.clone(),
                 message: "the clone task returned no VM".into(),
             })?;
-        // vcsim's clone keeps the template's hardware (real vCenter applies the clone's
+        // Old vcsim's clone kept the template's hardware (real vCenter applies the clone's
         // config): read it back and fix what differs; the disk is grown on the clone's own
         // disk either way.
         let d = self
