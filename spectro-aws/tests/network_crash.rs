@@ -277,11 +277,11 @@ async fn network_setup_converges_after_a_crash_before_or_after_every_call() {
         .await
         .unwrap();
     let total = conn.calls().total();
-    let reference = fingerprint(&c).await;
     eprintln!(
         "uninterrupted set-up: {total} calls: {:?}",
         conn.calls().snapshot()
     );
+    let reference = fingerprint(&c).await;
     assert!(reference
         .iter()
         .any(|l| l == "vpc 10.0.0.0/16 dnsHostnames=true"));
