@@ -194,10 +194,7 @@ fn validate_placement(r: &mut Report, c: &Cluster) {
                 r.check(
                     n.trunc() == *n,
                     index("cloud.aws.bastionAllowedCidrs", i),
-                    format!(
-                        "`{n}` has host bits set: write the network, {}",
-                        n.trunc()
-                    ),
+                    format!("`{n}` has host bits set: write the network, {}", n.trunc()),
                 );
             }
             if let Some(s) = &a.static_placement {
