@@ -542,37 +542,28 @@ pub async fn ensure_network(
             match n.default_routes.get(&key) {
                 Some(t) if *t == target => {}
                 have => {
-                    let replace = have.is_some();
-                    let r = if replace {
-                        let r = c
-                            .ec2
-                            .replace_route()
-                            .route_table_id(&rt_id)
-                            .destination_cidr_block("0.0.0.0/0");
-                        match &target_nat {
-                            Some(nat) => r.nat_gateway_id(nat),
-                            None => r.gateway_id(&igw),
-                        }
-                        .send()
-                        .await
-                        .map(|_| ())
-                        .map_err(|e| from_sdk("ReplaceRoute", e))
+                    // CreateRoute and ReplaceRoute take the same fields (distinct builder
+                    // types): one body for both.
+                    macro_rules! default_route {
+                        ($builder:expr, $op:literal) => {{
+                            let r = $builder
+                                .route_table_id(&rt_id)
+                                .destination_cidr_block("0.0.0.0/0");
+                            match &target_nat {
+                                Some(nat) => r.nat_gateway_id(nat),
+                                None => r.gateway_id(&igw),
+                            }
+                            .send()
+                            .await
+                            .map(|_| ())
+                            .map_err(|e| from_sdk($op, e))
+                        }};
+                    }
+                    if have.is_some() {
+                        default_route!(c.ec2.replace_route(), "ReplaceRoute")?;
                     } else {
-                        let r = c
-                            .ec2
-                            .create_route()
-                            .route_table_id(&rt_id)
-                            .destination_cidr_block("0.0.0.0/0");
-                        match &target_nat {
-                            Some(nat) => r.nat_gateway_id(nat),
-                            None => r.gateway_id(&igw),
-                        }
-                        .send()
-                        .await
-                        .map(|_| ())
-                        .map_err(|e| from_sdk("CreateRoute", e))
-                    };
-                    r?;
+                        default_route!(c.ec2.create_route(), "CreateRoute")?;
+                    }
                     changed = true;
                     n.default_routes.insert(key.clone(), target);
                 }
