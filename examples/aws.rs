@@ -36,16 +36,13 @@ async fn main() -> Result<(), Error> {
     if let Some(f) = failures.first() {
         return Err(format!("{spec_file}: {}", f.violations[0]).into());
     }
-    let mut cluster = None;
-    let mut profiles = Vec::new();
-    for d in docs {
-        match d {
-            Document::Cluster(c) => cluster = Some(c),
-            Document::ClusterProfile(p) => profiles.push(p),
-            _ => {}
-        }
-    }
-    let cluster = cluster.ok_or("the spec has no Cluster")?;
+    let cluster = docs
+        .iter()
+        .find_map(|d| match d {
+            Document::Cluster(c) => Some(c.clone()),
+            _ => None,
+        })
+        .ok_or("the spec has no Cluster")?;
     let key = std::env::var("AWS_ACCESS_KEY_ID").map_err(|_| "AWS_ACCESS_KEY_ID is not set")?;
     let secret =
         std::env::var("AWS_SECRET_ACCESS_KEY").map_err(|_| "AWS_SECRET_ACCESS_KEY is not set")?;
@@ -68,12 +65,19 @@ async fn main() -> Result<(), Error> {
         })
         .start()
         .await?;
-    for p in &profiles {
-        engine.put_profile(p).await?;
-    }
     engine.put_cloud_account(&account).await?;
     engine.verify_cloud_account(&account.name).await?;
-    let id = engine.create_cluster(&cluster).await?;
+    // The account comes from the environment; profiles and the cluster from the file.
+    let rest: Vec<Document> = docs
+        .into_iter()
+        .filter(|d| !matches!(d, Document::CloudAccount(_)))
+        .collect();
+    let id = engine
+        .apply_all(&rest)
+        .await?
+        .iter()
+        .find_map(|a| a.cluster)
+        .ok_or("the spec has no Cluster")?;
     println!("cluster {} ({id}) declared", cluster.name);
     let printer = common::print_events(&engine, id);
     let rec = engine

@@ -62,25 +62,17 @@ async fn main() -> Result<(), Error> {
         })
         .start()
         .await?;
-    let mut cluster = None;
-    let mut gateway = None;
-    for d in docs {
-        match d {
-            Document::Cluster(c) => cluster = Some(c),
-            Document::ClusterProfile(p) => {
-                engine.put_profile(&p).await?;
-            }
-            Document::PrivateCloudGateway(g) => {
-                gateway.get_or_insert(g.name.clone());
-                engine.put_gateway(&g).await?;
-            }
-            Document::IpPool(p) => {
-                engine.put_ip_pool(&p).await?;
-            }
-            Document::CloudAccount(_) => {}
-        }
-    }
-    let cluster = cluster.ok_or("the spec has no Cluster")?;
+    let cluster = docs
+        .iter()
+        .find_map(|d| match d {
+            Document::Cluster(c) => Some(c.clone()),
+            _ => None,
+        })
+        .ok_or("the spec has no Cluster")?;
+    let gateway = docs.iter().find_map(|d| match d {
+        Document::PrivateCloudGateway(g) => Some(g.name.clone()),
+        _ => None,
+    });
     let account = CloudAccount {
         name: cluster.cloud_account.clone(),
         credentials: Credentials::Vsphere(VsphereCredentials {
@@ -93,7 +85,18 @@ async fn main() -> Result<(), Error> {
     };
     engine.put_cloud_account(&account).await?;
     engine.verify_cloud_account(&account.name).await?;
-    let id = engine.create_cluster(&cluster).await?;
+    // The account comes from the environment; everything else from the file, in order
+    // (gateway, IP pools, profiles, then the cluster).
+    let rest: Vec<Document> = docs
+        .into_iter()
+        .filter(|d| !matches!(d, Document::CloudAccount(_)))
+        .collect();
+    let id = engine
+        .apply_all(&rest)
+        .await?
+        .iter()
+        .find_map(|a| a.cluster)
+        .ok_or("the spec has no Cluster")?;
     println!("cluster {} ({id}) declared", cluster.name);
     let printer = common::print_events(&engine, id);
     let rec = engine

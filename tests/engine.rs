@@ -261,7 +261,17 @@ async fn delete_needs_a_provisioned_cluster_abort_leaves_nothing() {
         .await
         .unwrap();
     let err = engine.delete_cluster(id).await.unwrap_err();
-    assert!(matches!(err, CoreError::InvalidState(_)));
+    assert!(
+        matches!(
+            err,
+            CoreError::WrongLifecycle {
+                op: "delete",
+                state: "still provisioning",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("use abort"), "{err}");
 
     engine.abort_cluster(id).await.unwrap();

@@ -181,7 +181,10 @@ impl Store for Partitionable {
     }
     async fn acquire_leases(&self, o: &str, t: Duration, m: usize) -> Result<Vec<Lease>> {
         if self.cut.load(Ordering::SeqCst) {
-            return Err(CoreError::InvalidState("partitioned".into()));
+            return Err(CoreError::store(
+                "acquire leases",
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "partitioned"),
+            ));
         }
         self.inner.acquire_leases(o, t, m).await
     }

@@ -87,28 +87,10 @@ async fn static_ip_cluster_takes_addresses_and_vip_from_its_pools() {
         .start()
         .await
         .unwrap();
-    let (docs, f) = spectro::model::parse_documents(SPECS, Format::Yaml);
-    assert!(f.is_empty(), "{f:?}");
-    let mut spec: Option<Cluster> = None;
-    for d in docs {
-        match d {
-            spectro::model::Document::PrivateCloudGateway(g) => {
-                engine.put_gateway(&g).await.unwrap();
-            }
-            spectro::model::Document::IpPool(p) => {
-                engine.put_ip_pool(&p).await.unwrap();
-            }
-            spectro::model::Document::CloudAccount(a) => {
-                engine.put_cloud_account(&a).await.unwrap();
-            }
-            spectro::model::Document::ClusterProfile(p) => {
-                engine.put_profile(&p).await.unwrap();
-            }
-            spectro::model::Document::Cluster(c) => spec = Some(c),
-        }
-    }
-    let mut spec = spec.unwrap();
-    let id = engine.create_cluster(&spec).await.unwrap();
+    // Gateway, IP pools, account, profile, then the cluster: one call.
+    let applied = engine.apply_text(SPECS, Format::Yaml).await.unwrap();
+    let id = applied.iter().find_map(|a| a.cluster).unwrap();
+    let mut spec: Cluster = engine.cluster(id).await.unwrap().spec;
     let rec = engine.wait_for_phase(id, Phase::Running, T).await.unwrap();
 
     // The endpoint is the VIP: the first address of the control-plane pool.
@@ -189,8 +171,17 @@ async fn static_ip_cluster_takes_addresses_and_vip_from_its_pools() {
     assert!(rec
         .status
         .last_error
+        .as_deref()
         .unwrap()
         .contains("IP pool `worker-pool` is exhausted"));
+    // The engine's own failure, with its own reason: not disguised as a cloud quota.
+    let failed = rec
+        .status
+        .conditions
+        .iter()
+        .find(|c| c.status == spectro::engine::condition::ConditionStatus::Failed)
+        .expect("a failed milestone");
+    assert_eq!(failed.reason, "PoolExhausted", "{failed:?}");
     spec.node_pools[1].size = 3;
     engine.update_cluster(id, &spec).await.unwrap();
     engine.wait_for_phase(id, Phase::Running, T).await.unwrap();

@@ -3,6 +3,12 @@
 //! The default [`TokioClock`] reads wall time as `start + tokio elapsed`, so tests that pause
 //! tokio's time (`tokio::time::pause`) move timestamps, machine boot times and timeouts
 //! together; [`ManualClock`] is set by hand.
+//!
+//! This module is the only place that reads the system's clocks: `Utc::now`,
+//! `SystemTime::now` and `Instant::now` are denied elsewhere by clippy's
+//! `disallowed_methods` (workspace `clippy.toml`). Timestamps come from a [`Clock`];
+//! deadlines and timers from [`instant_now`] (tokio's monotonic clock, which paused-time
+//! tests advance by hand).
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -22,12 +28,25 @@ pub struct TokioClock {
     start: tokio::time::Instant,
 }
 
+/// Monotonic now for deadlines and timers: tokio's clock (paused and advanced in tests).
+pub fn instant_now() -> tokio::time::Instant {
+    #[allow(clippy::disallowed_methods)] // the one place that reads the monotonic clock
+    tokio::time::Instant::now()
+}
+
+/// Wall time now, from the system: for values that must be real time whatever clock the
+/// engine was given (e.g. certificate validity, a fallback seed).
+pub fn system_now() -> DateTime<Utc> {
+    #[allow(clippy::disallowed_methods)] // the one place that reads the wall clock
+    Utc::now()
+}
+
 impl TokioClock {
     /// A clock reading the real time now.
     pub fn new() -> Self {
         TokioClock {
-            wall: Utc::now(),
-            start: tokio::time::Instant::now(),
+            wall: system_now(),
+            start: instant_now(),
         }
     }
 }
@@ -40,7 +59,7 @@ impl Default for TokioClock {
 
 impl Clock for TokioClock {
     fn now(&self) -> DateTime<Utc> {
-        let elapsed = tokio::time::Instant::now().saturating_duration_since(self.start);
+        let elapsed = instant_now().saturating_duration_since(self.start);
         self.wall + chrono::Duration::from_std(elapsed).unwrap_or_default()
     }
 }

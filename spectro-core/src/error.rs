@@ -4,7 +4,15 @@ use crate::provider::ProviderError;
 use crate::validate::Violation;
 
 /// Errors of the core: invalid input, missing objects, wrong state, storage, cloud.
+///
+/// Every variant is typed so an application can act on it without parsing messages:
+/// [`CoreError::Conflict`] → read again and retry, [`CoreError::WrongLifecycle`] → the
+/// operation does not apply now (e.g. delete while provisioning: abort instead),
+/// [`CoreError::Timeout`] → a wait ran out (the cluster's phase and last error are inside),
+/// [`CoreError::Provider`] → the cloud's typed [`ProviderError`]. [`CoreError::reason`] gives
+/// a stable code for each. New variants may be added: match with a wildcard arm.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum CoreError {
     /// The input broke one or more rules.
     #[error("invalid {kind}: {}", join(.violations))]
@@ -88,9 +96,63 @@ pub enum CoreError {
         /// The stale token.
         fence: u64,
     },
-    /// The operation does not fit the object's state (e.g. delete while provisioning).
-    #[error("{0}")]
-    InvalidState(String),
+    /// The operation does not apply to the cluster in its current lifecycle state (e.g.
+    /// delete while provisioning, update while deleting).
+    #[error("cannot {op} cluster `{cluster}`: it is {state}{}", hint.map(|h| format!(": {h}")).unwrap_or_default())]
+    WrongLifecycle {
+        /// The refused operation, e.g. `delete`.
+        op: &'static str,
+        /// The cluster's name.
+        cluster: String,
+        /// Its state, e.g. `still provisioning`, `being deleted`.
+        state: &'static str,
+        /// What to do instead, when there is something.
+        hint: Option<&'static str>,
+    },
+    /// Something the operation needs does not exist yet (e.g. the API endpoint of a cluster
+    /// whose infrastructure is still being created): try again later.
+    #[error("cluster `{cluster}` has no {what} yet")]
+    NotReady {
+        /// The cluster's name.
+        cluster: String,
+        /// What is missing, e.g. `API endpoint`.
+        what: &'static str,
+    },
+    /// A profile update conflicts with the cluster's overrides and no resolution was given.
+    #[error("the profile update of cluster `{cluster}` conflicts with overrides of {}: resolve them (keep the overrides, take the profile's values or edit them)", .keys.join(", "))]
+    UnresolvedConflicts {
+        /// The cluster's name.
+        cluster: String,
+        /// The conflicting keys, `pack.dotted.key`.
+        keys: Vec<String>,
+    },
+    /// A wait for a cluster ran out before the cluster got there.
+    #[error("cluster `{cluster}` did not reach {wanted} within {waited:?} (phase {}, generation {observed_generation} of {generation}, last error: {})", phase.as_str(), last_error.as_deref().unwrap_or("none"))]
+    Timeout {
+        /// The cluster's name.
+        cluster: String,
+        /// What was waited for, e.g. `running`.
+        wanted: String,
+        /// The cluster's phase when the wait ended.
+        phase: crate::engine::status::Phase,
+        /// The generation the cluster has converged to.
+        observed_generation: u64,
+        /// The generation of its spec.
+        generation: u64,
+        /// The cluster's last error, if any.
+        last_error: Option<String>,
+        /// How long was waited.
+        waited: std::time::Duration,
+    },
+    /// A reconcile of the cluster panicked (a bug): the engine caught it, keeps the stored
+    /// state and retries with backoff.
+    #[error("the reconcile of cluster {cluster} panicked: {message}")]
+    ReconcilePanicked {
+        /// The cluster.
+        cluster: crate::provider::ClusterId,
+        /// The panic message.
+        message: String,
+    },
     /// The database failed.
     #[error("store error during {operation}: {source}")]
     Store {
@@ -154,6 +216,50 @@ fn join(v: &[Violation]) -> String {
 }
 
 impl CoreError {
+    /// A stable reason code for conditions, events, metrics and logs (`UpperCamelCase`).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            CoreError::Invalid { .. } => "Invalid",
+            CoreError::NotFound { .. } => "NotFound",
+            CoreError::AlreadyExists { .. } => "AlreadyExists",
+            CoreError::Conflict { .. } => "Conflict",
+            CoreError::InUse { .. } => "InUse",
+            CoreError::PoolExhausted { .. } => "PoolExhausted",
+            CoreError::PoolRestricted { .. } => "PoolRestricted",
+            CoreError::AddressOutsidePool { .. } => "AddressOutsidePool",
+            CoreError::Fenced { .. } => "Fenced",
+            CoreError::WrongLifecycle { .. } => "WrongLifecycle",
+            CoreError::NotReady { .. } => "NotReady",
+            CoreError::UnresolvedConflicts { .. } => "UnresolvedConflicts",
+            CoreError::Timeout { .. } => "Timeout",
+            CoreError::ReconcilePanicked { .. } => "ReconcilePanicked",
+            CoreError::Store { .. } => "StoreError",
+            CoreError::Corrupt { .. } => "Corrupt",
+            CoreError::Provider(e) => e.reason(),
+            CoreError::NoProvider(_) => "NoProvider",
+            CoreError::Pki { .. } => "PkiError",
+            CoreError::PackValues { .. } => "InvalidPackValues",
+            CoreError::UserDataTooLarge { .. } => "UserDataTooLarge",
+            CoreError::Shutdown => "Shutdown",
+        }
+    }
+
+    /// True when trying the same call again later may succeed without a change of input
+    /// (concurrent writers, a store or cloud hiccup, a wait that ran out, not ready yet).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            CoreError::Conflict { .. }
+            | CoreError::NotReady { .. }
+            | CoreError::Timeout { .. }
+            | CoreError::Store { .. } => true,
+            CoreError::Provider(e) => matches!(
+                e,
+                ProviderError::Retryable { .. } | ProviderError::Throttled { .. }
+            ),
+            _ => false,
+        }
+    }
+
     /// Wraps a database error.
     pub fn store(
         operation: &'static str,

@@ -52,7 +52,8 @@ fn pki_err(e: rcgen::Error) -> CoreError {
 }
 
 fn years_from_now(years: i32) -> time::OffsetDateTime {
-    let now = chrono::Utc::now();
+    // Certificates must be valid in real time, whatever clock the engine runs on.
+    let now = crate::clock::system_now();
     use chrono::Datelike;
     rcgen::date_time_ymd(
         now.year() + years,

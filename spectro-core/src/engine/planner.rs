@@ -149,6 +149,69 @@ pub struct Assessment {
     pub converged: bool,
     /// Delete/abort finished.
     pub deleted: bool,
+    /// What the cluster waits for before it can converge (`Engine::explain`), in plan order.
+    pub waits: Vec<Wait>,
+}
+
+/// Something the plan waits for before the cluster can converge: the pure part of
+/// `Engine::explain` (the executor adds what failed, the engine what it is throttled on).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase", tag = "kind")]
+#[non_exhaustive]
+pub enum Wait {
+    /// The machine image for the profile's OS + Kubernetes packs is being resolved (or
+    /// customized).
+    Image {
+        /// A customized image is being built.
+        customization: bool,
+    },
+    /// The shared infrastructure (network, API endpoint) is not ready.
+    Infrastructure {
+        /// What the provider last said it waits for.
+        message: Option<String>,
+    },
+    /// A machine is booting.
+    MachineBooting {
+        /// Its pool.
+        pool: String,
+        /// The machine.
+        machine: String,
+        /// Since its creation.
+        since: DateTime<Utc>,
+    },
+    /// A machine is being deleted.
+    MachineDeleting {
+        /// Its pool.
+        pool: String,
+        /// The machine.
+        machine: String,
+    },
+    /// A create was sent (intent recorded) and its machines are not listed yet.
+    CreateInFlight {
+        /// The pool.
+        pool: String,
+        /// The machine names.
+        machines: Vec<String>,
+        /// Since the intent was recorded.
+        since: DateTime<Utc>,
+    },
+    /// Workers wait for the first control-plane node to run.
+    ControlPlane {
+        /// The waiting pool.
+        pool: String,
+    },
+    /// A rolling replacement is under way (one new machine, then one old goes).
+    Replacing {
+        /// The pool.
+        pool: String,
+        /// Machines still to replace.
+        outdated: u32,
+    },
+    /// The cluster's machines and infrastructure are being deleted.
+    Deleting {
+        /// What is left: machines, or the infrastructure.
+        remaining: String,
+    },
 }
 
 /// The plan: actions in order, and the assessment behind them.
@@ -250,6 +313,9 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
     a.image_ready = image.is_some();
     a.infra_ready = input.infra.is_some_and(|i| i.ready);
     let Some(image) = image else {
+        a.waits.push(Wait::Image {
+            customization: a.customization,
+        });
         if let Some(spec) = wanted {
             plan.actions.push(Action::EnsureImage {
                 spec: Box::new(spec),
@@ -260,6 +326,9 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
     if !a.infra_ready || input.infra_stale {
         plan.actions.push(Action::EnsureInfrastructure);
         if !a.infra_ready {
+            a.waits.push(Wait::Infrastructure {
+                message: input.infra.and_then(|i| i.message.clone()),
+            });
             return plan;
         }
     }
@@ -339,6 +408,41 @@ fn plan_machines(input: &PlanInput<'_>, image_id: &str, plan: &mut Plan) {
             .count() as u32;
         let booting = live.iter().any(|m| m.state != MachineState::Running);
         let in_flight = !pool_pending.is_empty() || booting;
+        let waits = &mut a.waits;
+        for m in live.iter().filter(|m| m.state == MachineState::Pending) {
+            waits.push(Wait::MachineBooting {
+                pool: pool.name.clone(),
+                machine: m.name.clone(),
+                since: m.created_at,
+            });
+        }
+        for m in input
+            .machines
+            .iter()
+            .filter(|m| m.pool == pool.name && m.state == MachineState::Deleting)
+        {
+            waits.push(Wait::MachineDeleting {
+                pool: pool.name.clone(),
+                machine: m.name.clone(),
+            });
+        }
+        if let Some(first) = pool_pending.first() {
+            waits.push(Wait::CreateInFlight {
+                pool: pool.name.clone(),
+                machines: pool_pending.iter().map(|i| i.name.clone()).collect(),
+                since: pool_pending
+                    .iter()
+                    .map(|i| i.created_at)
+                    .min()
+                    .unwrap_or(first.created_at),
+            });
+        }
+        if !old.is_empty() {
+            waits.push(Wait::Replacing {
+                pool: pool.name.clone(),
+                outdated: old.len() as u32,
+            });
+        }
 
         a.pools.insert(
             pool.name.clone(),
@@ -374,6 +478,9 @@ fn plan_machines(input: &PlanInput<'_>, image_id: &str, plan: &mut Plan) {
         let may_create = pool.is_control_plane() || cp_initialized;
         if !may_create && pool.size > 0 {
             waiting = true;
+            a.waits.push(Wait::ControlPlane {
+                pool: pool.name.clone(),
+            });
             continue;
         }
         // Count per zone: up-to-date machines and pending intents of the current shape.
@@ -660,6 +767,9 @@ fn plan_delete(input: &PlanInput<'_>) -> Plan {
     if !pending.is_empty() {
         reissue(&pending, &mut plan);
         plan.assessment.waiting = true;
+        plan.assessment.waits.push(Wait::Deleting {
+            remaining: format!("{} machine(s) whose create is in flight", pending.len()),
+        });
         return plan;
     }
     let live: Vec<Machine> = input
@@ -668,6 +778,11 @@ fn plan_delete(input: &PlanInput<'_>) -> Plan {
         .filter(|m| m.state != MachineState::Deleting)
         .cloned()
         .collect();
+    if !input.machines.is_empty() {
+        plan.assessment.waits.push(Wait::Deleting {
+            remaining: format!("{} machine(s)", input.machines.len()),
+        });
+    }
     if !live.is_empty() {
         plan.actions.push(Action::DeleteMachines {
             machines: live,
@@ -677,6 +792,9 @@ fn plan_delete(input: &PlanInput<'_>) -> Plan {
     } else if !input.machines.is_empty() {
         plan.assessment.waiting = true;
     } else if !input.infra_deleted {
+        plan.assessment.waits.push(Wait::Deleting {
+            remaining: "the infrastructure".into(),
+        });
         plan.actions.push(Action::DeleteInfrastructure);
     } else {
         plan.actions.push(Action::Finalize);

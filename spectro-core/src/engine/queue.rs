@@ -81,7 +81,7 @@ impl WorkQueue {
             st.dirty.insert(id);
             return;
         }
-        let at = Instant::now() + delay;
+        let at = crate::clock::instant_now() + delay;
         if st.due.get(&id).is_some_and(|t| *t <= at) {
             return;
         }
@@ -104,7 +104,7 @@ impl WorkQueue {
                 if st.closed {
                     return None;
                 }
-                let now = Instant::now();
+                let now = crate::clock::instant_now();
                 while let Some(Reverse((at, _, id))) = st.heap.peek().copied() {
                     if at > now {
                         break;
@@ -207,7 +207,7 @@ mod tests {
         q.add_after(a, Duration::from_secs(10));
         q.add_after(a, Duration::from_secs(5));
         q.add_after(a, Duration::from_secs(20));
-        let t0 = Instant::now();
+        let t0 = crate::clock::instant_now();
         assert_eq!(q.next().await, Some(a));
         assert_eq!(t0.elapsed(), Duration::from_secs(5));
         q.done(a, None);

@@ -11,6 +11,7 @@ use crate::validate::Violation;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "kind")]
 #[allow(clippy::large_enum_variant)] // a parsed spec, not a hot-path value
+#[non_exhaustive]
 pub enum Document {
     /// A cluster profile.
     ClusterProfile(ClusterProfile),

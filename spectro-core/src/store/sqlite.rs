@@ -288,7 +288,7 @@ impl Store for SqliteStore {
             tx.execute(
                 "INSERT INTO objects (kind, name, revision, body, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (kind, name) DO UPDATE SET revision = ?3, body = ?4, updated_at = ?5",
-                params![kind.as_str(), name, rev as i64, body, Utc::now().to_rfc3339()],
+                params![kind.as_str(), name, rev as i64, body, crate::clock::system_now().to_rfc3339()],
             )
             .db("put object")?;
             tx.commit().db("put object")?;
@@ -413,7 +413,7 @@ impl Store for SqliteStore {
                         spec,
                         profile,
                         prev,
-                        Utc::now().to_rfc3339(),
+                        crate::clock::system_now().to_rfc3339(),
                         expected_generation as i64
                     ],
                 )
@@ -534,7 +534,7 @@ impl Store for SqliteStore {
             if let Some(status) = status {
                 tx.execute(
                     "UPDATE clusters SET status = ?2, deleted = ?3, updated_at = ?4 WHERE id = ?1",
-                    params![id, status, deleted as i64, Utc::now().to_rfc3339()],
+                    params![id, status, deleted as i64, crate::clock::system_now().to_rfc3339()],
                 )
                 .db("commit status")?;
             }
@@ -663,7 +663,7 @@ impl Store for SqliteStore {
         let owner = owner.to_string();
         self.run(true, move |c| {
             let tx = c.transaction().db("acquire leases")?;
-            let now = Utc::now().timestamp_millis();
+            let now = crate::clock::system_now().timestamp_millis();
             let until = now + ttl.as_millis() as i64;
             tx.execute(
                 "INSERT INTO replicas (id, expires) VALUES (?1, ?2)

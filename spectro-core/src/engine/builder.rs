@@ -1,0 +1,109 @@
+//! [`EngineBuilder`]: store, providers, clock and tuning, then `start`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio::task::JoinHandle;
+
+use super::config::EngineConfig;
+use super::runtime::Inner;
+use super::{seed, Engine, Owner};
+use crate::clock::{Clock, TokioClock};
+use crate::error::Result;
+use crate::model::CloudType;
+use crate::provider::CloudProvider;
+use crate::store::Store;
+
+/// Builds an [`Engine`]: `Engine::builder(store).provider(..).config(..).start().await`.
+#[must_use = "an engine builder does nothing until `start` is awaited"]
+pub struct EngineBuilder {
+    store: Arc<dyn Store>,
+    providers: HashMap<CloudType, Arc<dyn CloudProvider>>,
+    clock: Arc<dyn Clock>,
+    config: EngineConfig,
+}
+
+impl std::fmt::Debug for EngineBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineBuilder")
+            .field("providers", &self.providers.keys().collect::<Vec<_>>())
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl EngineBuilder {
+    pub(crate) fn new(store: Arc<dyn Store>) -> Self {
+        EngineBuilder {
+            store,
+            providers: HashMap::new(),
+            clock: Arc::new(TokioClock::new()),
+            config: EngineConfig::default(),
+        }
+    }
+
+    /// Registers the provider for its cloud.
+    pub fn provider(mut self, p: Arc<dyn CloudProvider>) -> Self {
+        self.providers.insert(p.cloud(), p);
+        self
+    }
+
+    /// Registers a provider for another cloud than its own (e.g. the simulated cloud).
+    pub fn provider_for(mut self, cloud: CloudType, p: Arc<dyn CloudProvider>) -> Self {
+        self.providers.insert(cloud, p);
+        self
+    }
+
+    /// Sets the clock.
+    pub fn clock(mut self, c: Arc<dyn Clock>) -> Self {
+        self.clock = c;
+        self
+    }
+
+    /// Sets the tuning.
+    pub fn config(mut self, c: EngineConfig) -> Self {
+        self.config = c;
+        self
+    }
+
+    /// Starts the workers and queues every live cluster (a restart resumes everything).
+    pub async fn start(self) -> Result<Engine> {
+        let fallback = crate::clock::system_now()
+            .timestamp_nanos_opt()
+            .unwrap_or(7) as u64;
+        let random = seed::Randomness::new(self.config.seed, fallback);
+        let inner = Arc::new(Inner::new(
+            self.store,
+            self.providers,
+            self.clock,
+            self.config,
+            random,
+        ));
+        for rec in inner.store.list_clusters(false).await? {
+            inner.queue.add(rec.id);
+        }
+        let reconcilers = inner.config.concurrency.max(1);
+        let mut workers: Vec<JoinHandle<()>> = (0..reconcilers)
+            .map(|_| tokio::spawn(inner.clone().worker()))
+            .collect();
+        if let Some(rc) = inner.config.replica.clone() {
+            if let Some(changes) = inner.store.changes().await? {
+                workers.push(tokio::spawn(inner.clone().change_loop(changes)));
+            }
+            workers.push(tokio::spawn(inner.clone().lease_loop(rc)));
+        }
+        tracing::info!(
+            workers = reconcilers,
+            replica = inner.config.replica.as_ref().map(|r| r.id.as_str()),
+            "engine started"
+        );
+        Ok(Engine {
+            owner: Arc::new(Owner {
+                inner: inner.clone(),
+                workers: std::sync::Mutex::new(workers),
+                reconcilers,
+            }),
+            inner,
+        })
+    }
+}

@@ -1,0 +1,82 @@
+//! Engine tuning: [`EngineConfig`] and, for replicas sharing one database, [`ReplicaConfig`].
+
+use std::time::Duration;
+
+/// Engine tuning.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Clusters reconciled at once.
+    pub concurrency: usize,
+    /// Resync period of a converged cluster (jittered ±10%).
+    pub resync_interval: Duration,
+    /// Look-again delay while waiting on the cloud (machines booting, deleting).
+    pub poll_interval: Duration,
+    /// First backoff after a failure.
+    pub backoff_base: Duration,
+    /// Backoff cap.
+    pub backoff_cap: Duration,
+    /// Infrastructure is re-checked at most this often once ready (spec changes force it).
+    pub infra_resync: Duration,
+    /// A machine still booting after this long is replaced.
+    pub machine_timeout: Duration,
+    /// Replica mode: share the clusters with other engines on the same database through
+    /// leases. `None`: this engine owns every cluster (one process).
+    pub replica: Option<ReplicaConfig>,
+    /// Deterministic mode: cluster ids, machine names, idempotency tokens and jitter derive
+    /// from this seed (and what they are for), so a run on the simulated cloud with the same
+    /// seed replays exactly. `None` (production): random.
+    pub seed: Option<u64>,
+}
+
+/// How a replica shares work with the others.
+#[derive(Debug, Clone)]
+pub struct ReplicaConfig {
+    /// This replica's unique name (lease owner).
+    pub id: String,
+    /// Lease lifetime: a dead replica's clusters are taken over within it. Renewed every
+    /// third of it.
+    pub lease_ttl: Duration,
+    /// Most clusters one replica holds (spreads the work).
+    pub max_clusters: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            concurrency: 16,
+            resync_interval: Duration::from_secs(600),
+            poll_interval: Duration::from_secs(5),
+            backoff_base: Duration::from_secs(1),
+            backoff_cap: Duration::from_secs(300),
+            infra_resync: Duration::from_secs(3600),
+            machine_timeout: Duration::from_secs(20 * 60),
+            replica: None,
+            seed: None,
+        }
+    }
+}
+
+impl EngineConfig {
+    /// Settings for the simulated cloud without latency: no waiting between steps.
+    pub fn fast() -> Self {
+        EngineConfig {
+            poll_interval: Duration::from_millis(2),
+            backoff_base: Duration::from_millis(5),
+            backoff_cap: Duration::from_millis(200),
+            ..Default::default()
+        }
+    }
+}
+
+impl EngineConfig {
+    /// Settings for local emulators of real clouds (moto, vcsim): 50 ms polling and backoff,
+    /// capped at 1 s, so tests converge quickly without hammering the peer.
+    pub fn for_emulators() -> Self {
+        EngineConfig {
+            poll_interval: Duration::from_millis(50),
+            backoff_base: Duration::from_millis(50),
+            backoff_cap: Duration::from_secs(1),
+            ..Default::default()
+        }
+    }
+}

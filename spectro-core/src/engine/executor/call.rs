@@ -1,0 +1,42 @@
+//! Every cloud call of a reconcile goes through [`cloud_call`]: a `cloud_call` tracing span
+//! (provider, operation, attempt, outcome) under the reconcile's span, and the call metrics.
+
+use std::future::Future;
+
+use tracing::Instrument;
+
+use super::prepare::Setup;
+use super::Pass;
+use crate::provider::ProviderError;
+
+/// Runs one provider call for the cluster of `p`.
+pub(super) async fn cloud_call<T>(
+    p: &Pass<'_>,
+    setup: &Setup,
+    operation: &'static str,
+    call: impl Future<Output = Result<T, ProviderError>>,
+) -> Result<T, ProviderError> {
+    let attempt = p.inner.failures(p.rec.id) + 1;
+    let span = tracing::info_span!(
+        "cloud_call",
+        provider = setup.cloud,
+        operation,
+        attempt,
+        outcome = tracing::field::Empty,
+    );
+    let started = crate::clock::instant_now();
+    let result = call.instrument(span.clone()).await;
+    let took = crate::clock::instant_now().saturating_duration_since(started);
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(e) => e.reason(),
+    };
+    span.record("outcome", outcome);
+    if let Err(e) = &result {
+        span.in_scope(|| tracing::info!(error = %e, "cloud call failed"));
+    }
+    p.inner
+        .metrics
+        .cloud_call(setup.cloud, operation, outcome, took);
+    result
+}

@@ -1,0 +1,301 @@
+//! The executor: one reconcile of one cluster. Observes the cloud, plans, runs the actions,
+//! and commits status, intents and events in one write.
+//!
+//! Crash safety: before every machine create the intent (names + idempotency token) is
+//! committed; the create carries the token; the next reconcile after a crash observes the
+//! machines by tag (intent resolved) or re-issues the create with the same token (the cloud
+//! returns what that token created). A crash anywhere therefore neither duplicates nor leaks.
+//!
+//! Layout: `prepare` (provider, account, VIP, [`ClusterContext`]), `observe` (the listing,
+//! intents, orphaned addresses), `actions` (one function per planned action, each returning
+//! a [`Step`]), `create` (intent then create), `assess` (conditions and phase from the
+//! planner's assessment), `call` (every cloud call: tracing span, metrics, typed outcome).
+//! Failures that are the engine's own (an exhausted IP pool, pack values that cannot be
+//! rendered) are shown as such, with their own reason, not disguised as cloud errors.
+
+mod actions;
+mod assess;
+mod call;
+mod create;
+mod observe;
+mod prepare;
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::condition::{set_condition, ConditionStatus, ConditionType};
+use super::event::{NewEvent, Severity};
+use super::explain::Observed;
+use super::planner::{plan, Assessment, PlanInput};
+use super::runtime::Inner;
+use super::status::{ClusterRecord, ClusterStatus, Phase};
+use crate::bootstrap::ClusterPki;
+use crate::error::{CoreError, Result};
+use crate::provider::{ClusterId, ProviderError};
+use crate::store::ClusterWrite;
+
+pub(crate) use self::prepare::{ensure_pki, load_account};
+
+/// Most plan/execute rounds in one reconcile.
+const MAX_ROUNDS: usize = 16;
+
+/// What to do with the cluster after a reconcile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Converged: resync later.
+    Converged,
+    /// Waiting on the cloud (booting, deleting): look again soon.
+    Waiting,
+    /// More to do right away.
+    Progress,
+    /// The last step failed: back off (or wait the throttle delay).
+    Failed(Option<Duration>),
+    /// Nothing more to do ever (deleted, or unknown).
+    Finished,
+}
+
+/// What an action leaves the round loop to do next.
+pub(crate) enum Step {
+    /// Go on with the next action.
+    Continue,
+    /// Stop this reconcile with this outcome (waiting on the cloud, or a failure).
+    Stop(Outcome),
+}
+
+/// A failure shown on a milestone: a cloud error or one of the engine's own.
+pub(crate) trait Failure: std::fmt::Display {
+    /// Reason code for the condition and the event.
+    fn reason(&self) -> &'static str;
+    /// Warning (retried as is) or error (needs a change or an operator).
+    fn severity(&self) -> Severity;
+    /// The delay the cloud asked for.
+    fn retry_after(&self) -> Option<Duration> {
+        None
+    }
+}
+
+impl Failure for ProviderError {
+    fn reason(&self) -> &'static str {
+        ProviderError::reason(self)
+    }
+    fn severity(&self) -> Severity {
+        match self {
+            ProviderError::Retryable { .. } | ProviderError::Throttled { .. } => Severity::Warning,
+            _ => Severity::Error,
+        }
+    }
+    fn retry_after(&self) -> Option<Duration> {
+        ProviderError::retry_after(self)
+    }
+}
+
+impl Failure for CoreError {
+    fn reason(&self) -> &'static str {
+        CoreError::reason(self)
+    }
+    fn severity(&self) -> Severity {
+        if self.is_transient() {
+            Severity::Warning
+        } else {
+            Severity::Error
+        }
+    }
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            CoreError::Provider(e) => e.retry_after(),
+            _ => None,
+        }
+    }
+}
+
+/// One reconcile's working state: the record read at its start, the status being built and
+/// the write that commits it.
+pub(crate) struct Pass<'a> {
+    pub(crate) inner: &'a Inner,
+    pub(crate) fence: Option<u64>,
+    pub(crate) pki: Option<ClusterPki>,
+    pub(crate) rec: ClusterRecord,
+    pub(crate) status: ClusterStatus,
+    pub(crate) write: ClusterWrite,
+    pub(crate) now: DateTime<Utc>,
+    pub(crate) failed: Option<ConditionType>,
+}
+
+impl Pass<'_> {
+    pub(crate) fn event(&mut self, severity: Severity, reason: &str, message: impl Into<String>) {
+        self.write.events.push(NewEvent {
+            time: self.now,
+            severity,
+            reason: reason.to_string(),
+            message: message.into(),
+        });
+    }
+
+    pub(crate) fn condition(
+        &mut self,
+        kind: ConditionType,
+        status: ConditionStatus,
+        reason: &str,
+        msg: &str,
+    ) {
+        set_condition(
+            &mut self.status.conditions,
+            kind,
+            status,
+            reason,
+            msg,
+            self.now,
+        );
+    }
+
+    /// Shows a failure on milestone `kind` (condition Failed, event, last error).
+    pub(crate) fn fail(&mut self, kind: ConditionType, what: &str, e: &dyn Failure) {
+        let msg = format!("{what}: {e}");
+        self.condition(kind, ConditionStatus::Failed, e.reason(), &e.to_string());
+        self.event(e.severity(), e.reason(), &msg);
+        self.status.last_error = Some(msg);
+        self.failed = Some(kind);
+    }
+
+    /// [`Pass::fail`], and the step that stops the reconcile for it.
+    pub(crate) fn stop_on(&mut self, kind: ConditionType, what: &str, e: &dyn Failure) -> Step {
+        self.fail(kind, what, e);
+        Step::Stop(Outcome::Failed(e.retry_after()))
+    }
+}
+
+/// Reconciles one cluster once.
+pub(crate) async fn reconcile(inner: &Inner, id: ClusterId, fence: Option<u64>) -> Result<Outcome> {
+    let Some(rec) = inner.store.get_cluster(id).await? else {
+        inner.metrics.phase(id, None);
+        return Ok(Outcome::Finished);
+    };
+    let span = tracing::Span::current();
+    span.record("name", rec.spec.name.as_str());
+    span.record("generation", rec.generation);
+    span.record("phase", rec.status.phase.as_str());
+    if rec.status.phase == Phase::Deleted {
+        inner.metrics.phase(id, None);
+        return Ok(Outcome::Finished);
+    }
+    let now = inner.clock.now();
+    let mut write = ClusterWrite::new(id);
+    write.fence = fence;
+    let mut pass = Pass {
+        inner,
+        fence,
+        pki: None,
+        status: rec.status.clone(),
+        write,
+        rec,
+        now,
+        failed: None,
+    };
+    let outcome = match run(&mut pass).await {
+        Ok(o) => o,
+        Err(e @ CoreError::Fenced { .. }) => return Err(e),
+        Err(e) => {
+            // Setup failures (missing account, no provider): shown, retried with backoff.
+            let msg = e.to_string();
+            pass.status.last_error = Some(msg.clone());
+            let kind = assess::active_condition(&pass.status, pass.rec.lifecycle.is_deleting());
+            pass.condition(kind, ConditionStatus::Failed, "ConfigurationError", &msg);
+            pass.event(Severity::Error, "ConfigurationError", msg);
+            Outcome::Failed(None)
+        }
+    };
+    if pass.status != pass.rec.status {
+        pass.write.status = Some(pass.status.clone());
+    }
+    if !pass.write.is_empty() {
+        let events = inner.store.commit(&pass.write).await?;
+        inner.published(&events);
+    }
+    span.record("phase", pass.status.phase.as_str());
+    inner.metrics.phase(
+        id,
+        (pass.status.phase != Phase::Deleted).then_some(pass.status.phase),
+    );
+    Ok(outcome)
+}
+
+/// What the rounds of one reconcile know of the cloud, updated as actions succeed.
+pub(crate) struct World {
+    pub(crate) machines: Vec<crate::provider::Machine>,
+    pub(crate) intents: Vec<crate::store::Intent>,
+    pub(crate) infra_stale: bool,
+    pub(crate) infra_deleted: bool,
+}
+
+async fn run(p: &mut Pass<'_>) -> Result<Outcome> {
+    let mut setup = prepare::prepare(p).await?;
+    let mut world = match observe::observe(p, &setup).await? {
+        Ok(w) => w,
+        Err(outcome) => return Ok(outcome),
+    };
+    let mut assessment = Assessment::default();
+    let mut outcome = None;
+    let mut idle = false;
+    'rounds: for _ in 0..MAX_ROUNDS {
+        let input = PlanInput {
+            spec: &p.rec.spec,
+            profile: &p.rec.profile,
+            lifecycle: p.rec.lifecycle,
+            image: p.status.image.as_ref(),
+            infra: p.status.infrastructure.as_ref(),
+            infra_stale: world.infra_stale,
+            machines: &world.machines,
+            intents: &world.intents,
+            now: p.now,
+            machine_timeout: p.inner.config.machine_timeout,
+            infra_deleted: world.infra_deleted,
+        };
+        let plan = plan(&input);
+        assessment = plan.assessment;
+        if plan.actions.is_empty() {
+            idle = true;
+            break;
+        }
+        for action in plan.actions {
+            if !p.inner.may_act(p.rec.id) {
+                // Replica that could not renew its leases lately: no more side effects.
+                outcome = Some(Outcome::Waiting);
+                break 'rounds;
+            }
+            match actions::execute(p, &mut setup, &mut world, action).await? {
+                Step::Continue => {}
+                Step::Stop(o) => {
+                    outcome = Some(o);
+                    break 'rounds;
+                }
+            }
+        }
+    }
+    p.inner
+        .blockers
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(
+            p.rec.id,
+            Observed {
+                at: p.now,
+                waits: assessment.waits.clone(),
+            },
+        );
+    if p.status.phase == Phase::Deleted {
+        return Ok(Outcome::Finished);
+    }
+    assess::apply_assessment(p, &assessment);
+    if let Some(o) = outcome {
+        return Ok(o);
+    }
+    if assessment.converged {
+        Ok(Outcome::Converged)
+    } else if assessment.waiting || setup.deleting || idle {
+        // Nothing to do but not converged either: look again later, never spin.
+        Ok(Outcome::Waiting)
+    } else {
+        Ok(Outcome::Progress)
+    }
+}
