@@ -204,6 +204,7 @@ async fn load_ip_pool(inner: &Inner, name: &str) -> Result<crate::model::IpPool>
 async fn allocate_addresses(
     inner: &Inner,
     cluster: ClusterId,
+    fence: Option<u64>,
     pool_name: &str,
     owners: &[String],
 ) -> Result<Vec<crate::provider::NodeNetwork>> {
@@ -222,6 +223,7 @@ async fn allocate_addresses(
                 cluster,
                 owner: owner.clone(),
                 restrict_to_single_cluster: pool.restrict_to_single_cluster,
+                fence,
             })
             .await?;
         out.push(crate::provider::NodeNetwork {
@@ -350,7 +352,8 @@ async fn run(p: &mut Pass<'_>) -> Result<Outcome> {
     {
         Some(pool) if !deleting => {
             let net =
-                allocate_addresses(p.inner, p.rec.id, &pool, &[VIP_OWNER.to_string()]).await?;
+                allocate_addresses(p.inner, p.rec.id, p.fence, &pool, &[VIP_OWNER.to_string()])
+                    .await?;
             net.first().map(|n| n.address)
         }
         _ => None,
@@ -416,7 +419,11 @@ async fn run(p: &mut Pass<'_>) -> Result<Outcome> {
             })
             .collect();
         if !orphans.is_empty() {
-            let n = p.inner.store.release_ips(p.rec.id, Some(&orphans)).await?;
+            let n = p
+                .inner
+                .store
+                .release_ips(p.rec.id, Some(&orphans), p.fence)
+                .await?;
             p.event(
                 Severity::Info,
                 "AddressesReleased",
@@ -606,7 +613,11 @@ async fn run(p: &mut Pass<'_>) -> Result<Outcome> {
                             );
                             let gone: Vec<String> =
                                 victims.iter().map(|m| m.name.clone()).collect();
-                            let released = p.inner.store.release_ips(p.rec.id, Some(&gone)).await?;
+                            let released = p
+                                .inner
+                                .store
+                                .release_ips(p.rec.id, Some(&gone), p.fence)
+                                .await?;
                             if released > 0 {
                                 p.event(
                                     Severity::Info,
@@ -663,12 +674,16 @@ async fn run(p: &mut Pass<'_>) -> Result<Outcome> {
                     }
                 },
                 Action::Finalize => {
-                    // The CA keys outlive nothing they protected.
+                    // The CA keys outlive nothing they protected. Not fenced: Finalize runs only
+                    // on a deleting cluster (a lifecycle that never turns back) whose machines
+                    // and infrastructure are gone, and nothing uses the PKI of such a cluster
+                    // again (no create renders user data), so a stale replica deleting it
+                    // takes nothing from the owner; the addresses below are fenced.
                     p.inner
                         .store
                         .delete_object(ObjectKind::ClusterPki, &p.rec.id.to_string())
                         .await?;
-                    p.inner.store.release_ips(p.rec.id, None).await?;
+                    p.inner.store.release_ips(p.rec.id, None, p.fence).await?;
                     p.write.clear_intents = true;
                     p.status.phase = Phase::Deleted;
                     p.status.pools.clear();
@@ -753,21 +768,23 @@ async fn create(
     // whose intent never got written is collected by the next reconcile).
     let network = match static_ip_pool(&p.rec.spec, &pool, &req.zone) {
         None => Vec::new(),
-        Some(ip_pool) => match allocate_addresses(p.inner, p.rec.id, &ip_pool, &names).await {
-            Ok(n) => n,
-            Err(
-                e @ (CoreError::PoolExhausted { .. }
-                | CoreError::PoolRestricted { .. }
-                | CoreError::NotFound { .. }),
-            ) => {
-                let e = ProviderError::QuotaExceeded {
-                    message: e.to_string(),
-                };
-                p.fail(kind, "allocating node addresses", &e);
-                return Ok(Err(e));
+        Some(ip_pool) => {
+            match allocate_addresses(p.inner, p.rec.id, p.fence, &ip_pool, &names).await {
+                Ok(n) => n,
+                Err(
+                    e @ (CoreError::PoolExhausted { .. }
+                    | CoreError::PoolRestricted { .. }
+                    | CoreError::NotFound { .. }),
+                ) => {
+                    let e = ProviderError::QuotaExceeded {
+                        message: e.to_string(),
+                    };
+                    p.fail(kind, "allocating node addresses", &e);
+                    return Ok(Err(e));
+                }
+                Err(e) => return Err(e),
             }
-            Err(e) => return Err(e),
-        },
+        }
     };
     let what = match (pool.role, req.bootstrap) {
         (_, BootstrapRole::Init) => "initializing the control plane".to_string(),

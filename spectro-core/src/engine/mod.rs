@@ -9,13 +9,11 @@
 //!                            status + events (one atomic commit) ◀─────┘
 //! ```
 
-pub mod condition;
-pub mod event;
+pub use crate::records::{condition, event, status};
 pub mod executor;
 pub mod planner;
 pub mod queue;
 mod seed;
-pub mod status;
 pub mod update;
 
 use std::collections::HashMap;
