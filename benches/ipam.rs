@@ -71,6 +71,7 @@ fn bench(c: &mut Criterion) {
         cluster: holder,
         owner,
         restrict_to_single_cluster: false,
+        fence: None,
     };
     rt.block_on(async {
         for i in 0..IN_USE {
@@ -84,7 +85,10 @@ fn bench(c: &mut Criterion) {
             let owner = format!("x{i}");
             rt.block_on(async {
                 store.allocate_ip(&req(owner.clone())).await.unwrap();
-                store.release_ips(holder, Some(&[owner])).await.unwrap();
+                store
+                    .release_ips(holder, Some(&[owner]), None)
+                    .await
+                    .unwrap();
             })
         })
     });

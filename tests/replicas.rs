@@ -194,8 +194,8 @@ impl Store for Partitionable {
     async fn allocate_ip(&self, r: &IpRequest) -> Result<u64> {
         self.inner.allocate_ip(r).await
     }
-    async fn release_ips(&self, c: ClusterId, o: Option<&[String]>) -> Result<u64> {
-        self.inner.release_ips(c, o).await
+    async fn release_ips(&self, c: ClusterId, o: Option<&[String]>, f: Option<u64>) -> Result<u64> {
+        self.inner.release_ips(c, o, f).await
     }
     async fn ip_leases(&self, p: Option<&str>, c: Option<ClusterId>) -> Result<Vec<IpLease>> {
         self.inner.ip_leases(p, c).await

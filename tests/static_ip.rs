@@ -141,6 +141,7 @@ async fn static_ip_cluster_takes_addresses_and_vip_from_its_pools() {
             cluster: id,
             owner: "edge-workers-ghost".into(),
             restrict_to_single_cluster: false,
+            fence: None,
         })
         .await
         .unwrap();

@@ -234,6 +234,34 @@ async fn conformance(s: Arc<dyn Store>) {
     fresh.fence = fence(&b, r.id);
     fresh.events = vec![ev("Fresh")];
     s.commit(&fresh).await.unwrap();
+    // Address writes are fenced the same way: a stale replica neither takes nor frees one.
+    let mut req = ip("fenced", 8, r.id, "m1", false);
+    req.fence = fence(&b, r.id);
+    let held = s.allocate_ip(&req).await.unwrap();
+    req.owner = "m2".into();
+    req.fence = fence(&a, r.id);
+    assert!(matches!(
+        s.allocate_ip(&req).await,
+        Err(CoreError::Fenced { .. })
+    ));
+    let stale_release = s
+        .release_ips(r.id, Some(&["m1".to_string()]), fence(&a, r.id))
+        .await;
+    assert!(matches!(stale_release, Err(CoreError::Fenced { .. })));
+    let leases = s.ip_leases(Some("fenced"), Some(r.id)).await.unwrap();
+    assert_eq!(
+        leases
+            .iter()
+            .map(|l| (l.owner.as_str(), l.offset))
+            .collect::<Vec<_>>(),
+        [("m1", held)],
+        "the stale replica changed nothing"
+    );
+    assert_eq!(
+        s.release_ips(r.id, None, fence(&b, r.id)).await.unwrap(),
+        1,
+        "the owner releases"
+    );
     s.release_leases("replica-b").await.unwrap();
     assert_eq!(
         s.acquire_leases("replica-a", ttl, 10).await.unwrap().len(),
@@ -254,6 +282,7 @@ fn ip(pool: &str, size: u64, cluster: ClusterId, owner: &str, restrict: bool) ->
         cluster,
         owner: owner.into(),
         restrict_to_single_cluster: restrict,
+        fence: None,
     }
 }
 
@@ -274,7 +303,9 @@ async fn ipam_conformance(s: Arc<dyn Store>) {
     );
     // A released address is reused, ranges merge back.
     assert_eq!(
-        s.release_ips(a, Some(&["m1".to_string()])).await.unwrap(),
+        s.release_ips(a, Some(&["m1".to_string()]), None)
+            .await
+            .unwrap(),
         1
     );
     assert_eq!(s.allocate_ip(&ip("p", 6, b, "m2", false)).await.unwrap(), 1);
@@ -285,16 +316,16 @@ async fn ipam_conformance(s: Arc<dyn Store>) {
         Err(CoreError::PoolExhausted { pool, size: 6 }) => assert_eq!(pool, "p"),
         r => panic!("{r:?}"),
     }
-    assert_eq!(s.release_ips(b, None).await.unwrap(), 4);
+    assert_eq!(s.release_ips(b, None, None).await.unwrap(), 4);
     assert_eq!(s.ip_leases(Some("p"), None).await.unwrap().len(), 1);
-    assert_eq!(s.release_ips(a, None).await.unwrap(), 1);
+    assert_eq!(s.release_ips(a, None, None).await.unwrap(), 1);
     assert!(s.ip_leases(None, None).await.unwrap().is_empty());
     assert_eq!(
         s.allocate_ip(&ip("p", 6, a, "again", false)).await.unwrap(),
         1,
         "everything merged back"
     );
-    s.release_ips(a, None).await.unwrap();
+    s.release_ips(a, None, None).await.unwrap();
 
     // Restricted pools belong to the first cluster that uses them.
     s.allocate_ip(&ip("r", 10, a, "vip", true)).await.unwrap();
@@ -365,4 +396,152 @@ async fn postgres_conforms() {
         "the URL never prints"
     );
     conformance(Arc::new(store)).await;
+}
+
+/// A CA and a certificate it signs for `names` (DNS names; `127.0.0.1` as an IP address).
+fn ca_and_server(names: &[&str]) -> (String, String, String) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+        KeyPair, SanType,
+    };
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.distinguished_name
+        .push(DnType::CommonName, "spectro test CA");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_pem = ca.self_signed(&ca_key).unwrap().pem();
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let mut server = CertificateParams::new(Vec::<String>::new()).unwrap();
+    server.distinguished_name.push(DnType::CommonName, "db");
+    server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    for n in names {
+        server.subject_alt_names.push(match n.parse() {
+            Ok(ip) => SanType::IpAddress(ip),
+            Err(_) => SanType::DnsName((*n).try_into().unwrap()),
+        });
+    }
+    let cert = server.signed_by(&key, &issuer).unwrap();
+    (ca_pem, cert.pem(), key.serialize_pem())
+}
+
+/// PostgreSQL over TLS (rustls): a server that refuses plain TCP (pg_hba `hostssl` only),
+/// the libpq `sslmode`s, a custom CA from a file or from memory, a wrong CA, a host name the
+/// certificate does not name, channel binding, and the whole conformance suite over TLS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_tls() {
+    use futures_util::StreamExt;
+    use spectro::store::{RootCerts, TlsOptions};
+
+    let (ca_pem, cert_pem, key_pem) = ca_and_server(&["localhost", "127.0.0.1"]);
+    let (wrong_ca_pem, _, _) = ca_and_server(&["localhost"]);
+    let Some(pg) = PgServer::start_tls(&common::pg::PgTls {
+        cert_pem,
+        key_pem,
+        password: "tls-test-pw".into(),
+    })
+    .await
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    let wrong = dir.path().join("wrong-ca.pem");
+    std::fs::write(&ca, &ca_pem).unwrap();
+    std::fs::write(&wrong, &wrong_ca_pem).unwrap();
+    let with = |params: &str| format!("{}?{params}", pg.url);
+    let err = |r: spectro::Result<PostgresStore>| match r {
+        Ok(_) => panic!("connected"),
+        Err(e) => e.to_string(),
+    };
+
+    // The server enforces TLS: plain TCP is refused by pg_hba.conf.
+    let e = err(PostgresStore::connect(&with("sslmode=disable"), 1).await);
+    assert!(
+        e.contains("connect to PostgreSQL") && e.contains("no encryption"),
+        "{e}"
+    );
+
+    // sslmode=require + the CA (libpq: verify-ca), used for everything a store does.
+    let url = with(&format!("sslmode=require&sslrootcert={}", ca.display()));
+    let store = PostgresStore::connect(&url, 4).await.unwrap();
+    assert!(
+        !format!("{store:?}").contains("tls-test-pw"),
+        "the password never prints"
+    );
+    // LISTEN/NOTIFY runs over its own TLS connection.
+    let mut changes = store.changes().await.unwrap().expect("notifications");
+    let rec = record("over-tls");
+    store.insert_cluster(&rec).await.unwrap();
+    let seen = tokio::time::timeout(Duration::from_secs(10), changes.next())
+        .await
+        .expect("a notification within 10 s");
+    assert_eq!(seen, Some(rec.id));
+    conformance(Arc::new(store)).await;
+
+    // verify-full: the chain and the name (the certificate names 127.0.0.1), with channel
+    // binding (SCRAM-SHA-256-PLUS) required.
+    PostgresStore::connect(
+        &with(&format!(
+            "sslmode=verify-full&sslrootcert={}&channel_binding=require",
+            ca.display()
+        )),
+        1,
+    )
+    .await
+    .unwrap();
+    // The same CA given in memory.
+    PostgresStore::connect_with(
+        &pg.url,
+        1,
+        TlsOptions::verify_full(RootCerts::Pem(ca_pem.clone())),
+    )
+    .await
+    .unwrap();
+    let e = err(PostgresStore::connect_with(&url, 1, TlsOptions::default()).await);
+    assert!(e.contains("given twice"), "{e}");
+
+    // A wrong CA fails, saying why.
+    for mode in ["require", "verify-ca", "verify-full"] {
+        let e = err(PostgresStore::connect(
+            &with(&format!("sslmode={mode}&sslrootcert={}", wrong.display())),
+            1,
+        )
+        .await);
+        assert!(
+            e.contains("TLS") && e.contains("certificate") && e.contains("UnknownIssuer"),
+            "{mode}: {e}"
+        );
+    }
+    // A host name the certificate does not name: verify-full refuses, verify-ca (chain
+    // only) accepts. libpq's key=value form, TLS server name from `host`, address from
+    // `hostaddr`.
+    let port = pg
+        .url
+        .rsplit_once(':')
+        .unwrap()
+        .1
+        .split('/')
+        .next()
+        .unwrap();
+    let kv = |mode: &str| {
+        format!(
+            "host=db.invalid hostaddr=127.0.0.1 port={port} user=postgres password=tls-test-pw dbname=postgres sslmode={mode} sslrootcert='{}'",
+            ca.display()
+        )
+    };
+    let e = err(PostgresStore::connect(&kv("verify-full"), 1).await);
+    assert!(e.contains("not valid for name"), "{e}");
+    PostgresStore::connect(&kv("verify-ca"), 1).await.unwrap();
+    // require without a CA encrypts without checking the server (libpq's behaviour).
+    PostgresStore::connect(&with("sslmode=require"), 1)
+        .await
+        .unwrap();
+    // A missing CA file is named.
+    let e = err(PostgresStore::connect(
+        &with("sslmode=verify-full&sslrootcert=/nonexistent/ca.pem"),
+        1,
+    )
+    .await);
+    assert!(e.contains("/nonexistent/ca.pem"), "{e}");
 }

@@ -134,7 +134,7 @@ pub enum CoreError {
         /// What was waited for, e.g. `running`.
         wanted: String,
         /// The cluster's phase when the wait ended.
-        phase: crate::engine::status::Phase,
+        phase: crate::records::status::Phase,
         /// The generation the cluster has converged to.
         observed_generation: u64,
         /// The generation of its spec.

@@ -7,19 +7,38 @@
 //! - [`bootstrap`]: cluster PKI, kubeadm configuration, cloud-init user data.
 //! - [`ipam`]: IP address management for static-IP clusters.
 //! - [`provider`]: the `CloudProvider` contract every cloud implements.
-//! - [`engine`]: the reconcile engine (pure planner, executor, keyed work queue).
-//! - [`store`]: the `Store` trait and the embedded SQLite store.
+//! - [`records`]: what the store keeps and the engine reads (cluster record, status,
+//!   conditions, events, intents).
+//! - `engine` (feature `engine`): the reconcile engine (pure planner, executor, keyed work
+//!   queue).
+//! - [`store`]: the `Store` trait; `SqliteStore` (feature `sqlite`) and `PostgresStore`
+//!   (feature `postgres`, TLS through rustls).
 //! - [`sim`]: the simulated cloud (latency, quotas, faults, API-call counters).
 //! - `testing` (feature `test-util`): helpers for tests against real peers.
+//!
+//! # Features
+//! | feature | default | brings |
+//! | --- | --- | --- |
+//! | `engine` | yes | the reconcile engine; generates cluster PKIs (rcgen, ring) |
+//! | `sqlite` | yes | `SqliteStore` (rusqlite, bundled C SQLite) |
+//! | `postgres` | yes | `PostgresStore` (tokio-postgres, deadpool-postgres, rustls, ring) |
+//! | `test-util` | no | helpers for tests against real peers |
+//!
+//! With `default-features = false` the crate is model, validation, schema, provider
+//! contract, store trait, records, IPAM, bootstrap rendering and the simulated cloud: an
+//! application that only validates specs compiles no C SQLite, no PostgreSQL client and no
+//! ring. `engine` alone runs the engine on a `Store` the application supplies.
 #![warn(missing_docs)]
 
 pub mod bootstrap;
 pub mod clock;
+#[cfg(feature = "engine")]
 pub mod engine;
 pub mod error;
 pub mod ipam;
 pub mod model;
 pub mod provider;
+pub mod records;
 pub mod schema;
 pub mod secret;
 pub mod sim;
@@ -28,7 +47,15 @@ pub mod store;
 pub mod testing;
 pub mod validate;
 
+#[cfg(feature = "engine")]
 pub use engine::{Engine, EngineBuilder, EngineConfig};
 pub use error::{CoreError, Result};
 pub use provider::{CloudProvider, ClusterId};
-pub use store::{PostgresStore, SqliteStore, Store};
+#[cfg(feature = "sqlite")]
+pub use store::SqliteStore;
+pub use store::Store;
+#[cfg(feature = "postgres")]
+pub use store::{PostgresStore, TlsOptions};
+
+#[cfg(test)]
+mod layers;

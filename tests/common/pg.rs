@@ -1,9 +1,18 @@
 //! A private PostgreSQL server for tests: Debian's binaries, `initdb` + `pg_ctl` in a
 //! temporary directory, a free port on 127.0.0.1, run as user `postgres` when the tests run
-//! as root. With `SPECTRO_TEST_PG_URL` set, a fresh database on that server is used instead.
+//! as root. With `SPECTRO_TEST_PG_URL` set, a fresh database on that server is used instead
+//! (except by [`PgServer::start_tls`], which needs a server of its own).
 
 use std::path::PathBuf;
 use std::process::Command;
+
+/// A server that speaks TLS only: its certificate and key (PEM), and the password of user
+/// `postgres` (SCRAM-SHA-256, so channel binding can be exercised).
+pub struct PgTls {
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub password: String,
+}
 
 pub struct PgServer {
     pub url: String,
@@ -61,6 +70,17 @@ impl PgServer {
                 as_postgres: false,
             });
         }
+        Self::start_private(None)
+    }
+
+    /// Starts a private server with `ssl=on` whose pg_hba.conf accepts TCP connections only
+    /// over TLS (`hostssl`, SCRAM-SHA-256; `hostnossl` rejected). The URL carries the
+    /// password and no TLS parameter.
+    pub async fn start_tls(tls: &PgTls) -> Option<PgServer> {
+        Self::start_private(Some(tls))
+    }
+
+    fn start_private(tls: Option<&PgTls>) -> Option<PgServer> {
         let Some(bin) = pg_bin() else {
             spectro::testing::peer_missing(
                 "PostgreSQL",
@@ -74,6 +94,10 @@ impl PgServer {
             .tempdir()
             .unwrap();
         let data = dir.path().join("data");
+        let pwfile = dir.path().join("pw");
+        if let Some(t) = tls {
+            std::fs::write(&pwfile, &t.password).unwrap();
+        }
         if as_postgres {
             let st = Command::new("chown")
                 .args(["-R", "postgres:postgres"])
@@ -87,29 +111,53 @@ impl PgServer {
             .local_addr()
             .unwrap()
             .port();
-        let o = run(
-            &bin.join("initdb"),
-            as_postgres,
-            &[
-                "-D",
-                data.to_str().unwrap(),
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "-E",
-                "UTF8",
-                "--no-sync",
-            ],
-        );
+        let mut initdb = vec![
+            "-D",
+            data.to_str().unwrap(),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        ];
+        let pwarg = format!("--pwfile={}", pwfile.display());
+        if tls.is_some() {
+            initdb.push(&pwarg);
+        }
+        let o = run(&bin.join("initdb"), as_postgres, &initdb);
         assert!(
             o.status.success(),
             "initdb: {}",
             String::from_utf8_lossy(&o.stderr)
         );
-        let opts = format!(
+        let mut opts = format!(
             "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c max_connections=200",
             dir.path().display()
         );
+        if let Some(t) = tls {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::write(data.join("server.crt"), &t.cert_pem).unwrap();
+            let key = data.join("server.key");
+            std::fs::write(&key, &t.key_pem).unwrap();
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+            std::fs::write(
+                data.join("pg_hba.conf"),
+                "local all all trust\n\
+                 hostssl all all 127.0.0.1/32 scram-sha-256\n\
+                 hostnossl all all 127.0.0.1/32 reject\n",
+            )
+            .unwrap();
+            if as_postgres {
+                let st = Command::new("chown")
+                    .args(["-R", "postgres:postgres"])
+                    .arg(&data)
+                    .status()
+                    .unwrap();
+                assert!(st.success());
+            }
+            opts.push_str(" -c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key");
+        }
         let log = dir.path().join("log");
         let o = run(
             &bin.join("pg_ctl"),
@@ -131,8 +179,12 @@ impl PgServer {
             String::from_utf8_lossy(&o.stderr),
             std::fs::read_to_string(&log).unwrap_or_default()
         );
+        let user = match tls {
+            Some(t) => format!("postgres:{}", t.password),
+            None => "postgres".to_string(),
+        };
         Some(PgServer {
-            url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+            url: format!("postgres://{user}@127.0.0.1:{port}/postgres"),
             dir: Some(dir),
             bin,
             as_postgres,

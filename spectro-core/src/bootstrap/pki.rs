@@ -3,10 +3,14 @@
 //!
 //! Generated once per cluster (ECDSA P-256), persisted through the store with every private
 //! key as a [`Secret`]: never in logs, events or Debug output.
+//!
+//! Generating ([`ClusterPki::generate`]) needs rcgen and ring (feature `engine`); reading
+//! and rendering a stored PKI needs neither.
 
+#[cfg(feature = "engine")]
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, PublicKeyData,
+    Issuer, KeyPair, KeyUsagePurpose,
 };
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -45,12 +49,14 @@ pub struct ClusterPki {
     pub bootstrap_token: Secret,
 }
 
+#[cfg(feature = "engine")]
 fn pki_err(e: rcgen::Error) -> CoreError {
     CoreError::Pki {
         message: e.to_string(),
     }
 }
 
+#[cfg(feature = "engine")]
 fn years_from_now(years: i32) -> time::OffsetDateTime {
     // Certificates must be valid in real time, whatever clock the engine runs on.
     let now = crate::clock::system_now();
@@ -62,6 +68,7 @@ fn years_from_now(years: i32) -> time::OffsetDateTime {
     )
 }
 
+#[cfg(feature = "engine")]
 fn ca_params(cn: &str, years: i32) -> Result<CertificateParams> {
     let mut p = CertificateParams::new(Vec::<String>::new()).map_err(pki_err)?;
     let mut dn = DistinguishedName::new();
@@ -78,6 +85,7 @@ fn ca_params(cn: &str, years: i32) -> Result<CertificateParams> {
     Ok(p)
 }
 
+#[cfg(feature = "engine")]
 fn random_token() -> String {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     let mut bytes = Vec::new();
@@ -93,7 +101,9 @@ fn random_token() -> String {
 }
 
 impl ClusterPki {
-    /// Generates the PKI of a new cluster: CAs valid 10 years, admin certificate 1 year.
+    /// Generates the PKI of a new cluster: CAs valid 10 years, admin certificate 1 year
+    /// (feature `engine`).
+    #[cfg(feature = "engine")]
     pub fn generate() -> Result<Self> {
         let mut cas = Vec::new();
         let mut ca_issuer = None;
@@ -153,9 +163,11 @@ impl ClusterPki {
     /// The discovery hash workers pin the cluster CA with: `sha256:` + hex of the SHA-256 of
     /// the CA's DER SubjectPublicKeyInfo (as kubeadm documents it).
     pub fn ca_cert_hash(&self) -> Result<String> {
-        let key = KeyPair::from_pem(self.ca.key_pem.expose()).map_err(pki_err)?;
-        let spki = key.subject_public_key_info();
-        let digest = Sha256::digest(&spki);
+        let der = pem_der(&self.ca.cert_pem, "CERTIFICATE")?;
+        let spki = certificate_spki(&der).ok_or_else(|| CoreError::Pki {
+            message: "the cluster CA certificate is not a well-formed X.509 certificate".into(),
+        })?;
+        let digest = Sha256::digest(spki);
         Ok(format!(
             "sha256:{}",
             digest
@@ -194,5 +206,127 @@ impl ClusterPki {
             "current-context": format!("{user}@{cluster}"),
         });
         Secret::new(serde_norway::to_string(&doc).unwrap_or_default())
+    }
+}
+
+/// The DER bytes of the first PEM block labelled `label`.
+fn pem_der(pem: &str, label: &str) -> Result<Vec<u8>> {
+    use base64::Engine as _;
+    let begin = format!("-----BEGIN {label}-----");
+    let end = format!("-----END {label}-----");
+    let body = pem
+        .split_once(&begin)
+        .and_then(|(_, rest)| rest.split_once(&end))
+        .map(|(body, _)| body)
+        .ok_or_else(|| CoreError::Pki {
+            message: format!("no PEM block {label}"),
+        })?;
+    let b64: String = body.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .map_err(|e| CoreError::Pki {
+            message: format!("PEM block {label}: {e}"),
+        })
+}
+
+/// One DER element at the start of `input`: (tag, whole element, contents, rest).
+fn der_element(input: &[u8]) -> Option<(u8, &[u8], &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (first as usize, rest)
+    } else {
+        let n = (first & 0x7f) as usize;
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let len = rest[..n]
+            .iter()
+            .fold(0usize, |acc, b| (acc << 8) | *b as usize);
+        (len, &rest[n..])
+    };
+    if rest.len() < len {
+        return None;
+    }
+    let header = input.len() - rest.len();
+    Some((tag, &input[..header + len], &rest[..len], &rest[len..]))
+}
+
+/// The DER SubjectPublicKeyInfo of an X.509 certificate (RFC 5280: Certificate ::= SEQUENCE
+/// { tbsCertificate SEQUENCE { [0] version OPTIONAL, serialNumber, signature, issuer,
+/// validity, subject, subjectPublicKeyInfo, ... }, ... }).
+fn certificate_spki(der: &[u8]) -> Option<&[u8]> {
+    const SEQUENCE: u8 = 0x30;
+    let (tag, _, cert, _) = der_element(der)?;
+    if tag != SEQUENCE {
+        return None;
+    }
+    let (tag, _, mut tbs, _) = der_element(cert)?;
+    if tag != SEQUENCE {
+        return None;
+    }
+    // The explicit version tag, when present.
+    if tbs.first() == Some(&0xa0) {
+        tbs = der_element(tbs)?.3;
+    }
+    // serialNumber, signature, issuer, validity, subject.
+    for _ in 0..5 {
+        tbs = der_element(tbs)?.3;
+    }
+    let (tag, spki, _, _) = der_element(tbs)?;
+    (tag == SEQUENCE).then_some(spki)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn malformed_certificates_are_errors_not_panics() {
+        for pem in [
+            "",
+            "-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----",
+            "-----BEGIN CERTIFICATE-----\nMAA=\n-----END CERTIFICATE-----",
+            "-----BEGIN CERTIFICATE-----\nMIIBIjAN\n-----END CERTIFICATE-----",
+        ] {
+            let pki = ClusterPki {
+                ca: CertKey {
+                    cert_pem: pem.into(),
+                    key_pem: Secret::new(String::new()),
+                },
+                etcd_ca: CertKey {
+                    cert_pem: String::new(),
+                    key_pem: Secret::new(String::new()),
+                },
+                front_proxy_ca: CertKey {
+                    cert_pem: String::new(),
+                    key_pem: Secret::new(String::new()),
+                },
+                service_account_key: Secret::new(String::new()),
+                service_account_pub: String::new(),
+                admin: CertKey {
+                    cert_pem: String::new(),
+                    key_pem: Secret::new(String::new()),
+                },
+                bootstrap_token: Secret::new(String::new()),
+            };
+            assert!(
+                matches!(pki.ca_cert_hash(), Err(CoreError::Pki { .. })),
+                "{pem:?}"
+            );
+        }
+    }
+
+    #[cfg(feature = "engine")]
+    #[test]
+    fn ca_cert_hash_is_the_hash_of_the_ca_key() {
+        use rcgen::PublicKeyData;
+        let pki = ClusterPki::generate().unwrap();
+        let key = KeyPair::from_pem(pki.ca.key_pem.expose()).unwrap();
+        let want: String = Sha256::digest(key.subject_public_key_info())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(pki.ca_cert_hash().unwrap(), format!("sha256:{want}"));
     }
 }

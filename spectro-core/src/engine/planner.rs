@@ -21,12 +21,12 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::status::{Lifecycle, PoolStatus, ResolvedImage};
 use crate::model::{Cluster, ClusterProfile, NodePool, PackLayer, PoolRole};
 use crate::provider::{
     BootstrapRole, Customization, ImageSpec, InfraStatus, Machine, MachineState,
 };
-use crate::store::Intent;
+use crate::records::intent::Intent;
+use crate::records::status::{Lifecycle, PoolStatus, ResolvedImage};
 
 /// Everything a plan is computed from.
 #[derive(Debug, Clone, Copy)]

@@ -1,38 +1,44 @@
-//! Persistence: the `Store` trait the engine talks to, and its SQLite implementation.
+//! Persistence: the `Store` trait the engine talks to, and its implementations:
+//! `SqliteStore` (feature `sqlite`) and `PostgresStore` (feature `postgres`).
 //!
 //! The engine never writes SQL: it asks for whole records and commits each reconcile's
 //! outcome (status, intents, events) as one atomic [`ClusterWrite`]. Specs (written by the
 //! API) and status (written by the engine) live in separate columns, so the two never
 //! overwrite each other.
 
+#[cfg(feature = "postgres")]
+mod pg_tls;
+#[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(feature = "sqlite")]
 pub mod sqlite;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
 
-use crate::engine::event::{Event, NewEvent};
-use crate::engine::status::{ClusterRecord, ClusterStatus};
 use crate::error::Result;
-use crate::provider::{BootstrapRole, ClusterId};
+use crate::provider::ClusterId;
+use crate::records::event::{Event, NewEvent};
+use crate::records::status::{ClusterRecord, ClusterStatus};
 
-use crate::error::CoreError;
+pub use crate::records::intent::Intent;
 
-pub use postgres::PostgresStore;
+#[cfg(feature = "postgres")]
+pub use postgres::{PostgresStore, RootCerts, TlsMode, TlsOptions};
+#[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 
 /// Documents are stored as JSON text in both databases.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> Result<String> {
-    serde_json::to_string(v).map_err(|e| CoreError::Corrupt {
+    serde_json::to_string(v).map_err(|e| crate::error::CoreError::Corrupt {
         what: "document",
         source: e,
     })
 }
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) fn from_json<T: serde::de::DeserializeOwned>(what: &'static str, s: &str) -> Result<T> {
-    serde_json::from_str(s).map_err(|source| CoreError::Corrupt { what, source })
+    serde_json::from_str(s).map_err(|source| crate::error::CoreError::Corrupt { what, source })
 }
 
 /// Kinds of catalog objects kept as JSON documents.
@@ -72,27 +78,6 @@ pub struct StoredObject {
     pub revision: u64,
     /// The object as JSON.
     pub body: serde_json::Value,
-}
-
-/// A machine create the engine is about to make (or made without recording the result yet).
-/// Recorded durably before the cloud call; removed once the machine is observed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Intent {
-    /// Machine name.
-    pub name: String,
-    /// Idempotency token of the batch the machine belongs to.
-    pub token: String,
-    /// Pool.
-    pub pool: String,
-    /// Fault domain.
-    pub zone: String,
-    /// Shape hash.
-    pub shape: String,
-    /// How the machine joins.
-    pub bootstrap: BootstrapRole,
-    /// When the intent was recorded.
-    pub created_at: DateTime<Utc>,
 }
 
 /// One atomic write of a reconcile's outcome.
@@ -157,6 +142,10 @@ pub struct IpRequest {
     pub owner: String,
     /// The pool is reserved for the first cluster that uses it.
     pub restrict_to_single_cluster: bool,
+    /// The allocating replica's fencing token for `cluster` (as in
+    /// [`ClusterWrite::fence`]): refused with [`CoreError::Fenced`](crate::CoreError::Fenced)
+    /// when another replica took the cluster over. `None` for a single engine.
+    pub fence: Option<u64>,
 }
 
 /// An allocated address, as an offset into its pool's range.
@@ -172,8 +161,9 @@ pub struct IpLease {
     pub owner: String,
 }
 
-/// Where the engine keeps everything. Implementations: [`SqliteStore`] (embedded default);
-/// the same trait serves a networked database for several engine replicas.
+/// Where the engine keeps everything. Implementations: `SqliteStore` (feature `sqlite`,
+/// the embedded default) and `PostgresStore` (feature `postgres`, a networked database
+/// shared by several engine replicas); an application may supply its own.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Writes a catalog object; with `expected_revision`, fails with a conflict when the
@@ -241,12 +231,22 @@ pub trait Store: Send + Sync + 'static {
     /// Allocates the lowest free address of a pool to (cluster, owner) in one transaction;
     /// idempotent: the same (cluster, owner) gets the same address again. Fails with
     /// [`CoreError::PoolExhausted`](crate::CoreError::PoolExhausted) or
-    /// [`CoreError::PoolRestricted`](crate::CoreError::PoolRestricted).
+    /// [`CoreError::PoolRestricted`](crate::CoreError::PoolRestricted); with
+    /// [`CoreError::Fenced`](crate::CoreError::Fenced) (nothing allocated) when
+    /// `req.fence` is stale, checked in the same transaction as in [`Store::commit`].
     async fn allocate_ip(&self, req: &IpRequest) -> Result<u64>;
 
     /// Releases the addresses of a cluster (only those of `owners`, when given); returns
-    /// how many were released.
-    async fn release_ips(&self, cluster: ClusterId, owners: Option<&[String]>) -> Result<u64>;
+    /// how many were released. With `fence`, refused with
+    /// [`CoreError::Fenced`](crate::CoreError::Fenced) (nothing released) when another
+    /// replica took the cluster over: a stale replica's view of which machines exist must
+    /// not free an address the new owner is about to use.
+    async fn release_ips(
+        &self,
+        cluster: ClusterId,
+        owners: Option<&[String]>,
+        fence: Option<u64>,
+    ) -> Result<u64>;
 
     /// Allocated addresses, of one pool or all, of one cluster or all.
     async fn ip_leases(

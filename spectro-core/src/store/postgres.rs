@@ -6,6 +6,7 @@
 //! `fence` columns on `clusters`; claims use `FOR UPDATE SKIP LOCKED`; a commit locks its cluster row and is refused when
 //! the fence moved. Event positions come from a one-row counter updated inside the commit,
 //! so positions are handed out in commit order and a reader never skips an event.
+//! TLS: rustls with libpq's `sslmode` / `sslrootcert` (see [`TlsOptions`]).
 
 use std::time::Duration;
 
@@ -13,16 +14,19 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use futures_util::stream::BoxStream;
-use tokio_postgres::{NoTls, Row};
+use tokio_postgres::Row;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::{
     from_json, to_json, ClusterWrite, Intent, IpLease, IpRequest, Lease, ObjectKind, Store,
     StoredObject,
 };
-use crate::engine::event::{Event, Severity};
-use crate::engine::status::{ClusterRecord, Phase};
 use crate::error::{CoreError, Result};
 use crate::provider::ClusterId;
+use crate::records::event::{Event, Severity};
+use crate::records::status::{ClusterRecord, Phase};
+
+pub use super::pg_tls::{RootCerts, TlsMode, TlsOptions};
 
 const MIGRATIONS: &[&str] = &[
     r#"
@@ -109,7 +113,9 @@ impl<T> Db<T> for std::result::Result<T, deadpool_postgres::PoolError> {
 #[derive(Clone)]
 pub struct PostgresStore {
     pool: Pool,
-    url: String,
+    /// For the LISTEN session (holds the password: never printed).
+    config: tokio_postgres::Config,
+    tls: MakeRustlsConnect,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -160,16 +166,69 @@ fn decode_event(r: &Row) -> Result<Event> {
     })
 }
 
+/// Refuses a write by a replica whose fencing token for the cluster is stale. Locks the
+/// cluster's row (`FOR UPDATE`) whether or not a fence is given, so a claim by another
+/// replica cannot slip between the check and the rest of the transaction. Lock order: the
+/// cluster row first, then IP pool rows.
+async fn check_fence(
+    tx: &tokio_postgres::Transaction<'_>,
+    cluster: &str,
+    fence: Option<u64>,
+) -> Result<()> {
+    let current: Option<i64> = tx
+        .query_opt(
+            "SELECT fence FROM clusters WHERE id = $1 FOR UPDATE",
+            &[&cluster],
+        )
+        .await
+        .db("check fence")?
+        .map(|r| r.get(0));
+    if let Some(f) = fence {
+        if current != Some(f as i64) {
+            return Err(CoreError::Fenced {
+                cluster: cluster.to_string(),
+                fence: f,
+            });
+        }
+    }
+    Ok(())
+}
+
 impl PostgresStore {
-    /// Connects to `url` (`postgres://user:password@host:port/db`), with a pool of `size`
-    /// connections, and migrates the schema (safe when several replicas start at once).
+    /// Connects to `url` (`postgres://user:password@host:port/db?sslmode=verify-full&sslrootcert=/path/ca.pem`,
+    /// or libpq's `host=… user=…` form), with a pool of `size` connections, and migrates the
+    /// schema (safe when several replicas start at once). TLS follows libpq's `sslmode` and
+    /// `sslrootcert` in the URL (see [`TlsOptions`]); without them: TLS when the server
+    /// offers it, unauthenticated (libpq's `prefer`).
     pub async fn connect(url: &str, size: usize) -> Result<Self> {
-        let pg: tokio_postgres::Config = url
+        let (rest, tls) = super::pg_tls::split_tls_params(url)?;
+        Self::open(&rest, size, tls.unwrap_or_default()).await
+    }
+
+    /// [`connect`](Self::connect) with the TLS settings given here (e.g. a CA read from a
+    /// secret store: [`RootCerts::Pem`]); the URL must not carry `sslmode` or `sslrootcert`.
+    pub async fn connect_with(url: &str, size: usize, tls: TlsOptions) -> Result<Self> {
+        let (rest, in_url) = super::pg_tls::split_tls_params(url)?;
+        if in_url.is_some() {
+            return Err(CoreError::store(
+                "parse database URL",
+                std::io::Error::other(
+                    "TLS settings given twice: sslmode/sslrootcert in the URL and TlsOptions",
+                ),
+            ));
+        }
+        Self::open(&rest, size, tls).await
+    }
+
+    async fn open(url: &str, size: usize, tls: TlsOptions) -> Result<Self> {
+        let mut config: tokio_postgres::Config = url
             .parse()
             .map_err(|e| CoreError::store("parse database URL", e))?;
+        config.ssl_mode(tls.pg_mode());
+        let connector = tls.connector()?;
         let mgr = Manager::from_config(
-            pg,
-            NoTls,
+            config.clone(),
+            connector.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -180,8 +239,12 @@ impl PostgresStore {
             .map_err(|e| CoreError::store("create pool", e))?;
         let store = PostgresStore {
             pool,
-            url: url.to_string(),
+            config,
+            tls: connector,
         };
+        // Connection and TLS errors (a wrong CA, a server that refuses plain TCP) surface
+        // here, named as such, not as a failed migration.
+        drop(store.pool.get().await.db("connect to PostgreSQL")?);
         store.migrate().await?;
         Ok(store)
     }
@@ -467,22 +530,7 @@ impl Store for PostgresStore {
         let mut c = self.pool.get().await.db("commit")?;
         let tx = c.transaction().await.db("commit")?;
         // Lock the row: a claim by another replica cannot slip between check and write.
-        let fence: Option<i64> = tx
-            .query_opt(
-                "SELECT fence FROM clusters WHERE id = $1 FOR UPDATE",
-                &[&id],
-            )
-            .await
-            .db("commit")?
-            .map(|r| r.get(0));
-        if let Some(f) = w.fence {
-            if fence != Some(f as i64) {
-                return Err(CoreError::Fenced {
-                    cluster: id,
-                    fence: f,
-                });
-            }
-        }
+        check_fence(&tx, &id, w.fence).await?;
         if let Some(status) = status {
             let st = tx
                 .prepare_cached(
@@ -677,6 +725,9 @@ impl Store for PostgresStore {
         let pool = req.pool.as_str();
         let mut c = self.pool.get().await.db("allocate ip")?;
         let tx = c.transaction().await.db("allocate ip")?;
+        if req.fence.is_some() {
+            check_fence(&tx, &cid, req.fence).await?;
+        }
         // One allocator per pool at a time: the pool's state row is the lock.
         tx.execute(
             "INSERT INTO ip_pool_state (pool, size) VALUES ($1, $2) ON CONFLICT (pool) DO NOTHING",
@@ -773,10 +824,18 @@ impl Store for PostgresStore {
         Ok(lo as u64)
     }
 
-    async fn release_ips(&self, cluster: ClusterId, owners: Option<&[String]>) -> Result<u64> {
+    async fn release_ips(
+        &self,
+        cluster: ClusterId,
+        owners: Option<&[String]>,
+        fence: Option<u64>,
+    ) -> Result<u64> {
         let cid = cluster.to_string();
         let mut c = self.pool.get().await.db("release ips")?;
         let tx = c.transaction().await.db("release ips")?;
+        if fence.is_some() {
+            check_fence(&tx, &cid, fence).await?;
+        }
         let owners: Option<Vec<String>> = owners.map(|o| o.to_vec());
         let rows = tx
             .query(
@@ -869,8 +928,8 @@ impl Store for PostgresStore {
         use futures_util::StreamExt;
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Option<ClusterId>>();
         // Fail early when the database cannot be reached at all.
-        let first = listen(&self.url, tx.clone()).await?;
-        let url = self.url.clone();
+        let first = listen(&self.config, &self.tls, tx.clone()).await?;
+        let (config, tls) = (self.config.clone(), self.tls.clone());
         tokio::spawn(async move {
             let mut session = Some(first);
             loop {
@@ -888,7 +947,7 @@ impl Store for PostgresStore {
                     if tx.is_closed() {
                         return;
                     }
-                    if let Ok(s) = listen(&url, tx.clone()).await {
+                    if let Ok(s) = listen(&config, &tls, tx.clone()).await {
                         let _ = tx.send(None);
                         session = Some(s);
                         break;
@@ -909,11 +968,12 @@ impl Store for PostgresStore {
 
 /// Opens a LISTEN session; the returned task ends when the connection does.
 async fn listen(
-    url: &str,
+    config: &tokio_postgres::Config,
+    tls: &MakeRustlsConnect,
     tx: tokio::sync::mpsc::UnboundedSender<Option<ClusterId>>,
 ) -> Result<tokio::task::JoinHandle<()>> {
     use futures_util::StreamExt;
-    let (client, mut conn) = tokio_postgres::connect(url, NoTls).await.db("listen")?;
+    let (client, mut conn) = config.connect(tls.clone()).await.db("listen")?;
     let task = tokio::spawn(async move {
         let mut messages = futures_util::stream::poll_fn(move |cx| conn.poll_message(cx));
         while let Some(m) = messages.next().await {

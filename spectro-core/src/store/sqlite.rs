@@ -13,10 +13,10 @@ use super::{
     from_json, to_json, ClusterWrite, Intent, IpLease, IpRequest, Lease, ObjectKind, Store,
     StoredObject,
 };
-use crate::engine::event::{Event, Severity};
-use crate::engine::status::{ClusterRecord, Phase};
 use crate::error::{CoreError, Result};
 use crate::provider::ClusterId;
+use crate::records::event::{Event, Severity};
+use crate::records::status::{ClusterRecord, Phase};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` counts the applied ones.
 const MIGRATIONS: &[&str] = &[
@@ -88,6 +88,29 @@ impl<T> Db<T> for rusqlite::Result<T> {
     fn db(self, op: &'static str) -> Result<T> {
         self.map_err(|e| CoreError::store(op, e))
     }
+}
+
+/// Refuses a write by a replica whose fencing token for the cluster is stale (inside the
+/// write's transaction: SQLite has one writer, so the check and the write are atomic).
+fn check_fence(tx: &rusqlite::Transaction<'_>, cluster: &str, fence: Option<u64>) -> Result<()> {
+    let Some(f) = fence else {
+        return Ok(());
+    };
+    let current: Option<i64> = tx
+        .query_row(
+            "SELECT fence FROM clusters WHERE id = ?1",
+            params![cluster],
+            |r| r.get(0),
+        )
+        .optional()
+        .db("check fence")?;
+    if current != Some(f as i64) {
+        return Err(CoreError::Fenced {
+            cluster: cluster.to_string(),
+            fence: f,
+        });
+    }
+    Ok(())
 }
 
 struct Inner {
@@ -519,18 +542,7 @@ impl Store for SqliteStore {
         let fence = w.fence;
         self.run(true, move |c| {
             let tx = c.transaction().db("commit")?;
-            if let Some(f) = fence {
-                let current: Option<i64> = tx
-                    .query_row("SELECT fence FROM clusters WHERE id = ?1", params![id], |r| r.get(0))
-                    .optional()
-                    .db("commit fence")?;
-                if current != Some(f as i64) {
-                    return Err(CoreError::Fenced {
-                        cluster: id,
-                        fence: f,
-                    });
-                }
-            }
+            check_fence(&tx, &id, fence)?;
             if let Some(status) = status {
                 tx.execute(
                     "UPDATE clusters SET status = ?2, deleted = ?3, updated_at = ?4 WHERE id = ?1",
@@ -736,6 +748,7 @@ impl Store for SqliteStore {
             let tx = c.transaction().db("allocate ip")?;
             let cid = req.cluster.to_string();
             let pool = req.pool.as_str();
+            check_fence(&tx, &cid, req.fence)?;
             let existing: Option<i64> = tx
                 .query_row(
                     "SELECT idx FROM ip_alloc WHERE pool = ?1 AND cluster_id = ?2 AND owner = ?3",
@@ -816,7 +829,12 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn release_ips(&self, cluster: ClusterId, owners: Option<&[String]>) -> Result<u64> {
+    async fn release_ips(
+        &self,
+        cluster: ClusterId,
+        owners: Option<&[String]>,
+        fence: Option<u64>,
+    ) -> Result<u64> {
         let cid = cluster.to_string();
         let owners: Option<Vec<String>> = owners.map(|o| {
             let mut v = o.to_vec();
@@ -826,6 +844,7 @@ impl Store for SqliteStore {
         });
         self.run(true, move |c| {
             let tx = c.transaction().db("release ips")?;
+            check_fence(&tx, &cid, fence)?;
             let mut rows: Vec<(String, i64)> = Vec::new();
             {
                 let mut by_owner = tx

@@ -195,8 +195,11 @@ async fn delete_machines(
         ),
     );
     let gone: Vec<String> = victims.iter().map(|m| m.name.clone()).collect();
-    // Not fenced: releasing addresses of machines that are gone is right whoever does it.
-    let released = p.inner.store.release_ips(p.rec.id, Some(&gone)).await?;
+    let released = p
+        .inner
+        .store
+        .release_ips(p.rec.id, Some(&gone), p.fence)
+        .await?;
     if released > 0 {
         p.event(
             Severity::Info,
@@ -255,12 +258,16 @@ async fn delete_infrastructure(p: &mut Pass<'_>, setup: &Setup, world: &mut Worl
 }
 
 async fn finalize(p: &mut Pass<'_>) -> Result<Step> {
-    // The CA keys outlive nothing they protected.
+    // The CA keys outlive nothing they protected. Not fenced: Finalize runs only on a
+    // deleting cluster (a lifecycle that never turns back) whose machines and
+    // infrastructure are gone, and nothing uses the PKI of such a cluster again (no create
+    // renders user data), so a stale replica deleting it takes nothing from the owner; the
+    // addresses below are fenced.
     p.inner
         .store
         .delete_object(ObjectKind::ClusterPki, &p.rec.id.to_string())
         .await?;
-    p.inner.store.release_ips(p.rec.id, None).await?;
+    p.inner.store.release_ips(p.rec.id, None, p.fence).await?;
     p.write.clear_intents = true;
     p.status.phase = Phase::Deleted;
     p.status.pools.clear();

@@ -85,7 +85,7 @@ pub(super) async fn create(
     // whose intent never got written is collected by the next reconcile).
     let network = match static_ip_pool(&p.rec.spec, &pool, &req.zone) {
         None => Vec::new(),
-        Some(ip_pool) => match allocate_addresses(p.inner, p.rec.id, &ip_pool, &names).await {
+        Some(ip_pool) => match allocate_addresses(p.inner, p.rec.id, p.fence, &ip_pool, &names).await {
             Ok(n) => n,
             Err(
                 e @ (CoreError::PoolExhausted { .. }

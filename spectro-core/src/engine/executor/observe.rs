@@ -54,7 +54,11 @@ pub(super) async fn observe(
             })
             .collect();
         if !orphans.is_empty() {
-            let n = p.inner.store.release_ips(p.rec.id, Some(&orphans)).await?;
+            let n = p
+                .inner
+                .store
+                .release_ips(p.rec.id, Some(&orphans), p.fence)
+                .await?;
             p.event(
                 Severity::Info,
                 "AddressesReleased",

@@ -43,8 +43,8 @@ pub(super) async fn prepare(p: &mut Pass<'_>) -> Result<Setup> {
         .and_then(|cp| static_ip_pool(&p.rec.spec, cp, ""))
     {
         Some(pool) if !deleting => {
-            let net =
-                allocate_addresses(p.inner, p.rec.id, &pool, &[VIP_OWNER.to_string()]).await?;
+            let owners = [VIP_OWNER.to_string()];
+            let net = allocate_addresses(p.inner, p.rec.id, p.fence, &pool, &owners).await?;
             net.first().map(|n| n.address)
         }
         _ => None,
@@ -155,6 +155,7 @@ async fn load_ip_pool(inner: &Inner, name: &str) -> Result<crate::model::IpPool>
 pub(super) async fn allocate_addresses(
     inner: &Inner,
     cluster: ClusterId,
+    fence: Option<u64>,
     pool_name: &str,
     owners: &[String],
 ) -> Result<Vec<crate::provider::NodeNetwork>> {
@@ -173,6 +174,7 @@ pub(super) async fn allocate_addresses(
                 cluster,
                 owner: owner.clone(),
                 restrict_to_single_cluster: pool.restrict_to_single_cluster,
+                fence,
             })
             .await?;
         out.push(crate::provider::NodeNetwork {
