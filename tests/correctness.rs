@@ -1,6 +1,7 @@
 //! Correctness of what the engine claims: profile versions move through the update
 //! notification, catalog objects can be deleted only when unused, pools rebalance over new
-//! zones, and a seed replays a faulty run exactly.
+//! zones, a seed replays a faulty run exactly, and the simulated cloud conforms to the provider
+//! contract (with and without injected faults).
 
 mod common;
 
@@ -389,4 +390,285 @@ async fn a_seed_replays_a_faulty_run_exactly() {
     );
     let c = faulty_run(8).await;
     assert_ne!(a[0].0, c[0].0, "another seed, other cluster ids");
+}
+
+/// The provider conformance kit against the simulated cloud (answering as AWS), and against
+/// two broken providers built on it, to show the kit catches what it claims to.
+mod conformance {
+    use std::collections::HashSet;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use async_trait::async_trait;
+    use spectro::conformance::{run, Outcome, ProviderHarness};
+    use spectro::contract::Rule;
+    use spectro::model::{CloudAccount, CloudType, Credentials};
+    use spectro::provider::{
+        CloudProvider, ClusterContext, DeleteStatus, ImageRef, ImageSpec, InfraStatus, Machine,
+        MachineBatch, ProviderError,
+    };
+    use spectro::sim::{SimCloud, SimConfig};
+    use spectro::ClusterId;
+
+    use super::common::{account, cluster, profile};
+
+    struct SimHarness {
+        name: &'static str,
+        provider: Arc<dyn CloudProvider>,
+        deviations: Vec<(Rule, String)>,
+    }
+
+    impl SimHarness {
+        fn new(name: &'static str, provider: Arc<dyn CloudProvider>) -> Self {
+            SimHarness {
+                name,
+                provider,
+                deviations: Vec::new(),
+            }
+        }
+    }
+
+    impl ProviderHarness for SimHarness {
+        fn name(&self) -> String {
+            self.name.to_string()
+        }
+
+        fn provider(&self) -> Arc<dyn CloudProvider> {
+            self.provider.clone()
+        }
+
+        fn cluster(&self, name: &str) -> ClusterContext {
+            ClusterContext {
+                cluster_id: ClusterId::new(),
+                spec: cluster(name),
+                profile: profile(),
+                account: account(),
+                vip: None,
+                image: None,
+            }
+        }
+
+        fn rejected_account(&self) -> Option<CloudAccount> {
+            let mut a = account();
+            if let Credentials::Aws(c) = &mut a.credentials {
+                c.secret_access_key = "invalid".into();
+            }
+            Some(a)
+        }
+
+        fn not_applicable(&self) -> Vec<(Rule, String)> {
+            let no_tags = "the simulated cloud keeps each cluster's resources under its id: it has no tags to read";
+            let any_image = "the simulated cloud accepts any image id";
+            vec![
+                (Rule::P6, any_image.into()),
+                (Rule::P18, any_image.into()),
+                (Rule::P9, no_tags.into()),
+                (Rule::P10, no_tags.into()),
+                (
+                    Rule::P14,
+                    "the simulated cloud is in-process: the provider object is the cloud, there is no second client".into(),
+                ),
+            ]
+        }
+
+        fn known_deviations(&self) -> Vec<(Rule, String)> {
+            self.deviations.clone()
+        }
+
+        fn timeout(&self) -> Duration {
+            Duration::from_secs(20)
+        }
+
+        fn poll_interval(&self) -> Duration {
+            Duration::from_millis(20)
+        }
+    }
+
+    fn sim(config: SimConfig) -> Arc<SimCloud> {
+        Arc::new(SimCloud::new(CloudType::Aws, config))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_simulated_cloud_conforms_to_the_provider_contract() {
+        let clean = sim(SimConfig::default());
+        let report = run(&SimHarness::new("simulated cloud", clean.clone())).await;
+        eprintln!("{report}");
+        report.assert_conforms();
+        assert_eq!(report.counts().passed, 18);
+        assert_eq!(clean.total_resources(), 0, "the kit cleans up");
+
+        // Faults, throttling, lost answers (the call took effect), a lagging listing, slow
+        // boots and deletes: the kit retries as the engine does, and every rule still holds.
+        let faulty = sim(SimConfig {
+            seed: 11,
+            fault_rate: 0.1,
+            throttle_rate: 0.05,
+            lost_response_rate: 0.1,
+            throttle_retry_after: Duration::from_millis(10),
+            list_lag: Duration::from_millis(50),
+            boot_time: Duration::from_millis(100),
+            infra_ready_time: Duration::from_millis(150),
+            delete_time: Duration::from_millis(100),
+            ..SimConfig::default()
+        });
+        let report = run(&SimHarness::new(
+            "simulated cloud with faults",
+            faulty.clone(),
+        ))
+        .await;
+        eprintln!("{report}");
+        report.assert_conforms();
+        assert!(
+            report.notes.iter().any(|n| n.contains("retried")),
+            "faults were injected and retried: {:?}",
+            report.notes
+        );
+        assert_eq!(faulty.total_resources(), 0, "the kit cleans up");
+    }
+
+    /// A provider on the simulated cloud with one of two classic bugs.
+    struct Buggy {
+        sim: Arc<SimCloud>,
+        bug: Bug,
+        tokens: Mutex<HashSet<String>>,
+        deleted: Mutex<HashSet<String>>,
+    }
+
+    #[derive(Clone, Copy, PartialEq)]
+    enum Bug {
+        /// Relies on a client token the cloud ignores: a repeated create launches again.
+        IgnoredToken,
+        /// Refuses to delete what is already gone.
+        GoneIsAnError,
+    }
+
+    #[async_trait]
+    impl CloudProvider for Buggy {
+        fn cloud(&self) -> CloudType {
+            self.sim.cloud()
+        }
+        async fn validate_account(&self, a: &CloudAccount) -> Result<(), ProviderError> {
+            self.sim.validate_account(a).await
+        }
+        async fn ensure_image(
+            &self,
+            ctx: &ClusterContext,
+            spec: &ImageSpec,
+        ) -> Result<ImageRef, ProviderError> {
+            self.sim.ensure_image(ctx, spec).await
+        }
+        async fn ensure_infrastructure(
+            &self,
+            ctx: &ClusterContext,
+        ) -> Result<InfraStatus, ProviderError> {
+            self.sim.ensure_infrastructure(ctx).await
+        }
+        async fn list_machines(&self, ctx: &ClusterContext) -> Result<Vec<Machine>, ProviderError> {
+            self.sim.list_machines(ctx).await
+        }
+        async fn create_machines(
+            &self,
+            ctx: &ClusterContext,
+            infra: &InfraStatus,
+            batch: &MachineBatch,
+        ) -> Result<Vec<Machine>, ProviderError> {
+            let seen = !self.tokens.lock().unwrap().insert(batch.token.clone());
+            if self.bug == Bug::IgnoredToken && seen {
+                let mut again = batch.clone();
+                again.token = uuid::Uuid::new_v4().to_string();
+                return self.sim.create_machines(ctx, infra, &again).await;
+            }
+            self.sim.create_machines(ctx, infra, batch).await
+        }
+        async fn delete_machines(
+            &self,
+            ctx: &ClusterContext,
+            machines: &[Machine],
+        ) -> Result<(), ProviderError> {
+            let gone = {
+                let mut deleted = self.deleted.lock().unwrap();
+                let gone = machines.iter().any(|m| deleted.contains(&m.id));
+                if !gone || self.bug != Bug::GoneIsAnError {
+                    deleted.extend(machines.iter().map(|m| m.id.clone()));
+                }
+                gone
+            };
+            if self.bug == Bug::GoneIsAnError && gone {
+                return Err(ProviderError::Terminal {
+                    message: "InvalidInstanceID.NotFound: the instance does not exist".into(),
+                });
+            }
+            self.sim.delete_machines(ctx, machines).await
+        }
+        async fn delete_infrastructure(
+            &self,
+            ctx: &ClusterContext,
+        ) -> Result<DeleteStatus, ProviderError> {
+            self.sim.delete_infrastructure(ctx).await
+        }
+    }
+
+    fn buggy(bug: Bug) -> Arc<Buggy> {
+        Arc::new(Buggy {
+            sim: sim(SimConfig::default()),
+            bug,
+            tokens: Mutex::default(),
+            deleted: Mutex::default(),
+        })
+    }
+
+    fn failed(report: &spectro::conformance::ConformanceReport) -> Vec<Rule> {
+        report.failures().iter().map(|r| r.rule).collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_kit_catches_broken_providers_and_reports_declared_deviations() {
+        // A create repeated with its token launches new machines: P15 fails, and so does the
+        // count of P16 (the duplicates are listed).
+        let p = buggy(Bug::IgnoredToken);
+        let report = run(&SimHarness::new("ignores tokens", p.clone())).await;
+        eprintln!("{report}");
+        assert_eq!(failed(&report), [Rule::P15, Rule::P16], "{report}");
+        assert!(
+            matches!(report.outcome(Rule::P15), Some(Outcome::Failed(m)) if m.contains("returned")),
+            "{report}"
+        );
+        assert_eq!(
+            p.sim.total_resources(),
+            0,
+            "cleaned up, duplicates included"
+        );
+
+        // Deleting a gone machine is an error: exactly P20 fails...
+        let report = run(&SimHarness::new(
+            "gone is an error",
+            buggy(Bug::GoneIsAnError),
+        ))
+        .await;
+        assert_eq!(failed(&report), [Rule::P20], "{report}");
+        let panic = std::panic::catch_unwind(|| report.assert_conforms()).unwrap_err();
+        let text = panic.downcast_ref::<String>().cloned().unwrap_or_default();
+        assert!(text.contains("P20 (MUST"), "{text}");
+
+        // ...and, declared as a known deviation with its reason, it is an expected failure.
+        let mut declared = SimHarness::new("gone is an error, declared", buggy(Bug::GoneIsAnError));
+        declared.deviations = vec![(Rule::P20, "the cloud says NotFound".into())];
+        let report = run(&declared).await;
+        report.assert_conforms();
+        assert!(matches!(
+            report.outcome(Rule::P20),
+            Some(Outcome::ExpectedFailure { reason, .. }) if reason == "the cloud says NotFound"
+        ));
+        assert_eq!(report.counts().expected_failures, 1);
+
+        // A deviation that no longer fails is reported, so the declaration stays true.
+        let mut stale = SimHarness::new("stale declaration", sim(SimConfig::default()));
+        stale.deviations = vec![(Rule::P20, "fixed long ago".into())];
+        let report = run(&stale).await;
+        assert_eq!(failed(&report), [Rule::P20]);
+        assert!(matches!(
+            report.outcome(Rule::P20),
+            Some(Outcome::UnexpectedPass { .. })
+        ));
+    }
 }

@@ -2,6 +2,7 @@
 //! nodes + 2 worker pools), scale, delete; after delete nothing tagged for the cluster
 //! remains. Prints the API calls per operation. Also: root volumes from the pool's disk
 //! settings, and the load balancer's registrations observed and repaired.
+//! Also: the provider conformance kit of spectro-core (every rule of the provider contract).
 
 mod common;
 
@@ -644,4 +645,159 @@ async fn load_balancer_registrations_are_observed_and_repaired() {
         .await
         .unwrap();
     engine.shutdown().await;
+}
+
+/// The provider conformance kit's harness for AWS on moto.
+struct MotoHarness {
+    url: String,
+    acct: String,
+    provider: Arc<AwsProvider>,
+}
+
+impl MotoHarness {
+    fn connector(&self) -> spectro_aws::AwsConnector {
+        spectro_aws::AwsConnector::default()
+            .with_endpoint(&self.url)
+            .with_header("x-moto-account-id", &self.acct)
+            .with_max_attempts(2)
+            .with_max_backoff(Duration::from_millis(200))
+    }
+}
+
+/// A small cluster for the kit: one zone, the workers on t3.micro.
+const CONFORMANCE_CLUSTER: &str = r#"
+name: x
+tags: { team: storefront }
+profile: { name: moto, version: '1' }
+cloudAccount: moto
+cloud: { aws: { region: us-east-1 } }
+nodePools:
+  - { name: master, role: controlPlane, size: 1, instanceType: m5.large, availabilityZones: [us-east-1a] }
+  - { name: general, role: worker, size: 1, instanceType: t3.micro, availabilityZones: [us-east-1a] }
+"#;
+
+#[async_trait::async_trait]
+impl spectro_core::conformance::ProviderHarness for MotoHarness {
+    fn name(&self) -> String {
+        "aws on moto".into()
+    }
+
+    fn provider(&self) -> Arc<dyn spectro_core::CloudProvider> {
+        self.provider.clone()
+    }
+
+    fn fresh_provider(&self) -> Option<Arc<dyn spectro_core::CloudProvider>> {
+        Some(Arc::new(AwsProvider::new(self.connector())))
+    }
+
+    fn cluster(&self, name: &str) -> spectro_core::provider::ClusterContext {
+        let mut spec: Cluster = from_text(CONFORMANCE_CLUSTER, Format::Yaml).unwrap();
+        spec.name = name.to_string();
+        spectro_core::provider::ClusterContext {
+            cluster_id: spectro_core::ClusterId::new(),
+            spec,
+            profile: from_text(PROFILE, Format::Yaml).unwrap(),
+            account: from_text(
+                "name: moto\ncredentials:\n  aws: {accessKeyId: AKIAIOSFODNN7EXAMPLE, secretAccessKey: wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY}\n",
+                Format::Yaml,
+            )
+            .unwrap(),
+            vip: None,
+            image: None,
+        }
+    }
+
+    fn missing_image(&self) -> Option<String> {
+        Some("ami-0000000000000dead".into())
+    }
+
+    /// EC2 tags by resource id (DescribeTags), the ELB's by name.
+    async fn tags(
+        &self,
+        _ctx: &spectro_core::provider::ClusterContext,
+        r: &spectro_core::provider::CloudResource,
+    ) -> Option<Result<std::collections::BTreeMap<String, String>, String>> {
+        let conn = self.connector();
+        let out = if r.kind == "load-balancer" {
+            conn.elb_client(&creds(), "us-east-1")
+                .describe_tags()
+                .load_balancer_names(&r.id)
+                .send()
+                .await
+                .map(|o| {
+                    o.tag_descriptions()
+                        .iter()
+                        .flat_map(|d| d.tags())
+                        .map(|t| {
+                            (
+                                t.key().to_string(),
+                                t.value().unwrap_or_default().to_string(),
+                            )
+                        })
+                        .collect()
+                })
+                .map_err(|e| format!("{e:?}"))
+        } else {
+            conn.clients(&creds(), "us-east-1")
+                .ec2
+                .describe_tags()
+                .filters(
+                    aws_sdk_ec2::types::Filter::builder()
+                        .name("resource-id")
+                        .values(&r.id)
+                        .build(),
+                )
+                .send()
+                .await
+                .map(|o| {
+                    o.tags()
+                        .iter()
+                        .filter_map(|t| Some((t.key()?.to_string(), t.value()?.to_string())))
+                        .collect()
+                })
+                .map_err(|e| format!("{e:?}"))
+        };
+        Some(out)
+    }
+
+    fn not_applicable(&self) -> Vec<(spectro_core::contract::Rule, String)> {
+        vec![(
+            spectro_core::contract::Rule::P3,
+            "moto accepts any credentials (it authenticates nothing without IAM set up)".into(),
+        )]
+    }
+
+    fn timeout(&self) -> Duration {
+        Duration::from_secs(120)
+    }
+
+    fn poll_interval(&self) -> Duration {
+        Duration::from_millis(200)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_aws_provider_conforms_to_the_provider_contract_on_moto() {
+    let Some(m) = moto().await else { return };
+    let acct = account_id();
+    let harness = MotoHarness {
+        url: m.url.clone(),
+        acct: acct.clone(),
+        provider: Arc::new(AwsProvider::new(conn_for(&m, &acct))),
+    };
+    let report = spectro_core::conformance::run(&harness).await;
+    eprintln!("{report}");
+    eprintln!(
+        "API calls of the run: {:?}",
+        harness.provider.calls().snapshot()
+    );
+    report.assert_conforms();
+    // Nothing of the kit's clusters is left: no VPC, no live instance.
+    let c = conn_for(&m, &acct).clients(&creds(), "us-east-1");
+    let vpcs = c.ec2.describe_vpcs().send().await.unwrap();
+    assert!(
+        vpcs.vpcs().iter().all(|v| v.is_default() == Some(true)),
+        "{:?}",
+        vpcs.vpcs()
+    );
 }

@@ -6,7 +6,10 @@
 //! - [`schema`]: JSON Schema of the spec documents.
 //! - [`bootstrap`]: cluster PKI, kubeadm configuration, cloud-init user data.
 //! - [`ipam`]: IP address management for static-IP clusters.
-//! - [`provider`]: the `CloudProvider` contract every cloud implements.
+//! - [`provider`]: the `CloudProvider` trait every cloud implements.
+//! - [`contract`]: the provider contract written down: rules P1–P23 with MUST/SHOULD, what the
+//!   engine does with each error variant, and the contract version; `conformance` (feature
+//!   `test-util`) checks a provider against it.
 //! - [`records`]: what the store keeps and the engine reads (cluster record, status,
 //!   conditions, events, intents).
 //! - `engine` (feature `engine`): the reconcile engine (pure planner, executor, keyed work
@@ -32,6 +35,9 @@
 
 pub mod bootstrap;
 pub mod clock;
+#[cfg(feature = "test-util")]
+pub mod conformance;
+pub mod contract;
 #[cfg(feature = "engine")]
 pub mod engine;
 pub mod error;

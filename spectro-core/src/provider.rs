@@ -1,4 +1,5 @@
 //! The `CloudProvider` contract: what the engine asks of a cloud, and what it gets back.
+//! The rules, each with its conformance check, are written down in [`crate::contract`].
 //!
 //! A provider is stateless with respect to the engine: everything it needs comes in a
 //! [`ClusterContext`] (cluster id and spec, account, profile), and everything it reports is
