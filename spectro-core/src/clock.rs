@@ -24,6 +24,7 @@ pub struct TokioClock {
 
 impl TokioClock {
     /// A clock reading the real time now.
+    #[must_use]
     pub fn new() -> Self {
         TokioClock {
             wall: Utc::now(),
@@ -51,6 +52,7 @@ pub struct ManualClock(Mutex<DateTime<Utc>>);
 
 impl ManualClock {
     /// A clock stopped at `t`.
+    #[must_use]
     pub fn new(t: DateTime<Utc>) -> Self {
         ManualClock(Mutex::new(t))
     }

@@ -58,6 +58,7 @@ pub(super) fn validate_proxy(r: &mut Report, base: &str, p: &ProxySettings) {
 }
 
 /// Validates a cluster against its referenced objects.
+#[must_use]
 pub fn validate_cluster(c: &Cluster, cat: &Catalog) -> Vec<Violation> {
     let mut r = Report::default();
     if let Err(rule) = dns1123_label(&c.name) {
@@ -304,6 +305,7 @@ fn instance_type_rule(cloud: CloudType, t: &str) -> Option<String> {
 }
 
 /// Transition rules for updating an existing cluster from `old` to `new`.
+#[must_use]
 pub fn validate_cluster_update(old: &Cluster, new: &Cluster) -> Vec<Violation> {
     let mut r = Report::default();
     let immutable = "cannot change after creation";
