@@ -43,6 +43,7 @@ pub fn system_now() -> DateTime<Utc> {
 
 impl TokioClock {
     /// A clock reading the real time now.
+    #[must_use]
     pub fn new() -> Self {
         TokioClock {
             wall: system_now(),
@@ -70,6 +71,7 @@ pub struct ManualClock(Mutex<DateTime<Utc>>);
 
 impl ManualClock {
     /// A clock stopped at `t`.
+    #[must_use]
     pub fn new(t: DateTime<Utc>) -> Self {
         ManualClock(Mutex::new(t))
     }

@@ -39,6 +39,7 @@ fn to_u128(a: IpAddr) -> u128 {
 
 impl PoolRange {
     /// The range of an IP pool (None for an invalid pool: validation reports why).
+    #[must_use]
     pub fn of(pool: &IpPool) -> Option<PoolRange> {
         let (first, last) = pool.bounds()?;
         let (f, l) = (to_u128(first), to_u128(last));
@@ -61,6 +62,7 @@ impl PoolRange {
     }
 
     /// The address at `offset`.
+    #[must_use]
     pub fn address(&self, offset: u64) -> IpAddr {
         let n = self.first + u128::from(offset);
         if self.v6 {
@@ -71,12 +73,14 @@ impl PoolRange {
     }
 
     /// The offset of `addr`, if it is in the range.
+    #[must_use]
     pub fn offset(&self, addr: IpAddr) -> Option<u64> {
         let n = to_u128(addr);
         (n >= self.first && n - self.first < u128::from(self.size)).then(|| (n - self.first) as u64)
     }
 
     /// The initial free ranges: the whole range minus the reserved offsets.
+    #[must_use]
     pub fn initial_free(&self) -> Vec<(u64, u64)> {
         let mut fl = FreeList::new(self.size);
         for r in &self.reserved {
@@ -94,6 +98,7 @@ pub struct FreeList {
 
 impl FreeList {
     /// All of `0..size` free.
+    #[must_use]
     pub fn new(size: u64) -> Self {
         let mut ranges = BTreeMap::new();
         if size > 0 {
@@ -154,6 +159,7 @@ impl FreeList {
     }
 
     /// Number of free offsets.
+    #[must_use]
     pub fn free(&self) -> u64 {
         self.ranges.iter().map(|(s, e)| e - s + 1).sum()
     }
@@ -166,6 +172,7 @@ impl FreeList {
 
 /// The baseline algorithm (Cluster API in-cluster IPAM): collect every address in use, scan
 /// from the start of the range for the first one not in it. O(addresses in use).
+#[must_use]
 pub fn scan_first_free(size: u64, in_use: &[u64], reserved: &[u64]) -> Option<u64> {
     let used: HashSet<u64> = in_use.iter().chain(reserved).copied().collect();
     (0..size).find(|o| !used.contains(o))

@@ -39,6 +39,7 @@ pub struct ClusterId(pub uuid::Uuid);
 
 impl ClusterId {
     /// A fresh random id.
+    #[must_use]
     pub fn new() -> Self {
         ClusterId(uuid::Uuid::new_v4())
     }
@@ -98,6 +99,7 @@ pub struct NodeNetwork {
 
 impl ClusterContext {
     /// The tags every resource of this cluster carries: the user's tags plus ownership.
+    #[must_use]
     pub fn ownership_tags(&self) -> BTreeMap<String, String> {
         let mut t = self.spec.tags.clone();
         t.insert(TAG_CLUSTER_ID.into(), self.cluster_id.to_string());
@@ -313,6 +315,7 @@ pub enum ProviderError {
 
 impl ProviderError {
     /// The delay the cloud asked for, if any.
+    #[must_use]
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             ProviderError::Throttled { retry_after, .. } => Some(*retry_after),
@@ -321,6 +324,7 @@ impl ProviderError {
     }
 
     /// A short reason code for events and conditions.
+    #[must_use]
     pub fn reason(&self) -> &'static str {
         match self {
             ProviderError::Retryable { .. } => "TransientError",

@@ -41,21 +41,25 @@ pub struct Secret(String);
 
 impl Secret {
     /// Wraps a secret value.
+    #[must_use]
     pub fn new(value: impl Into<String>) -> Self {
         Secret(value.into())
     }
 
     /// The clear value: call it only where the value is handed to a cloud API.
+    #[must_use]
     pub fn expose(&self) -> &str {
         &self.0
     }
 
     /// True when no value was given.
+    #[must_use]
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 
     /// True when the value is the redaction placeholder, i.e. it came from a redacted copy.
+    #[must_use]
     pub fn is_placeholder(&self) -> bool {
         self.0 == REDACTED
     }
@@ -116,6 +120,7 @@ impl JsonSchema for Secret {
 }
 
 /// Hides the password of a `scheme://user:password@host` URL, e.g. a proxy URL.
+#[must_use]
 pub fn redact_url_userinfo(url: &str) -> String {
     let Some(scheme_end) = url.find("://") else {
         return url.to_string();

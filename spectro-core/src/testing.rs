@@ -16,6 +16,7 @@ pub const SKIP_MISSING_PEERS_ENV: &str = "SPECTRO_SKIP_MISSING_PEERS";
 pub const SKIP_LOG_ENV: &str = "SPECTRO_SKIP_LOG";
 
 /// True when the user opted out of missing peers (`SPECTRO_SKIP_MISSING_PEERS=1`).
+#[must_use]
 pub fn skipping_allowed() -> bool {
     std::env::var(SKIP_MISSING_PEERS_ENV).is_ok_and(|v| v == "1" || v == "true")
 }

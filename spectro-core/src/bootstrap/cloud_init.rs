@@ -45,6 +45,7 @@ fn file(path: &str, permissions: &str, content: &str) -> Value {
 }
 
 /// The SSH public keys a cluster's nodes (user `spectro`) accept.
+#[must_use]
 pub fn ssh_keys(c: &Cluster) -> Vec<String> {
     match &c.cloud {
         CloudPlacement::Vsphere(v) => v.ssh_keys.clone(),
@@ -103,6 +104,7 @@ pub struct ProxyCloudConfig {
 /// from `k8s`'s CIDRs and `endpoint`'s host (when known), and an
 /// `/etc/systemd/system/<unit>.service.d/http-proxy.conf` drop-in for each of `units`. The
 /// caller runs `systemctl daemon-reload` (and restarts) when it asked for drop-ins.
+#[must_use]
 pub fn proxy_cloud_config(
     c: &Cluster,
     k8s: &KubernetesSettings,

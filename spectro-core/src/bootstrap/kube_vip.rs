@@ -99,6 +99,7 @@ impl KubeVip {
 
     /// The kubeconfig the manifest mounts for a node: `super-admin.conf` on the first
     /// control-plane node with Kubernetes ≥ 1.29, `admin.conf` otherwise.
+    #[must_use]
     pub fn kubeconfig(&self, init: bool) -> &'static str {
         if init && self.super_admin_on_init {
             SUPER_ADMIN_CONF
@@ -109,6 +110,7 @@ impl KubeVip {
 
     /// The static pod manifest (YAML) with `kubeconfig` mounted as kube-vip's
     /// `/etc/kubernetes/admin.conf`.
+    #[must_use]
     pub fn manifest(&self, kubeconfig: &str) -> String {
         let env: Vec<Value> = [
             ("vip_arp", "true".to_string()),
@@ -167,6 +169,7 @@ impl KubeVip {
 
     /// The command run after `kubeadm init` when the manifest mounted `super-admin.conf`:
     /// back to `admin.conf` (the kubelet restarts the static pod).
+    #[must_use]
     pub fn restore_admin_conf() -> Value {
         json!([
             "sed",

@@ -24,6 +24,7 @@ pub enum KubeadmApi {
 
 impl KubeadmApi {
     /// The API version for a Kubernetes version.
+    #[must_use]
     pub fn for_version(major: u32, minor: u32) -> KubeadmApi {
         if (major, minor) >= (1, 31) {
             KubeadmApi::V1Beta4
@@ -33,6 +34,7 @@ impl KubeadmApi {
     }
 
     /// `apiVersion` value.
+    #[must_use]
     pub fn api_version(self) -> &'static str {
         match self {
             KubeadmApi::V1Beta3 => "kubeadm.k8s.io/v1beta3",
@@ -212,6 +214,7 @@ fn node_registration(s: &KubernetesSettings, worker_taints: bool) -> Value {
 
 /// The first control-plane node: `InitConfiguration` and `ClusterConfiguration`, as one
 /// multi-document YAML.
+#[must_use]
 pub fn init_config(
     cluster: &str,
     s: &KubernetesSettings,
@@ -256,6 +259,7 @@ pub fn init_config(
 }
 
 /// A joining node: control-plane (the CA material is already on disk) or worker.
+#[must_use]
 pub fn join_config(
     s: &KubernetesSettings,
     endpoint: &str,

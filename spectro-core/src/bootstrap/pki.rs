@@ -178,6 +178,7 @@ impl ClusterPki {
     }
 
     /// The admin kubeconfig (YAML) for `cluster` at `endpoint` (`host:port`).
+    #[must_use]
     pub fn admin_kubeconfig(&self, cluster: &str, endpoint: &str) -> Secret {
         use base64::Engine as _;
         let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());

@@ -262,6 +262,7 @@ pub fn image_spec(profile: &ClusterProfile) -> Option<ImageSpec> {
 /// The shape hash of a pool's machines in `fault_domain` built from `image_id`: any change
 /// means replacement. Only the machine's own placement domain counts (vSphere), so adding or
 /// removing another domain moves only the machines the new balance needs.
+#[must_use]
 pub fn shape_hash(pool: &NodePool, fault_domain: &str, image_id: &str) -> String {
     let mut h = Sha256::new();
     let parts = (
@@ -278,6 +279,7 @@ pub fn shape_hash(pool: &NodePool, fault_domain: &str, image_id: &str) -> String
 }
 
 /// Splits `size` nodes evenly over `zones` (the first zones take the remainder).
+#[must_use]
 pub fn zone_targets(size: u32, zones: &[String]) -> BTreeMap<String, u32> {
     let n = zones.len().max(1) as u32;
     zones
@@ -298,6 +300,7 @@ fn stuck(m: &Machine, now: DateTime<Utc>, timeout: Duration) -> bool {
 }
 
 /// Computes the plan.
+#[must_use]
 pub fn plan(input: &PlanInput<'_>) -> Plan {
     if input.lifecycle.is_deleting() {
         return plan_delete(input);
@@ -872,6 +875,7 @@ fn shape_reasons(a: &NodePool, b: &NodePool) -> Vec<String> {
 }
 
 /// Dry run: what moving from `old` to `new` (with profiles `old_profile`/`new_profile`) does.
+#[must_use]
 pub fn preview_update(
     old: &Cluster,
     old_profile: &ClusterProfile,

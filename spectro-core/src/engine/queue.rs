@@ -168,12 +168,14 @@ impl WorkQueue {
     }
 
     /// (ready, scheduled, active) counts.
+    #[must_use]
     pub fn len(&self) -> (usize, usize, usize) {
         let st = self.lock();
         (st.ready.len(), st.due.len(), st.active.len())
     }
 
     /// True when nothing is queued or running.
+    #[must_use]
     pub fn is_empty(&self) -> bool {
         self.len() == (0, 0, 0)
     }

@@ -35,6 +35,7 @@ pub struct UpdateNotification {
 
 impl UpdateNotification {
     /// One line for events and conditions.
+    #[must_use]
     pub fn summary(&self) -> String {
         let target = if self.from == self.to {
             format!("revision {} of profile {}", self.to_revision, self.to)
@@ -56,6 +57,7 @@ impl UpdateNotification {
 
 /// The notification for moving `rec` to `target` (revision `revision`) — the profile its
 /// spec names, as stored — or `None` when the cluster already runs it.
+#[must_use]
 pub fn notification(
     rec: &ClusterRecord,
     target: &ClusterProfile,

@@ -18,11 +18,13 @@ pub struct CloudAccount {
 
 impl CloudAccount {
     /// The cloud these credentials are for.
+    #[must_use]
     pub fn cloud(&self) -> CloudType {
         self.credentials.cloud()
     }
 
     /// The private cloud gateway the account reaches its cloud through (vSphere).
+    #[must_use]
     pub fn gateway(&self) -> Option<&str> {
         match &self.credentials {
             Credentials::Vsphere(v) => Some(&v.gateway),
@@ -47,6 +49,7 @@ pub enum Credentials {
 
 impl Credentials {
     /// The cloud of these credentials.
+    #[must_use]
     pub fn cloud(&self) -> CloudType {
         match self {
             Credentials::Aws(_) => CloudType::Aws,

@@ -40,16 +40,19 @@ pub struct Cluster {
 
 impl Cluster {
     /// The cloud the cluster runs on.
+    #[must_use]
     pub fn cloud_type(&self) -> CloudType {
         self.cloud.cloud_type()
     }
 
     /// The control-plane pool, if there is one.
+    #[must_use]
     pub fn control_plane(&self) -> Option<&NodePool> {
         self.node_pools.iter().find(|p| p.is_control_plane())
     }
 
     /// The pool named `name`.
+    #[must_use]
     pub fn pool(&self, name: &str) -> Option<&NodePool> {
         self.node_pools.iter().find(|p| p.name == name)
     }
@@ -71,6 +74,7 @@ pub enum CloudPlacement {
 
 impl CloudPlacement {
     /// The cloud of this placement.
+    #[must_use]
     pub fn cloud_type(&self) -> CloudType {
         match self {
             CloudPlacement::Aws(_) => CloudType::Aws,
@@ -81,6 +85,7 @@ impl CloudPlacement {
     }
 
     /// The region (datacenter for vSphere).
+    #[must_use]
     pub fn region(&self) -> &str {
         match self {
             CloudPlacement::Aws(p) => &p.region,

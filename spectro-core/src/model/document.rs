@@ -27,6 +27,7 @@ pub enum Document {
 
 impl Document {
     /// The document's kind.
+    #[must_use]
     pub fn kind(&self) -> &'static str {
         match self {
             Document::ClusterProfile(_) => "ClusterProfile",
@@ -38,6 +39,7 @@ impl Document {
     }
 
     /// The object's name.
+    #[must_use]
     pub fn name(&self) -> &str {
         match self {
             Document::ClusterProfile(d) => &d.name,
@@ -60,6 +62,7 @@ pub enum Format {
 
 impl Format {
     /// Guesses the format from a file name (`.json` → JSON, anything else YAML).
+    #[must_use]
     pub fn from_path(path: &str) -> Format {
         if path.to_ascii_lowercase().ends_with(".json") {
             Format::Json
@@ -79,6 +82,7 @@ pub struct ParseFailure {
 }
 
 /// Parses every document of `text`. Returns the documents that parsed and the failures.
+#[must_use]
 pub fn parse_documents(text: &str, format: Format) -> (Vec<Document>, Vec<ParseFailure>) {
     let mut values = Vec::new();
     let mut failures = Vec::new();

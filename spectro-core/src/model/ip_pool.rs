@@ -46,6 +46,7 @@ pub struct IpPool {
 impl IpPool {
     /// First and last allocatable address (a subnet excludes its network and broadcast
     /// addresses for IPv4 prefixes shorter than /31).
+    #[must_use]
     pub fn bounds(&self) -> Option<(IpAddr, IpAddr)> {
         if let Some(r) = self.range {
             return Some((r.start, r.end));
@@ -66,6 +67,7 @@ impl IpPool {
     }
 
     /// The nodes' network: gateway address with the pool's prefix.
+    #[must_use]
     pub fn network(&self) -> Option<IpNet> {
         IpNet::new(self.gateway, self.prefix)
             .ok()

@@ -50,6 +50,7 @@ pub enum CloudType {
 
 impl CloudType {
     /// Lower-case name as written in specs.
+    #[must_use]
     pub fn as_str(self) -> &'static str {
         match self {
             CloudType::Aws => "aws",

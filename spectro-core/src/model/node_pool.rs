@@ -17,6 +17,7 @@ pub enum PoolRole {
 
 impl PoolRole {
     /// The role as written in specs.
+    #[must_use]
     pub fn as_str(self) -> &'static str {
         match self {
             PoolRole::ControlPlane => "controlPlane",
@@ -81,12 +82,14 @@ pub struct NodePool {
 
 impl NodePool {
     /// True for the control-plane pool.
+    #[must_use]
     pub fn is_control_plane(&self) -> bool {
         self.role == PoolRole::ControlPlane
     }
 
     /// The fault domains nodes are spread over: zones, or placement-domain indexes for
     /// vSphere, or one unnamed domain. Machines record the domain they were put in.
+    #[must_use]
     pub fn fault_domains(&self) -> Vec<String> {
         if !self.availability_zones.is_empty() {
             self.availability_zones.clone()
@@ -100,6 +103,7 @@ impl NodePool {
     }
 
     /// The placement domain behind a fault-domain name from [`NodePool::fault_domains`].
+    #[must_use]
     pub fn placement_for(&self, fault_domain: &str) -> Option<&PlacementDomain> {
         let idx: usize = fault_domain.strip_prefix("placement-")?.parse().ok()?;
         self.placements.get(idx)

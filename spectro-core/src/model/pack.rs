@@ -25,6 +25,7 @@ pub enum PackLayer {
 
 impl PackLayer {
     /// The layer's name as written in specs.
+    #[must_use]
     pub fn as_str(self) -> &'static str {
         match self {
             PackLayer::Os => "os",
@@ -105,6 +106,7 @@ pub fn parse_values(text: &str) -> Result<serde_json::Value, String> {
 }
 
 /// Flattens a values mapping to `dotted.key -> leaf value` pairs.
+#[must_use]
 pub fn flatten_values(v: &serde_json::Value) -> BTreeMap<String, serde_json::Value> {
     fn walk(prefix: &str, v: &serde_json::Value, out: &mut BTreeMap<String, serde_json::Value>) {
         match v {

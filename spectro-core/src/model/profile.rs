@@ -28,6 +28,7 @@ pub enum ProfileCloud {
 
 impl ProfileCloud {
     /// True when a cluster on `cloud` may use a profile targeting `self`.
+    #[must_use]
     pub fn allows(self, cloud: CloudType) -> bool {
         matches!(
             (self, cloud),
@@ -60,16 +61,19 @@ pub struct ClusterProfile {
 
 impl ClusterProfile {
     /// The first pack of `layer`.
+    #[must_use]
     pub fn pack(&self, layer: PackLayer) -> Option<&Pack> {
         self.packs.iter().find(|p| p.layer == layer)
     }
 
     /// The pack named `name`.
+    #[must_use]
     pub fn pack_named(&self, name: &str) -> Option<&Pack> {
         self.packs.iter().find(|p| p.name == name)
     }
 
     /// The reference (name and version) a cluster uses to name this profile.
+    #[must_use]
     pub fn reference(&self) -> ProfileRef {
         ProfileRef {
             name: self.name.clone(),
@@ -78,6 +82,7 @@ impl ClusterProfile {
     }
 
     /// The Kubernetes version of the profile (the kubernetes pack's version).
+    #[must_use]
     pub fn kubernetes_version(&self) -> Option<&str> {
         self.pack(PackLayer::Kubernetes).map(|p| p.version.as_str())
     }
@@ -149,6 +154,7 @@ pub enum PackChange {
 
 impl PackChange {
     /// The pack the change is about.
+    #[must_use]
     pub fn pack(&self) -> &str {
         match self {
             PackChange::Added { pack, .. }
@@ -189,6 +195,7 @@ pub enum ConflictResolution {
 }
 
 /// The changes between two profile revisions, pack by pack, in profile order.
+#[must_use]
 pub fn diff_profiles(old: &ClusterProfile, new: &ClusterProfile) -> Vec<PackChange> {
     let mut out = Vec::new();
     let old_names: BTreeSet<&str> = old.packs.iter().map(|p| p.name.as_str()).collect();
@@ -247,6 +254,7 @@ pub fn diff_profiles(old: &ClusterProfile, new: &ClusterProfile) -> Vec<PackChan
 }
 
 /// The value changes that collide with the cluster's overrides (`pack name -> YAML`).
+#[must_use]
 pub fn find_conflicts(
     changes: &[PackChange],
     overrides: &BTreeMap<String, String>,

@@ -24,6 +24,7 @@ pub enum ConditionType {
 
 impl ConditionType {
     /// The human label, as the console shows it.
+    #[must_use]
     pub fn label(self) -> &'static str {
         match self {
             ConditionType::ImageCustomized => "Customizing Image",
@@ -104,6 +105,7 @@ pub fn set_condition(
 }
 
 /// The condition of `kind`, if set.
+#[must_use]
 pub fn get_condition(list: &[Condition], kind: ConditionType) -> Option<&Condition> {
     list.iter().find(|c| c.kind == kind)
 }

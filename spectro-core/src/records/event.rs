@@ -22,6 +22,7 @@ pub enum Severity {
 
 impl Severity {
     /// Lower-case name.
+    #[must_use]
     pub fn as_str(self) -> &'static str {
         match self {
             Severity::Info => "info",
@@ -31,6 +32,7 @@ impl Severity {
     }
 
     /// Parses [`Severity::as_str`].
+    #[must_use]
     pub fn parse(s: &str) -> Severity {
         match s {
             "warning" => Severity::Warning,

@@ -40,6 +40,7 @@ pub enum Phase {
 
 impl Phase {
     /// Lower-case name.
+    #[must_use]
     pub fn as_str(self) -> &'static str {
         match self {
             Phase::Pending => "pending",
@@ -66,6 +67,7 @@ pub enum Lifecycle {
 
 impl Lifecycle {
     /// True when the cluster is going away.
+    #[must_use]
     pub fn is_deleting(self) -> bool {
         self != Lifecycle::Active
     }

@@ -44,6 +44,7 @@ pub enum SimOp {
 
 impl SimOp {
     /// The operation's name.
+    #[must_use]
     pub fn as_str(self) -> &'static str {
         match self {
             SimOp::ValidateAccount => "ValidateAccount",
@@ -106,6 +107,7 @@ impl Default for SimConfig {
 
 impl SimConfig {
     /// Same latency for every operation.
+    #[must_use]
     pub fn with_latency(mut self, d: Duration) -> Self {
         for op in [
             SimOp::ValidateAccount,
@@ -249,6 +251,7 @@ pub struct SimMachineInfo {
 }
 
 /// vCPUs of an instance type, the way the clouds name their sizes.
+#[must_use]
 pub fn vcpus_of(pool: &NodePool) -> u32 {
     if let Some(c) = pool.cpu {
         return c;
@@ -282,11 +285,13 @@ pub fn vcpus_of(pool: &NodePool) -> u32 {
 
 impl SimCloud {
     /// A simulated cloud answering as `cloud`, with the tokio-driven clock.
+    #[must_use]
     pub fn new(cloud: CloudType, config: SimConfig) -> Self {
         Self::with_clock(cloud, config, Arc::new(TokioClock::new()))
     }
 
     /// A simulated cloud with an explicit clock.
+    #[must_use]
     pub fn with_clock(cloud: CloudType, config: SimConfig, clock: Arc<dyn Clock>) -> Self {
         let state = State {
             seed: config.seed,

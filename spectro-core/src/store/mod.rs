@@ -58,6 +58,7 @@ pub enum ObjectKind {
 
 impl ObjectKind {
     /// The stored kind name.
+    #[must_use]
     pub fn as_str(self) -> &'static str {
         match self {
             ObjectKind::Profile => "profile",
@@ -103,6 +104,7 @@ pub struct ClusterWrite {
 
 impl ClusterWrite {
     /// An empty write for `id`.
+    #[must_use]
     pub fn new(id: ClusterId) -> Self {
         ClusterWrite {
             cluster_id: Some(id),
@@ -111,6 +113,7 @@ impl ClusterWrite {
     }
 
     /// True when there is nothing to write.
+    #[must_use]
     pub fn is_empty(&self) -> bool {
         self.status.is_none()
             && self.add_intents.is_empty()

@@ -17,6 +17,7 @@ fn secret_rule(r: &mut Report, path: &str, s: &Secret) {
 }
 
 /// Validates a cloud account's fields (not the credentials themselves: providers check those).
+#[must_use]
 pub fn validate_cloud_account(a: &CloudAccount) -> Vec<Violation> {
     let mut r = Report::default();
     if let Err(rule) = dns1123_label(&a.name) {

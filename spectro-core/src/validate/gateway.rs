@@ -8,6 +8,7 @@ use super::{index, Report, Violation};
 use crate::model::PrivateCloudGateway;
 
 /// Validates a gateway: size 1 or 3, proxy, linked pools.
+#[must_use]
 pub fn validate_gateway(g: &PrivateCloudGateway) -> Vec<Violation> {
     let mut r = Report::default();
     if let Err(rule) = dns1123_label(&g.name) {
@@ -33,6 +34,7 @@ pub fn validate_gateway(g: &PrivateCloudGateway) -> Vec<Violation> {
 }
 
 /// Transition rules for a gateway update: resize 1 → 3 only.
+#[must_use]
 pub fn validate_gateway_update(
     old: &PrivateCloudGateway,
     new: &PrivateCloudGateway,

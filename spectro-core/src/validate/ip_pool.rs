@@ -11,6 +11,7 @@ fn same_family(a: IpAddr, b: IpAddr) -> bool {
 }
 
 /// Validates an IP pool: one of range or subnet, range order, prefix, gateway in the network.
+#[must_use]
 pub fn validate_ip_pool(p: &IpPool) -> Vec<Violation> {
     let mut r = Report::default();
     if let Err(rule) = dns1123_label(&p.name) {
@@ -115,6 +116,7 @@ pub fn validate_ip_pool(p: &IpPool) -> Vec<Violation> {
 }
 
 /// Transition rules for an IP pool update: the addresses may not move under allocated nodes.
+#[must_use]
 pub fn validate_ip_pool_update(old: &IpPool, new: &IpPool) -> Vec<Violation> {
     let mut r = Report::default();
     r.check(old.name == new.name, "name", "cannot change after creation");

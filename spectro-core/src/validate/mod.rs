@@ -73,12 +73,14 @@ impl Report {
     }
 
     /// The violations found.
+    #[must_use]
     pub fn into_violations(self) -> Vec<Violation> {
         self.violations
     }
 }
 
 /// `base.field` (or `field` at the root).
+#[must_use]
 pub fn field(base: &str, name: &str) -> String {
     if base.is_empty() {
         name.to_string()
@@ -88,11 +90,13 @@ pub fn field(base: &str, name: &str) -> String {
 }
 
 /// `base[i]`.
+#[must_use]
 pub fn index(base: &str, i: usize) -> String {
     format!("{base}[{i}]")
 }
 
 /// `base.map[key]`-style path for a map entry.
+#[must_use]
 pub fn key(base: &str, k: &str) -> String {
     format!("{base}[{k}]")
 }
@@ -137,12 +141,14 @@ impl Catalog {
     }
 
     /// The profile a cluster refers to.
+    #[must_use]
     pub fn profile(&self, name: &str, version: &str) -> Option<&ClusterProfile> {
         self.profiles.get(&(name.to_string(), version.to_string()))
     }
 }
 
 /// Validates any document against the catalog.
+#[must_use]
 pub fn validate_document(doc: &Document, catalog: &Catalog) -> Vec<Violation> {
     match doc {
         Document::ClusterProfile(p) => validate_profile(p),
@@ -163,6 +169,7 @@ pub fn into_result(violations: Vec<Violation>) -> Result<(), Vec<Violation>> {
 }
 
 /// Convenience: validate a cluster's update as a whole (new spec + transition rules).
+#[must_use]
 pub fn validate_cluster_change(old: &Cluster, new: &Cluster, catalog: &Catalog) -> Vec<Violation> {
     let mut v = validate_cluster(new, catalog);
     v.extend(validate_cluster_update(old, new));

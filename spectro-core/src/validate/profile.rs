@@ -8,6 +8,7 @@ use crate::model::pack::{parse_values, ANNOTATION_SKIP_K8S_INSTALL};
 use crate::model::{ClusterProfile, PackLayer};
 
 /// Validates a cluster profile: names, layer counts and order, pack values and annotations.
+#[must_use]
 pub fn validate_profile(p: &ClusterProfile) -> Vec<Violation> {
     let mut r = Report::default();
     if let Err(rule) = dns1123_label(&p.name) {
@@ -130,6 +131,7 @@ pub fn validate_profile(p: &ClusterProfile) -> Vec<Violation> {
 }
 
 /// Parses `1.30.4` or `v1.30.4` into (major, minor, patch).
+#[must_use]
 pub fn parse_k8s_version(v: &str) -> Option<(u32, u32, u32)> {
     let v = v.strip_prefix('v').unwrap_or(v);
     let mut it = v.split('.');

@@ -30,6 +30,7 @@ pub fn dns1123_label(s: &str) -> Result<(), String> {
 }
 
 /// True for a host name (RFC 1123) or an IP address.
+#[must_use]
 pub fn is_host(s: &str) -> bool {
     if s.parse::<IpAddr>().is_ok() {
         return true;
@@ -47,6 +48,7 @@ pub fn is_host(s: &str) -> bool {
 }
 
 /// True for an `http://` or `https://` URL with a host.
+#[must_use]
 pub fn is_http_url(s: &str) -> bool {
     let rest = s
         .strip_prefix("http://")
@@ -63,6 +65,7 @@ pub fn is_http_url(s: &str) -> bool {
 }
 
 /// True for an OpenSSH public key line (`type base64 [comment]`).
+#[must_use]
 pub fn is_ssh_public_key(s: &str) -> bool {
     let mut parts = s.split_whitespace();
     let (Some(kind), Some(body)) = (parts.next(), parts.next()) else {
@@ -86,11 +89,13 @@ pub fn is_ssh_public_key(s: &str) -> bool {
 }
 
 /// True for a UUID in its 8-4-4-4-12 form.
+#[must_use]
 pub fn is_uuid(s: &str) -> bool {
     uuid::Uuid::try_parse(s).is_ok() && s.len() == 36
 }
 
 /// AWS region, e.g. `us-east-1`, `us-gov-west-1`.
+#[must_use]
 pub fn is_aws_region(s: &str) -> bool {
     let parts: Vec<&str> = s.split('-').collect();
     parts.len() >= 3
@@ -104,6 +109,7 @@ pub fn is_aws_region(s: &str) -> bool {
 }
 
 /// GCP region, e.g. `us-west1`.
+#[must_use]
 pub fn is_gcp_region(s: &str) -> bool {
     let Some((a, b)) = s.split_once('-') else {
         return false;
@@ -117,6 +123,7 @@ pub fn is_gcp_region(s: &str) -> bool {
 }
 
 /// Azure region name, e.g. `westus2`, `eastus`.
+#[must_use]
 pub fn is_azure_region(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 40
@@ -125,6 +132,7 @@ pub fn is_azure_region(s: &str) -> bool {
 }
 
 /// An AWS resource id with `prefix` (`vpc`, `subnet`, ...): `prefix-` + 8 or 17 hex digits.
+#[must_use]
 pub fn is_aws_id(s: &str, prefix: &str) -> bool {
     s.strip_prefix(prefix)
         .and_then(|r| r.strip_prefix('-'))
