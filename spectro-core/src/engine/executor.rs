@@ -760,9 +760,7 @@ async fn create(
                 | CoreError::PoolRestricted { .. }
                 | CoreError::NotFound { .. }),
             ) => {
-                let e = ProviderError::QuotaExceeded {
-                    message: e.to_string(),
-                };
+                let e = ProviderError::quota_exceeded(e.to_string()).with_source(e);
                 p.fail(kind, "allocating node addresses", &e);
                 return Ok(Err(e));
             }
@@ -832,9 +830,7 @@ async fn create(
         });
     let infra = p.status.infrastructure.clone().unwrap_or_default();
     let Some(endpoint) = infra.endpoint.clone() else {
-        let e = ProviderError::Retryable {
-            message: "the infrastructure reports no API endpoint yet".into(),
-        };
+        let e = ProviderError::retryable("the infrastructure reports no API endpoint yet");
         p.fail(kind, &what, &e);
         return Ok(Err(e));
     };
@@ -858,9 +854,7 @@ async fn create(
         Ok(t) => t,
         Err(e) => {
             // The spec cannot be rendered: shown on the milestone, retried after a change.
-            let e = ProviderError::Terminal {
-                message: e.to_string(),
-            };
+            let e = ProviderError::terminal(e.to_string()).with_source(e);
             p.fail(kind, &what, &e);
             return Ok(Err(e));
         }
