@@ -8,8 +8,7 @@ use std::sync::{Arc, Mutex};
 use aws_sdk_ec2::config::{BehaviorVersion, Credentials, Region};
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::context::{
-    BeforeDeserializationInterceptorContextMut, BeforeTransmitInterceptorContextMut,
-    BeforeTransmitInterceptorContextRef,
+    BeforeTransmitInterceptorContextMut, BeforeTransmitInterceptorContextRef,
 };
 use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
@@ -17,6 +16,13 @@ use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
 use aws_smithy_types::retry::RetryConfig;
 use spectro_core::model::AwsCredentials;
+
+#[cfg(feature = "test-util")]
+mod inject;
+#[cfg(feature = "test-util")]
+use inject::{Crasher, Throttler};
+#[cfg(feature = "test-util")]
+pub use inject::{InjectCrash, InjectThrottling};
 
 /// Every API attempt, by `Service.Operation` (retries count: they hit the API too).
 #[derive(Debug, Default)]
@@ -89,144 +95,6 @@ impl Intercept for ExtraHeaders {
     }
 }
 
-/// Test and chaos tool: answers every `every`-th EC2 attempt with a `RequestLimitExceeded`
-/// throttling error (HTTP 503), as EC2 does under load.
-#[derive(Debug)]
-pub struct InjectThrottling {
-    every: u64,
-    seen: std::sync::atomic::AtomicU64,
-    injected: std::sync::atomic::AtomicU64,
-}
-
-impl InjectThrottling {
-    /// Throttles every `every`-th attempt (0 = never).
-    pub fn new(every: u64) -> Self {
-        InjectThrottling {
-            every,
-            seen: Default::default(),
-            injected: Default::default(),
-        }
-    }
-
-    /// How many responses were replaced by a throttling error.
-    pub fn injected(&self) -> u64 {
-        self.injected.load(std::sync::atomic::Ordering::Relaxed)
-    }
-}
-
-#[derive(Debug, Clone)]
-struct Throttler(Arc<InjectThrottling>);
-
-impl Intercept for Throttler {
-    fn name(&self) -> &'static str {
-        "spectro-inject-throttling"
-    }
-
-    fn modify_before_deserialization(
-        &self,
-        ctx: &mut BeforeDeserializationInterceptorContextMut<'_>,
-        _: &RuntimeComponents,
-        _: &mut ConfigBag,
-    ) -> Result<(), BoxError> {
-        use std::sync::atomic::Ordering;
-        let t = &self.0;
-        let n = t.seen.fetch_add(1, Ordering::Relaxed) + 1;
-        if t.every > 0 && n % t.every == 0 {
-            t.injected.fetch_add(1, Ordering::Relaxed);
-            let resp = ctx.response_mut();
-            *resp.status_mut() = aws_smithy_runtime_api::http::StatusCode::try_from(503u16)?;
-            *resp.body_mut() = aws_smithy_types::body::SdkBody::from(
-                "<Response><Errors><Error><Code>RequestLimitExceeded</Code><Message>Request limit exceeded.</Message></Error></Errors><RequestID>spectro-injected</RequestID></Response>",
-            );
-        }
-        Ok(())
-    }
-}
-
-/// Test tool for crash tests: the process "dies" at the `at`-th API attempt (EC2 and ELB,
-/// counted from 1): either before that call reaches AWS, or after AWS acted on it but before
-/// its answer is read. Every later attempt fails before it is sent, as nothing runs after a
-/// crash. The caller then "restarts" with clients built without it.
-#[derive(Debug)]
-pub struct InjectCrash {
-    at: u64,
-    after: bool,
-    seen: std::sync::atomic::AtomicU64,
-    answer_lost: std::sync::atomic::AtomicBool,
-}
-
-impl InjectCrash {
-    /// Crashes right before the `at`-th attempt is sent.
-    pub fn before(at: u64) -> Self {
-        InjectCrash {
-            at,
-            after: false,
-            seen: Default::default(),
-            answer_lost: Default::default(),
-        }
-    }
-
-    /// Crashes right after the `at`-th attempt took effect (its answer is never read).
-    pub fn after(at: u64) -> Self {
-        InjectCrash {
-            after: true,
-            ..InjectCrash::before(at)
-        }
-    }
-
-    /// Whether the crash happened (the `at`-th attempt was reached).
-    pub fn crashed(&self) -> bool {
-        self.seen.load(std::sync::atomic::Ordering::SeqCst) >= self.at
-    }
-}
-
-#[derive(Debug, Clone)]
-struct Crasher(Arc<InjectCrash>);
-
-impl Intercept for Crasher {
-    fn name(&self) -> &'static str {
-        "spectro-inject-crash"
-    }
-
-    fn read_before_transmit(
-        &self,
-        _: &BeforeTransmitInterceptorContextRef<'_>,
-        _: &RuntimeComponents,
-        _: &mut ConfigBag,
-    ) -> Result<(), BoxError> {
-        use std::sync::atomic::Ordering;
-        let t = &self.0;
-        let n = t.seen.fetch_add(1, Ordering::SeqCst) + 1;
-        if n > t.at || (n == t.at && !t.after) {
-            return Err("spectro injected crash: the process is gone".into());
-        }
-        if n == t.at {
-            t.answer_lost.store(true, Ordering::SeqCst);
-        }
-        Ok(())
-    }
-
-    fn modify_before_deserialization(
-        &self,
-        ctx: &mut BeforeDeserializationInterceptorContextMut<'_>,
-        _: &RuntimeComponents,
-        _: &mut ConfigBag,
-    ) -> Result<(), BoxError> {
-        if self
-            .0
-            .answer_lost
-            .swap(false, std::sync::atomic::Ordering::SeqCst)
-        {
-            let resp = ctx.response_mut();
-            *resp.status_mut() = aws_smithy_runtime_api::http::StatusCode::try_from(400u16)?;
-            *resp.body_mut() = aws_smithy_types::body::SdkBody::from(
-                "<Response><Errors><Error><Code>SpectroInjectedCrash</Code><Message>the process died before reading this answer</Message></Error></Errors><RequestID>spectro-injected</RequestID></Response>",
-            );
-        }
-        Ok(())
-    }
-}
-
 /// How to reach AWS: builds the clients of an account in a region.
 #[derive(Debug, Clone)]
 pub struct AwsConnector {
@@ -234,7 +102,9 @@ pub struct AwsConnector {
     headers: Vec<(String, String)>,
     max_attempts: u32,
     calls: Arc<CallCounter>,
+    #[cfg(feature = "test-util")]
     throttling: Option<Arc<InjectThrottling>>,
+    #[cfg(feature = "test-util")]
     crash: Option<Arc<InjectCrash>>,
     max_backoff: Option<std::time::Duration>,
 }
@@ -246,7 +116,9 @@ impl Default for AwsConnector {
             headers: Vec::new(),
             max_attempts: 3,
             calls: Arc::default(),
+            #[cfg(feature = "test-util")]
             throttling: None,
+            #[cfg(feature = "test-util")]
             crash: None,
             max_backoff: None,
         }
@@ -307,13 +179,15 @@ impl AwsConnector {
             .collect()
     }
 
-    /// Injects EC2 throttling errors (tests, chaos drills).
+    /// Injects EC2 throttling errors (tests, chaos drills; feature `test-util`).
+    #[cfg(feature = "test-util")]
     pub fn with_injected_throttling(mut self, t: Arc<InjectThrottling>) -> Self {
         self.throttling = Some(t);
         self
     }
 
-    /// Crashes at an API attempt (crash tests).
+    /// Crashes at an API attempt (crash tests; feature `test-util`).
+    #[cfg(feature = "test-util")]
     pub fn with_injected_crash(mut self, t: Arc<InjectCrash>) -> Self {
         self.crash = Some(t);
         self
@@ -365,11 +239,14 @@ impl AwsConnector {
             ec2 = ec2.endpoint_url(e.clone());
             sts = sts.endpoint_url(e.clone());
         }
-        if let Some(t) = &self.throttling {
-            ec2 = ec2.interceptor(Throttler(t.clone()));
-        }
-        if let Some(t) = &self.crash {
-            ec2 = ec2.interceptor(Crasher(t.clone()));
+        #[cfg(feature = "test-util")]
+        {
+            if let Some(t) = &self.throttling {
+                ec2 = ec2.interceptor(Throttler(t.clone()));
+            }
+            if let Some(t) = &self.crash {
+                ec2 = ec2.interceptor(Crasher(t.clone()));
+            }
         }
         AwsClients {
             ec2: aws_sdk_ec2::Client::from_conf(ec2.build()),
@@ -409,6 +286,7 @@ impl AwsConnector {
         if let Some(e) = &self.endpoint {
             b = b.endpoint_url(e.clone());
         }
+        #[cfg(feature = "test-util")]
         if let Some(t) = &self.crash {
             b = b.interceptor(Crasher(t.clone()));
         }

@@ -1,10 +1,10 @@
 //! Machine images: the AMI for the OS + Kubernetes packs, and the account check.
 
 use aws_sdk_ec2::types::{Filter, ImageState};
-use spectro_core::provider::{ImageRef, ImageSpec, ProviderError};
+use spectro_core::provider::{ImageRef, ImageSpec};
 
 use crate::client::AwsClients;
-use crate::error::from_sdk;
+use crate::error::{from_sdk, AwsError};
 
 /// The AMI name spectro publishes for an OS + Kubernetes pair (newest wins).
 pub fn image_name_pattern(spec: &ImageSpec) -> String {
@@ -21,19 +21,20 @@ pub const ANNOTATION_IMAGE_OWNERS: &str = "imageOwners";
 
 /// The owners an image may be picked from by name: `self` plus the OS pack's
 /// [`ANNOTATION_IMAGE_OWNERS`].
-pub fn image_owners(spec: &ImageSpec) -> Result<Vec<String>, ProviderError> {
+pub fn image_owners(spec: &ImageSpec) -> Result<Vec<String>, AwsError> {
     let mut owners = vec!["self".to_string()];
     if let Some(text) = spec.os.annotations.get(ANNOTATION_IMAGE_OWNERS) {
         for o in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             let ok = (o.len() == 12 && o.bytes().all(|b| b.is_ascii_digit()))
                 || matches!(o, "self" | "amazon" | "aws-marketplace");
             if !ok {
-                return Err(ProviderError::Terminal {
-                    message: format!(
-                        "annotation `{ANNOTATION_IMAGE_OWNERS}` of os pack {}: `{o}` is not an AWS account id (12 digits)",
+                return Err(AwsError::invalid(
+                    format!(
+                        "annotation `{ANNOTATION_IMAGE_OWNERS}` of os pack {}",
                         spec.os.name
                     ),
-                });
+                    format!("`{o}` is not an AWS account id (12 digits)"),
+                ));
             }
             if !owners.iter().any(|x| x == o) {
                 owners.push(o.to_string());
@@ -55,12 +56,12 @@ pub struct ResolvedImage {
 /// Resolves the AMI: an explicit `image` annotation on the OS pack wins (it must exist in the
 /// region); otherwise the newest available image named [`image_name_pattern`] owned by the
 /// account itself or by an owner the OS pack names ([`ANNOTATION_IMAGE_OWNERS`]).
-pub async fn resolve_image(c: &AwsClients, spec: &ImageSpec) -> Result<ImageRef, ProviderError> {
+pub async fn resolve_image(c: &AwsClients, spec: &ImageSpec) -> Result<ImageRef, AwsError> {
     resolve(c, spec).await.map(|r| r.image)
 }
 
 /// The root device name of an AMI (one DescribeImages).
-pub async fn root_device_name(c: &AwsClients, ami: &str) -> Result<String, ProviderError> {
+pub async fn root_device_name(c: &AwsClients, ami: &str) -> Result<String, AwsError> {
     let out = c
         .ec2
         .describe_images()
@@ -73,13 +74,14 @@ pub async fn root_device_name(c: &AwsClients, ami: &str) -> Result<String, Provi
         .find(|i| i.image_id() == Some(ami))
         .and_then(|i| i.root_device_name())
         .map(str::to_string)
-        .ok_or_else(|| ProviderError::Terminal {
+        .ok_or_else(|| AwsError::Unexpected {
+            op: "DescribeImages",
             message: format!("image {ami} reports no root device name in {}", c.region),
         })
 }
 
 /// [`resolve_image`], with the image's root device name.
-pub async fn resolve(c: &AwsClients, spec: &ImageSpec) -> Result<ResolvedImage, ProviderError> {
+pub async fn resolve(c: &AwsClients, spec: &ImageSpec) -> Result<ResolvedImage, AwsError> {
     if let Some(id) = &spec.base_image {
         let out = c
             .ec2
@@ -94,7 +96,7 @@ pub async fn resolve(c: &AwsClients, spec: &ImageSpec) -> Result<ResolvedImage, 
                 .iter()
                 .find(|i| i.image_id() == Some(id.as_str()))
                 .map(|i| i.root_device_name().map(str::to_string)),
-            Err(ProviderError::Terminal { message }) if message.contains("NotFound") => None,
+            Err(e) if e.has_code(&["InvalidAMIID.NotFound"]) => None,
             Err(e) => return Err(e),
         };
         return if let Some(root_device_name) = found {
@@ -106,11 +108,11 @@ pub async fn resolve(c: &AwsClients, spec: &ImageSpec) -> Result<ResolvedImage, 
                 root_device_name,
             })
         } else {
-            Err(ProviderError::Terminal {
-                message: format!(
-                    "image {id} named by the `image` annotation of os pack {} does not exist in {}",
-                    spec.os.name, c.region
-                ),
+            Err(AwsError::NotFound {
+                kind: "image",
+                id: id.clone(),
+                field: format!("the `image` annotation of os pack {}", spec.os.name),
+                region: c.region.clone(),
             })
         };
     }
@@ -138,18 +140,16 @@ pub async fn resolve(c: &AwsClients, spec: &ImageSpec) -> Result<ResolvedImage, 
             },
             root_device_name: root.map(str::to_string),
         }),
-        None => Err(ProviderError::Terminal {
-            message: format!(
-                "no image named {pattern} owned by {} in {}: publish one, name its owner in the os pack's `{ANNOTATION_IMAGE_OWNERS}` annotation, or name an AMI in its `image` annotation",
-                owners.join(", "),
-                c.region
-            ),
+        None => Err(AwsError::NoImage {
+            pattern,
+            owners,
+            region: c.region.clone(),
         }),
     }
 }
 
 /// Checks the credentials (STS GetCallerIdentity) and returns the account id.
-pub async fn caller_account(c: &AwsClients) -> Result<String, ProviderError> {
+pub async fn caller_account(c: &AwsClients) -> Result<String, AwsError> {
     let out = c
         .sts
         .get_caller_identity()

@@ -16,11 +16,11 @@ use aws_sdk_ec2::types::{
 use base64::Engine as _;
 use spectro_core::model::PoolRole;
 use spectro_core::provider::{
-    Machine, MachineState, ProviderError, TAG_CLUSTER_ID, TAG_POOL, TAG_ROLE, TAG_SHAPE, TAG_TOKEN,
+    Machine, MachineState, TAG_CLUSTER_ID, TAG_POOL, TAG_ROLE, TAG_SHAPE, TAG_TOKEN,
 };
 
 use crate::client::AwsClients;
-use crate::error::from_sdk;
+use crate::error::{from_sdk, AwsError};
 
 /// Tag: the name prefix shared by a batch.
 pub const TAG_NAME_PREFIX: &str = "spectro.io/name-prefix";
@@ -191,7 +191,7 @@ async fn describe(
     c: &AwsClients,
     filters: Vec<Filter>,
     include_bastion: bool,
-) -> Result<Vec<Machine>, ProviderError> {
+) -> Result<Vec<Machine>, AwsError> {
     let mut out = Vec::new();
     let mut next: Option<String> = None;
     loop {
@@ -218,21 +218,18 @@ async fn describe(
 }
 
 /// Every node of the cluster that is not terminated, in one filtered call (paged).
-pub async fn list_machines(
-    c: &AwsClients,
-    cluster_id: &str,
-) -> Result<Vec<Machine>, ProviderError> {
+pub async fn list_machines(c: &AwsClients, cluster_id: &str) -> Result<Vec<Machine>, AwsError> {
     describe(c, owned_live(cluster_id), false).await
 }
 
 /// Every instance of the cluster that is not terminated, the bastion included.
-pub async fn list_all(c: &AwsClients, cluster_id: &str) -> Result<Vec<Machine>, ProviderError> {
+pub async fn list_all(c: &AwsClients, cluster_id: &str) -> Result<Vec<Machine>, AwsError> {
     describe(c, owned_live(cluster_id), true).await
 }
 
 /// Launches a batch, idempotently: instances already launched under the token (a retry after
 /// a crash or a lost answer) are returned instead of launching again.
-pub async fn launch(c: &AwsClients, l: &Launch<'_>) -> Result<Vec<Machine>, ProviderError> {
+pub async fn launch(c: &AwsClients, l: &Launch<'_>) -> Result<Vec<Machine>, AwsError> {
     let mut out = Vec::new();
     for (k, (prefix, suffixes)) in name_chunks(l.names).into_iter().enumerate() {
         let token = if k == 0 {
@@ -341,7 +338,7 @@ pub async fn launch(c: &AwsClients, l: &Launch<'_>) -> Result<Vec<Machine>, Prov
 }
 
 /// Terminates instances (already-gone ones are not an error).
-pub async fn terminate(c: &AwsClients, ids: &[String]) -> Result<(), ProviderError> {
+pub async fn terminate(c: &AwsClients, ids: &[String]) -> Result<(), AwsError> {
     if ids.is_empty() {
         return Ok(());
     }
@@ -354,11 +351,7 @@ pub async fn terminate(c: &AwsClients, ids: &[String]) -> Result<(), ProviderErr
         .map_err(|e| from_sdk("TerminateInstances", e))
     {
         Ok(_) => Ok(()),
-        Err(ProviderError::Retryable { message })
-            if message.contains("InvalidInstanceID.NotFound") =>
-        {
-            Ok(())
-        }
+        Err(e) if e.has_code(&["InvalidInstanceID.NotFound"]) => Ok(()),
         Err(e) => Err(e),
     }
 }

@@ -21,10 +21,10 @@ use aws_sdk_ec2::types::{
     AttributeBooleanValue, DomainType, Filter, IpPermission, NatGatewayState, ResourceType,
     RouteState, Tag, TagSpecification, VpcAttributeName,
 };
-use spectro_core::provider::{CloudResource, ProviderError, TAG_CLUSTER_ID, TAG_ROLE};
+use spectro_core::provider::{CloudResource, TAG_CLUSTER_ID, TAG_ROLE};
 
 use crate::client::AwsClients;
-use crate::error::from_sdk;
+use crate::error::{from_sdk, AwsError};
 use crate::security::{desired_rules, permissions, rules_of, SecurityPolicy, ROLES};
 
 /// Tag carrying the availability zone of a zonal resource.
@@ -121,7 +121,7 @@ pub fn slot_of(cidr: &str) -> Option<usize> {
 
 /// The slot of each zone: the slot of its observed subnets, else the lowest slot no subnet
 /// uses (zones in the order given). Errors when the slots run out.
-pub fn zone_slots(n: &Network, zones: &[String]) -> Result<BTreeMap<String, usize>, ProviderError> {
+pub fn zone_slots(n: &Network, zones: &[String]) -> Result<BTreeMap<String, usize>, AwsError> {
     let mut slots = BTreeMap::new();
     let mut used = std::collections::BTreeSet::new();
     for subnets in [&n.private_subnets, &n.public_subnets] {
@@ -138,10 +138,13 @@ pub fn zone_slots(n: &Network, zones: &[String]) -> Result<BTreeMap<String, usiz
         }
         let free = (0..ZONE_SLOTS)
             .find(|s| !used.contains(s))
-            .ok_or_else(|| ProviderError::Terminal {
-                message: format!(
-                    "no subnet slot left for zone {zone}: a cluster network holds at most {ZONE_SLOTS} zones"
-                ),
+            .ok_or_else(|| {
+                AwsError::invalid(
+                    "nodePools[].availabilityZones",
+                    format!(
+                        "no subnet slot left for zone {zone}: a cluster network holds at most {ZONE_SLOTS} zones"
+                    ),
+                )
             })?;
         used.insert(free);
         slots.insert(zone.clone(), free);
@@ -157,7 +160,7 @@ fn res(kind: &str, id: &str) -> CloudResource {
 }
 
 /// Everything of the cluster's network that exists now, found by tag.
-pub async fn observe(c: &AwsClients, cluster_id: &str) -> Result<Network, ProviderError> {
+pub async fn observe(c: &AwsClients, cluster_id: &str) -> Result<Network, AwsError> {
     let mut n = Network::default();
     let vpcs = c
         .ec2
@@ -328,7 +331,7 @@ fn id_or_empty(s: Option<&str>) -> String {
 }
 
 /// The VPC's CIDR (static placement: the user's VPC), one DescribeVpcs.
-pub async fn vpc_cidr(c: &AwsClients, vpc: &str) -> Result<String, ProviderError> {
+pub async fn vpc_cidr(c: &AwsClients, vpc: &str) -> Result<String, AwsError> {
     let out = c
         .ec2
         .describe_vpcs()
@@ -354,7 +357,7 @@ pub async fn ensure_network(
     zones: &[String],
     tags: &BTreeMap<String, String>,
     policy: &SecurityPolicy,
-) -> Result<Network, ProviderError> {
+) -> Result<Network, AwsError> {
     let mut n = observe(c, cluster_id).await?;
     let mut changed = false;
     let name = |what: &str| format!("{cluster_name}-{what}");
@@ -627,7 +630,7 @@ pub async fn ensure_security_groups(
     cluster_name: &str,
     tags: &BTreeMap<String, String>,
     policy: &SecurityPolicy,
-) -> Result<bool, ProviderError> {
+) -> Result<bool, AwsError> {
     let name = |what: &str| format!("{cluster_name}-{what}");
     let mut changed = false;
     for role in ROLES {
@@ -680,7 +683,7 @@ pub async fn ensure_security_groups(
                 // One of them is there after all (a stale observation): the whole call was
                 // refused, so add them one by one.
                 let e = from_sdk("AuthorizeSecurityGroupIngress", e);
-                if !e.to_string().contains("InvalidPermission.Duplicate") {
+                if !e.has_code(&["InvalidPermission.Duplicate"]) {
                     return Err(e);
                 }
                 for p in permissions(&missing) {
@@ -693,7 +696,7 @@ pub async fn ensure_security_groups(
                         .await;
                     if let Err(e) = r {
                         let e = from_sdk("AuthorizeSecurityGroupIngress", e);
-                        if !e.to_string().contains("InvalidPermission.Duplicate") {
+                        if !e.has_code(&["InvalidPermission.Duplicate"]) {
                             return Err(e);
                         }
                     }
@@ -720,7 +723,7 @@ pub async fn ensure_security_groups(
 pub async fn delete_network(
     c: &AwsClients,
     cluster_id: &str,
-) -> Result<Vec<CloudResource>, ProviderError> {
+) -> Result<Vec<CloudResource>, AwsError> {
     let n = observe(c, cluster_id).await?;
     let ids = |kind: &str| {
         n.resources

@@ -22,7 +22,7 @@ use spectro_core::provider::{
 };
 
 use crate::client::{AwsClients, AwsConnector, CallCounter};
-use crate::error::from_sdk;
+use crate::error::{from_sdk, AwsError};
 use crate::machines::{launch, list_machines, terminate, Launch, RootVolume};
 use crate::network::{delete_network, ensure_network};
 use crate::security::{cni_ports, SecurityPolicy};
@@ -42,9 +42,12 @@ pub struct AwsProvider {
     root_devices: Mutex<HashMap<(String, String), String>>,
 }
 
-fn lb_not_found(e: &ProviderError) -> bool {
-    let m = e.to_string();
-    m.contains("LoadBalancerNotFound") || m.contains("AccessPointNotFound")
+fn lb_not_found(e: &AwsError) -> bool {
+    e.has_code(&[
+        "LoadBalancerNotFound",
+        "AccessPointNotFound",
+        "AccessPointNotFoundException",
+    ])
 }
 
 fn lb_instances(ids: &BTreeSet<String>) -> Vec<aws_sdk_elasticloadbalancing::types::Instance> {
@@ -57,12 +60,14 @@ fn lb_instances(ids: &BTreeSet<String>) -> Vec<aws_sdk_elasticloadbalancing::typ
         .collect()
 }
 
-fn region(ctx: &ClusterContext) -> Result<&str, ProviderError> {
+fn not_aws() -> AwsError {
+    AwsError::invalid("cloud", "is not an AWS placement")
+}
+
+fn region(ctx: &ClusterContext) -> Result<&str, AwsError> {
     match &ctx.spec.cloud {
         CloudPlacement::Aws(a) => Ok(&a.region),
-        _ => Err(ProviderError::Terminal {
-            message: "not an AWS cluster".into(),
-        }),
+        _ => Err(not_aws()),
     }
 }
 
@@ -95,10 +100,10 @@ impl AwsProvider {
         &self,
         account: &CloudAccount,
         region: &str,
-    ) -> Result<(AwsClients, aws_sdk_elasticloadbalancing::Client), ProviderError> {
+    ) -> Result<(AwsClients, aws_sdk_elasticloadbalancing::Client), AwsError> {
         let Credentials::Aws(creds) = &account.credentials else {
-            return Err(ProviderError::Unauthorized {
-                message: format!("account {} holds no AWS credentials", account.name),
+            return Err(AwsError::NoCredentials {
+                account: account.name.clone(),
             });
         };
         let key = (creds.access_key_id.clone(), region.to_string());
@@ -119,7 +124,7 @@ impl AwsProvider {
         subnets: Vec<String>,
         internal: bool,
         sg: String,
-    ) -> Result<String, ProviderError> {
+    ) -> Result<String, AwsError> {
         let name = lb_name(&ctx.cluster_id.to_string());
         let found = lb
             .describe_load_balancers()
@@ -167,8 +172,9 @@ impl AwsProvider {
                     .instance_protocol("TCP")
                     .instance_port(6443)
                     .build()
-                    .map_err(|e| ProviderError::Terminal {
-                        message: e.to_string(),
+                    .map_err(|source| AwsError::Build {
+                        what: "the load balancer's listener",
+                        source,
                     })?,
             )
             .set_subnets(Some(subnets))
@@ -177,9 +183,10 @@ impl AwsProvider {
             req = req.scheme("internal");
         }
         for (k, v) in ctx.ownership_tags() {
-            req = req.tags(LbTag::builder().key(k).value(v).build().map_err(|e| {
-                ProviderError::Terminal {
-                    message: e.to_string(),
+            req = req.tags(LbTag::builder().key(k).value(v).build().map_err(|source| {
+                AwsError::Build {
+                    what: "a load balancer tag",
+                    source,
                 }
             })?);
         }
@@ -198,7 +205,7 @@ impl AwsProvider {
         lb: &aws_sdk_elasticloadbalancing::Client,
         cluster_id: &str,
         machines: &[Machine],
-    ) -> Result<(), ProviderError> {
+    ) -> Result<(), AwsError> {
         let name = lb_name(cluster_id);
         let out = match lb
             .describe_load_balancers()
@@ -250,7 +257,7 @@ impl AwsProvider {
     }
 
     /// The root device name of an AMI, from the cache or one DescribeImages.
-    async fn root_device(&self, c: &AwsClients, ami: &str) -> Result<String, ProviderError> {
+    async fn root_device(&self, c: &AwsClients, ami: &str) -> Result<String, AwsError> {
         let key = (c.region.clone(), ami.to_string());
         if let Some(d) = self
             .root_devices
@@ -275,7 +282,7 @@ const HEALTH_TARGET: &str = "TCP:6443";
 async fn configure_health_check(
     lb: &aws_sdk_elasticloadbalancing::Client,
     name: &str,
-) -> Result<(), ProviderError> {
+) -> Result<(), AwsError> {
     lb.configure_health_check()
         .load_balancer_name(name)
         .health_check(
@@ -286,8 +293,9 @@ async fn configure_health_check(
                 .unhealthy_threshold(3)
                 .healthy_threshold(2)
                 .build()
-                .map_err(|e| ProviderError::Terminal {
-                    message: e.to_string(),
+                .map_err(|source| AwsError::Build {
+                    what: "the load balancer's health check",
+                    source,
                 })?,
         )
         .send()
@@ -297,7 +305,7 @@ async fn configure_health_check(
 }
 
 /// The security policy of a cluster: its CNI's ports and its bastion's allowed networks.
-pub fn security_policy(ctx: &ClusterContext) -> Result<SecurityPolicy, ProviderError> {
+pub fn security_policy(ctx: &ClusterContext) -> Result<SecurityPolicy, AwsError> {
     let bastion_cidrs = match &ctx.spec.cloud {
         CloudPlacement::Aws(a) => a
             .bastion_allowed_cidrs
@@ -324,7 +332,8 @@ impl CloudProvider for AwsProvider {
 
     async fn validate_account(&self, account: &CloudAccount) -> Result<(), ProviderError> {
         let (c, _) = self.clients(account, "us-east-1")?;
-        crate::image::caller_account(&c).await.map(|_| ())
+        crate::image::caller_account(&c).await?;
+        Ok(())
     }
 
     async fn ensure_image(
@@ -349,9 +358,7 @@ impl CloudProvider for AwsProvider {
         ctx: &ClusterContext,
     ) -> Result<InfraStatus, ProviderError> {
         let CloudPlacement::Aws(aws) = &ctx.spec.cloud else {
-            return Err(ProviderError::Terminal {
-                message: "not an AWS cluster".into(),
-            });
+            return Err(not_aws().into());
         };
         let (c, lb) = self.clients(&ctx.account, &aws.region)?;
         let id = ctx.cluster_id.to_string();
@@ -406,9 +413,10 @@ impl CloudProvider for AwsProvider {
             kind: "load-balancer".into(),
             id: lb_name(&id),
         });
-        let image = ctx.image.as_ref().ok_or_else(|| ProviderError::Retryable {
-            message: "the bastion waits for the cluster image".into(),
-        })?;
+        let image = ctx
+            .image
+            .as_ref()
+            .ok_or_else(|| AwsError::not_ready("the bastion waits for the cluster image"))?;
         let bastion_name = vec![format!("{}-bastion-0", ctx.spec.name)];
         let first_zone = zones
             .iter()
@@ -483,20 +491,15 @@ impl CloudProvider for AwsProvider {
         batch: &MachineBatch,
     ) -> Result<Vec<Machine>, ProviderError> {
         let CloudPlacement::Aws(aws) = &ctx.spec.cloud else {
-            return Err(ProviderError::Terminal {
-                message: "not an AWS cluster".into(),
-            });
+            return Err(not_aws().into());
         };
         let (c, lb) = self.clients(&ctx.account, &aws.region)?;
-        let out = |k: &str| {
-            infra
-                .outputs
-                .get(k)
-                .cloned()
-                .ok_or_else(|| ProviderError::Retryable {
-                    message: format!("the infrastructure has no {k} yet"),
+        let out =
+            |k: &str| {
+                infra.outputs.get(k).cloned().ok_or_else(|| {
+                    AwsError::not_ready(format!("the infrastructure has no {k} yet"))
                 })
-        };
+            };
         let subnet = out(&format!("subnet/{}", batch.zone))?;
         let sg = out(if batch.pool.is_control_plane() {
             "sg/control-plane"
@@ -571,15 +574,18 @@ impl CloudProvider for AwsProvider {
                 .map_err(|e| from_sdk("DeregisterInstancesFromLoadBalancer", e));
             match r {
                 Ok(_) => {}
-                Err(e) if lb_not_found(&e) || e.to_string().contains("InvalidInstance") => {}
-                Err(e) => return Err(e),
+                Err(e)
+                    if lb_not_found(&e)
+                        || e.code().is_some_and(|c| c.starts_with("InvalidInstance")) => {}
+                Err(e) => return Err(e.into()),
             }
         }
         terminate(
             &c,
             &machines.iter().map(|m| m.id.clone()).collect::<Vec<_>>(),
         )
-        .await
+        .await?;
+        Ok(())
     }
 
     async fn delete_infrastructure(

@@ -19,7 +19,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use aws_sdk_ec2::types::{IpPermission, IpRange, Ipv6Range, UserIdGroupPair};
 use spectro_core::model::{ClusterProfile, PackLayer};
-use spectro_core::provider::ProviderError;
+
+use crate::error::AwsError;
 
 /// CNI pack annotation listing the ports its nodes exchange, comma-separated:
 /// `tcp/<port>[-<port>]`, `udp/<port>[-<port>]` or `ip/<protocol number>` (all ports of an
@@ -150,16 +151,16 @@ pub fn parse_ports(text: &str) -> Result<Vec<PortRange>, String> {
 
 /// The ports the profile's CNI needs between nodes: the CNI pack's [`ANNOTATION_PORTS`]
 /// annotation, else the built-in list for calico, cilium and flannel, else a terminal error.
-pub fn cni_ports(profile: &ClusterProfile) -> Result<Vec<PortRange>, ProviderError> {
+pub fn cni_ports(profile: &ClusterProfile) -> Result<Vec<PortRange>, AwsError> {
     let Some(cni) = profile.packs.iter().find(|p| p.layer == PackLayer::Cni) else {
         return Ok(Vec::new());
     };
     if let Some(text) = cni.annotations.get(ANNOTATION_PORTS) {
-        return parse_ports(text).map_err(|e| ProviderError::Terminal {
-            message: format!(
-                "annotation `{ANNOTATION_PORTS}` of cni pack {}: {e}",
-                cni.name
-            ),
+        return parse_ports(text).map_err(|rule| {
+            AwsError::invalid(
+                format!("annotation `{ANNOTATION_PORTS}` of cni pack {}", cni.name),
+                rule,
+            )
         });
     }
     let name = cni.name.to_ascii_lowercase();
@@ -179,12 +180,12 @@ pub fn cni_ports(profile: &ClusterProfile) -> Result<Vec<PortRange>, ProviderErr
     } else if name.contains("flannel") {
         Ok(vec![PortRange::udp(8472, 8472)])
     } else {
-        Err(ProviderError::Terminal {
-            message: format!(
-                "cni pack {} is not one whose ports spectro knows (calico, cilium, flannel): list them in its `{ANNOTATION_PORTS}` annotation, e.g. ports: \"udp/8472,tcp/4240\"",
-                cni.name
+        Err(AwsError::invalid(
+            format!("cni pack {}", cni.name),
+            format!(
+                "is not one whose ports spectro knows (calico, cilium, flannel): list them in its `{ANNOTATION_PORTS}` annotation, e.g. ports: \"udp/8472,tcp/4240\""
             ),
-        })
+        ))
     }
 }
 

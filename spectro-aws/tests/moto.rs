@@ -13,7 +13,7 @@ use std::time::Duration;
 mod common;
 
 use common::*;
-use spectro_aws::{caller_account, resolve_image, AwsConnector};
+use spectro_aws::{caller_account, resolve_image, AwsConnector, AwsError};
 use spectro_core::model::document::{from_text, Format};
 use spectro_core::model::ClusterProfile;
 use spectro_core::provider::ProviderError;
@@ -49,7 +49,10 @@ async fn account_check_and_image_resolution_against_moto() {
     assert_eq!(img.id, known);
     // ...and is a clear, terminal error when it does not.
     match resolve_image(&c, &image_spec(Some("ami-0000000000000dead"))).await {
-        Err(ProviderError::Terminal { message }) => {
+        Err(e @ AwsError::NotFound { .. }) => {
+            let p = ProviderError::from(e);
+            assert!(matches!(p, ProviderError::Terminal { .. }), "{p:?}");
+            let message = p.message();
             assert!(
                 message.contains("ami-0000000000000dead") && message.contains("us-east-1"),
                 "{message}"
@@ -59,10 +62,14 @@ async fn account_check_and_image_resolution_against_moto() {
     }
     // Without an annotation: the newest image named for the packs.
     match resolve_image(&c, &image_spec(None)).await {
-        Err(ProviderError::Terminal { message }) => assert!(
-            message.contains("spectro-ubuntu-22.04-k8s-1.30.4"),
-            "{message}"
-        ),
+        Err(e @ AwsError::NoImage { .. }) => {
+            let p = ProviderError::from(e);
+            assert!(matches!(p, ProviderError::Terminal { .. }), "{p:?}");
+            assert!(
+                p.message().contains("spectro-ubuntu-22.04-k8s-1.30.4"),
+                "{p}"
+            )
+        }
         r => panic!("no image is published yet: {r:?}"),
     }
     let base = c
@@ -126,8 +133,14 @@ async fn wrong_region_endpoint_is_a_retryable_transport_error_not_a_panic() {
         .with_max_attempts(1)
         .clients(&creds(), "us-east-1");
     match caller_account(&c).await {
-        Err(ProviderError::Retryable { message }) => {
-            assert!(message.starts_with("GetCallerIdentity"))
+        Err(e @ AwsError::Transport { .. }) => {
+            assert!(
+                std::error::Error::source(&e).is_some(),
+                "the SDK's cause is kept"
+            );
+            let p = ProviderError::from(e);
+            assert!(matches!(p, ProviderError::Retryable { .. }), "{p:?}");
+            assert!(p.message().starts_with("GetCallerIdentity"), "{p}");
         }
         r => panic!("{r:?}"),
     }
@@ -479,8 +492,8 @@ async fn image_lookup_only_picks_our_own_or_named_owners_images() {
     assert_eq!(all.images().len(), 1, "moto serves the stranger's image");
     // ...but never picked by name: we have none of our own yet.
     match resolve_image(&c, &image_spec(None)).await {
-        Err(ProviderError::Terminal { message }) => {
-            assert!(message.contains("owned by self"), "{message}")
+        Err(e @ AwsError::NoImage { .. }) => {
+            assert!(e.to_string().contains("owned by self"), "{e}")
         }
         r => panic!("a stranger's AMI was picked: {r:?}"),
     }
@@ -520,10 +533,10 @@ async fn image_lookup_only_picks_our_own_or_named_owners_images() {
         .annotations
         .insert("imageOwners".into(), "12345,self".into());
     match resolve_image(&c, &spec).await {
-        Err(ProviderError::Terminal { message }) => {
+        Err(AwsError::Invalid { field, rule }) => {
             assert!(
-                message.contains("imageOwners") && message.contains("12345"),
-                "{message}"
+                field.contains("imageOwners") && rule.contains("12345"),
+                "{field}: {rule}"
             )
         }
         r => panic!("{r:?}"),

@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -147,9 +148,11 @@ pub struct DeleteStatus {
     pub message: Option<String>,
 }
 
-/// A machine's lifecycle state as the cloud reports it.
+/// A machine's lifecycle state as the cloud reports it. New states may come: match with a
+/// wildcard arm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[non_exhaustive]
 pub enum MachineState {
     /// Created, not up yet.
     Pending,
@@ -187,7 +190,8 @@ pub struct Machine {
     pub created_at: DateTime<Utc>,
 }
 
-/// How a machine joins the cluster: decides its bootstrap data.
+/// How a machine joins the cluster: decides its bootstrap data. Kubeadm's three modes, a
+/// closed set: exhaustive on purpose, so a provider that branches on it handles every mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum BootstrapRole {
@@ -247,11 +251,9 @@ impl ImageSpec {
         if self.customization.is_none() {
             return Ok(());
         }
-        Err(ProviderError::Terminal {
-            message: format!(
-                "image customization (Ansible roles, Kubernetes install on a bring-your-own {image}) is not available on {cloud} yet: publish a ready {image} and name it in the os pack's `image` annotation"
-            ),
-        })
+        Err(ProviderError::terminal(format!(
+            "image customization (Ansible roles, Kubernetes install on a bring-your-own {image}) is not available on {cloud} yet: publish a ready {image} and name it in the os pack's `image` annotation"
+        )))
     }
 }
 
@@ -275,45 +277,199 @@ pub struct ImageRef {
     pub customized: bool,
 }
 
+/// The underlying error of a [`ProviderError`]: the SDK, transport, fault or decoding error
+/// a provider classified. Shared (an `Arc`), so that `ProviderError` stays `Clone`.
+///
+/// `ProviderError`'s [`std::error::Error::source`] returns the wrapped error itself, so a
+/// caller downcasts it to the provider's own type (e.g. `spectro_aws::AwsError`). `Debug`
+/// prints the wrapped error's `Display` only (never an SDK's raw response); equality compares
+/// that text.
+#[derive(Clone)]
+pub struct ErrorSource(Arc<dyn std::error::Error + Send + Sync + 'static>);
+
+impl ErrorSource {
+    /// Wraps an error.
+    pub fn new(error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        ErrorSource(Arc::new(error))
+    }
+
+    /// Wraps a boxed error (what many libraries hand out).
+    pub fn from_boxed(error: Box<dyn std::error::Error + Send + Sync + 'static>) -> Self {
+        ErrorSource(Arc::from(error))
+    }
+
+    /// The wrapped error.
+    pub fn get(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        &*self.0
+    }
+
+    /// The wrapped error as `T`, when it is one.
+    pub fn downcast_ref<T: std::error::Error + 'static>(&self) -> Option<&T> {
+        self.0.downcast_ref::<T>()
+    }
+}
+
+impl<E: std::error::Error + Send + Sync + 'static> From<E> for ErrorSource {
+    fn from(error: E) -> Self {
+        ErrorSource::new(error)
+    }
+}
+
+impl fmt::Debug for ErrorSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("ErrorSource")
+            .field(&format_args!("{}", self.0))
+            .finish()
+    }
+}
+
+impl fmt::Display for ErrorSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl PartialEq for ErrorSource {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0.to_string() == other.0.to_string()
+    }
+}
+
 /// What went wrong in a cloud call, typed for the engine's error policy. Messages never
 /// contain secrets.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+///
+/// Build one with the constructors ([`ProviderError::retryable`], ...) and attach the error
+/// it comes from with [`ProviderError::with_source`]; [`std::error::Error::source`] returns
+/// that error. New variants and fields may come: match with `{ .. }` and a wildcard arm.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum ProviderError {
     /// A transient failure: retry with backoff.
-    #[error("transient cloud error: {message}")]
+    #[non_exhaustive]
     Retryable {
         /// What happened.
         message: String,
+        /// The error it comes from, if any.
+        source: Option<ErrorSource>,
     },
     /// The cloud throttled us: retry after the given delay.
-    #[error("throttled by the cloud API (retry in {retry_after:?}): {message}")]
+    #[non_exhaustive]
     Throttled {
         /// How long to wait.
         retry_after: Duration,
         /// The cloud's message.
         message: String,
+        /// The error it comes from, if any.
+        source: Option<ErrorSource>,
     },
     /// A quota or limit is exhausted: shown to the user; retried until it is raised.
-    #[error("{message}")]
+    #[non_exhaustive]
     QuotaExceeded {
         /// The cloud's message, e.g. `vCPU limit exceeded`.
         message: String,
+        /// The error it comes from, if any.
+        source: Option<ErrorSource>,
     },
     /// The account cannot be used: wrong or expired credentials, missing permission.
-    #[error("cloud account rejected: {message}")]
+    #[non_exhaustive]
     Unauthorized {
         /// The cloud's message.
         message: String,
+        /// The error it comes from, if any.
+        source: Option<ErrorSource>,
     },
     /// A failure retrying cannot fix without a change (bad image id, unknown instance type).
-    #[error("{message}")]
+    #[non_exhaustive]
     Terminal {
         /// What happened.
         message: String,
+        /// The error it comes from, if any.
+        source: Option<ErrorSource>,
     },
 }
 
 impl ProviderError {
+    /// A transient failure: retry with backoff.
+    pub fn retryable(message: impl Into<String>) -> Self {
+        ProviderError::Retryable {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// The cloud throttled us: retry after `retry_after`.
+    pub fn throttled(retry_after: Duration, message: impl Into<String>) -> Self {
+        ProviderError::Throttled {
+            retry_after,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// A quota or limit is exhausted.
+    pub fn quota_exceeded(message: impl Into<String>) -> Self {
+        ProviderError::QuotaExceeded {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// The account cannot be used.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        ProviderError::Unauthorized {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// A failure retrying cannot fix without a change.
+    pub fn terminal(message: impl Into<String>) -> Self {
+        ProviderError::Terminal {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// The same error, caused by `source` (an SDK, transport or fault error; its `Display`
+    /// must not contain secrets either).
+    #[must_use]
+    pub fn with_source(mut self, source: impl Into<ErrorSource>) -> Self {
+        *self.source_mut() = Some(source.into());
+        self
+    }
+
+    fn source_mut(&mut self) -> &mut Option<ErrorSource> {
+        match self {
+            ProviderError::Retryable { source, .. }
+            | ProviderError::Throttled { source, .. }
+            | ProviderError::QuotaExceeded { source, .. }
+            | ProviderError::Unauthorized { source, .. }
+            | ProviderError::Terminal { source, .. } => source,
+        }
+    }
+
+    /// The error this one comes from, if any (what [`std::error::Error::source`] returns).
+    pub fn error_source(&self) -> Option<&ErrorSource> {
+        match self {
+            ProviderError::Retryable { source, .. }
+            | ProviderError::Throttled { source, .. }
+            | ProviderError::QuotaExceeded { source, .. }
+            | ProviderError::Unauthorized { source, .. }
+            | ProviderError::Terminal { source, .. } => source.as_ref(),
+        }
+    }
+
+    /// The message (without the prefix `Display` adds for some variants).
+    pub fn message(&self) -> &str {
+        match self {
+            ProviderError::Retryable { message, .. }
+            | ProviderError::Throttled { message, .. }
+            | ProviderError::QuotaExceeded { message, .. }
+            | ProviderError::Unauthorized { message, .. }
+            | ProviderError::Terminal { message, .. } => message,
+        }
+    }
+
     /// The delay the cloud asked for, if any.
     #[must_use]
     pub fn retry_after(&self) -> Option<Duration> {
@@ -333,6 +489,36 @@ impl ProviderError {
             ProviderError::Unauthorized { .. } => "Unauthorized",
             ProviderError::Terminal { .. } => "Failed",
         }
+    }
+}
+
+impl fmt::Display for ProviderError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProviderError::Retryable { message, .. } => {
+                write!(f, "transient cloud error: {message}")
+            }
+            ProviderError::Throttled {
+                retry_after,
+                message,
+                ..
+            } => write!(
+                f,
+                "throttled by the cloud API (retry in {retry_after:?}): {message}"
+            ),
+            ProviderError::QuotaExceeded { message, .. } => f.write_str(message),
+            ProviderError::Unauthorized { message, .. } => {
+                write!(f, "cloud account rejected: {message}")
+            }
+            ProviderError::Terminal { message, .. } => f.write_str(message),
+        }
+    }
+}
+
+impl std::error::Error for ProviderError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.error_source()
+            .map(|s| s.get() as &(dyn std::error::Error + 'static))
     }
 }
 
@@ -390,4 +576,69 @@ pub trait CloudProvider: Send + Sync + 'static {
         &self,
         ctx: &ClusterContext,
     ) -> Result<DeleteStatus, ProviderError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("ThrottlingException: slow down")]
+    struct CloudSaid;
+
+    #[test]
+    fn provider_error_keeps_its_source_and_stays_clone_and_comparable() {
+        let e = ProviderError::throttled(Duration::from_secs(2), "RunInstances: slow down")
+            .with_source(CloudSaid);
+        assert_eq!(e.retry_after(), Some(Duration::from_secs(2)));
+        assert_eq!(e.message(), "RunInstances: slow down");
+        assert_eq!(e.reason(), "Throttled");
+        assert_eq!(
+            e.to_string(),
+            "throttled by the cloud API (retry in 2s): RunInstances: slow down"
+        );
+        let src = std::error::Error::source(&e).expect("the source is kept");
+        assert!(src.downcast_ref::<CloudSaid>().is_some());
+        assert_eq!(src.to_string(), "ThrottlingException: slow down");
+        let copy = e.clone();
+        assert_eq!(copy, e);
+        assert!(std::error::Error::source(&copy)
+            .and_then(|s| s.downcast_ref::<CloudSaid>())
+            .is_some());
+        // Without a source it is another error; Debug shows the source's text only.
+        assert_ne!(
+            ProviderError::throttled(Duration::from_secs(2), "RunInstances: slow down"),
+            e
+        );
+        assert!(format!("{e:?}").contains("ErrorSource(ThrottlingException: slow down)"));
+        assert!(std::error::Error::source(&ProviderError::terminal("x")).is_none());
+    }
+
+    #[test]
+    fn constructors_build_each_variant_with_its_reason() {
+        let boxed: Box<dyn std::error::Error + Send + Sync> = "io: connection reset".into();
+        let cases = [
+            (
+                ProviderError::retryable("a"),
+                "TransientError",
+                "transient cloud error: a",
+            ),
+            (ProviderError::quota_exceeded("b"), "QuotaExceeded", "b"),
+            (
+                ProviderError::unauthorized("c"),
+                "Unauthorized",
+                "cloud account rejected: c",
+            ),
+            (
+                ProviderError::terminal("d").with_source(ErrorSource::from_boxed(boxed)),
+                "Failed",
+                "d",
+            ),
+        ];
+        for (e, reason, text) in cases {
+            assert_eq!(e.reason(), reason);
+            assert_eq!(e.to_string(), text);
+            assert_eq!(e.retry_after(), None);
+        }
+    }
 }

@@ -1,9 +1,16 @@
-//! The crate's one error type, and how it maps onto the engine's error policy.
+//! The crate's one error type, and how it maps onto the engine's error policy. The
+//! `ProviderError` keeps the `VsphereError` as its source; transport and protocol errors keep
+//! vim_rs's error (and through it the HTTP client's) as theirs.
 
 use spectro_core::provider::ProviderError;
 
-/// What went wrong talking to vCenter. Messages never contain credentials.
+/// An underlying error kept as a source.
+type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// What went wrong talking to vCenter. Messages never contain credentials. New variants may
+/// come: match with a wildcard arm.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum VsphereError {
     /// The spec or account does not fit this provider (field and rule named).
     #[error("{field}: {rule}")]
@@ -50,6 +57,9 @@ pub enum VsphereError {
         op: String,
         /// What happened.
         message: String,
+        /// The client's error (HTTP, TLS, connection).
+        #[source]
+        source: Option<BoxError>,
     },
     /// vCenter answered something this client cannot read.
     #[error("{op}: unexpected answer from vCenter: {message}")]
@@ -58,6 +68,9 @@ pub enum VsphereError {
         op: String,
         /// What could not be read.
         message: String,
+        /// The client's error (a parse error), when there is one.
+        #[source]
+        source: Option<BoxError>,
     },
     /// A task did not finish in time.
     #[error("{op}: task {task} still running after {seconds} s")]
@@ -111,25 +124,26 @@ const CAPACITY_FAULTS: &[&str] = &[
 impl From<VsphereError> for ProviderError {
     fn from(e: VsphereError) -> Self {
         let message = e.to_string();
-        match &e {
+        let p = match &e {
             VsphereError::Transport { .. } | VsphereError::TaskTimeout { .. } => {
-                ProviderError::Retryable { message }
+                ProviderError::retryable(message)
             }
-            VsphereError::Login { .. } => ProviderError::Unauthorized { message },
+            VsphereError::Login { .. } => ProviderError::unauthorized(message),
             VsphereError::Fault { fault, .. } if fault == "NoPermission" => {
-                ProviderError::Unauthorized { message }
+                ProviderError::unauthorized(message)
             }
             VsphereError::Fault { fault, .. } if RETRYABLE_FAULTS.contains(&fault.as_str()) => {
-                ProviderError::Retryable { message }
+                ProviderError::retryable(message)
             }
             VsphereError::Fault { fault, .. } if CAPACITY_FAULTS.contains(&fault.as_str()) => {
-                ProviderError::QuotaExceeded { message }
+                ProviderError::quota_exceeded(message)
             }
             VsphereError::Fault { fault, .. } if fault == "NotAuthenticated" => {
-                ProviderError::Retryable { message }
+                ProviderError::retryable(message)
             }
-            _ => ProviderError::Terminal { message },
-        }
+            _ => ProviderError::terminal(message),
+        };
+        p.with_source(e)
     }
 }
 
@@ -171,5 +185,33 @@ mod tests {
             fault("DuplicateName").to_string(),
             "CloneVM_Task(x) failed: DuplicateName: m"
         );
+    }
+
+    #[test]
+    fn the_provider_error_keeps_the_vsphere_error_and_its_cause() {
+        let e = VsphereError::Transport {
+            op: "RetrievePropertiesEx".into(),
+            message: "connection reset".into(),
+            source: Some("io: connection reset by peer".into()),
+        };
+        let p = ProviderError::from(e);
+        assert!(matches!(p, ProviderError::Retryable { .. }));
+        let v = std::error::Error::source(&p)
+            .and_then(|s| s.downcast_ref::<VsphereError>())
+            .expect("the VsphereError is the source");
+        assert!(matches!(v, VsphereError::Transport { op, .. } if op == "RetrievePropertiesEx"));
+        assert_eq!(
+            std::error::Error::source(v).map(|s| s.to_string()),
+            Some("io: connection reset by peer".to_string())
+        );
+        let gone = ProviderError::from(VsphereError::Fault {
+            op: "PowerOffVM_Task(vm-1)".into(),
+            fault: "ManagedObjectNotFound".into(),
+            message: None,
+        });
+        let v = std::error::Error::source(&gone)
+            .and_then(|s| s.downcast_ref::<VsphereError>())
+            .expect("kept");
+        assert!(v.is_gone());
     }
 }

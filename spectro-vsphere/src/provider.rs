@@ -361,9 +361,10 @@ impl VsphereProvider {
             if let Some(s) = self.sessions.lock().await.get(&key) {
                 s.forget_inventory();
             }
-            return Err(ProviderError::Retryable {
-                message: format!("{e} (inventory cache dropped; resolving again)"),
-            });
+            return Err(ProviderError::retryable(format!(
+                "{e} (inventory cache dropped; resolving again)"
+            ))
+            .with_source(e));
         }
         Err(e.into())
     }

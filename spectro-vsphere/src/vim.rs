@@ -146,9 +146,10 @@ fn client_error(op: &str, e: vim_rs::core::client::Error) -> VsphereError {
             fault: fault_name(&f),
             message: fault_message(&f),
         },
-        E::ReqwestError(r) => VsphereError::Transport {
+        E::ReqwestError(ref r) => VsphereError::Transport {
             op: op.into(),
             message: r.to_string(),
+            source: Some(Box::new(e)),
         },
         E::MissingOrInvalidSessionKey => VsphereError::Fault {
             op: op.into(),
@@ -158,6 +159,7 @@ fn client_error(op: &str, e: vim_rs::core::client::Error) -> VsphereError {
         other => VsphereError::Protocol {
             op: op.into(),
             message: other.to_string(),
+            source: Some(Box::new(other)),
         },
     }
 }
@@ -546,6 +548,7 @@ impl Vcenter for VimVcenter {
             return Err(VsphereError::Protocol {
                 op: "FindByInventoryPath".into(),
                 message: "vCenter has no SearchIndex".into(),
+                source: None,
             });
         };
         self.count("FindByInventoryPath");
@@ -595,6 +598,7 @@ impl Vcenter for VimVcenter {
             return Err(VsphereError::Protocol {
                 op,
                 message: "port group without key or switch".into(),
+                source: None,
             });
         };
         let rows = self
@@ -617,6 +621,7 @@ impl Vcenter for VimVcenter {
             .ok_or_else(|| VsphereError::Protocol {
                 op,
                 message: "distributed switch without uuid".into(),
+                source: None,
             })?;
         Ok(NicBacking::DistributedPortgroup {
             switch_uuid: uuid,
@@ -772,6 +777,7 @@ impl Vcenter for VimVcenter {
             return Err(VsphereError::Protocol {
                 op: "CustomFieldsManager".into(),
                 message: "vCenter has no CustomFieldsManager (custom attributes need vCenter, not a lone ESXi host)".into(),
+                source: None,
             });
         };
         let m = CustomFieldsManager::new(self.client.clone(), &cfm.value);
@@ -815,6 +821,7 @@ impl Vcenter for VimVcenter {
             return Err(VsphereError::Protocol {
                 op: "SetField".into(),
                 message: "vCenter has no CustomFieldsManager".into(),
+                source: None,
             });
         };
         self.count("SetField");
@@ -859,6 +866,7 @@ impl Vcenter for VimVcenter {
             .ok_or_else(|| VsphereError::Protocol {
                 op: op.clone(),
                 message: "the clone task returned no VM".into(),
+                source: None,
             })?;
         // Old vcsim's clone kept the template's hardware (real vCenter applies the clone's
         // config): read it back and fix what differs; the disk is grown on the clone's own
@@ -869,6 +877,7 @@ impl Vcenter for VimVcenter {
             .ok_or_else(|| VsphereError::Protocol {
                 op: op.clone(),
                 message: "the cloned VM vanished".into(),
+                source: None,
             })?;
         let grow = match (&d.disk, spec.disk_gb) {
             (Some(disk), Some(gb)) if i64::from(gb) * 1024 * 1024 > disk.capacity_kb => {

@@ -444,21 +444,19 @@ impl SimCloud {
             st.total_calls += 1;
             let r = st.rand_for(cluster);
             if r < self.config.throttle_rate {
-                return Err(ProviderError::Throttled {
-                    retry_after: self.config.throttle_retry_after,
-                    message: format!(
+                return Err(ProviderError::throttled(
+                    self.config.throttle_retry_after,
+                    format!(
                         "RequestLimitExceeded: request rate exceeded for {}",
                         op.as_str()
                     ),
-                });
+                ));
             }
             if r < self.config.throttle_rate + self.config.fault_rate {
-                return Err(ProviderError::Retryable {
-                    message: format!(
-                        "InternalError: simulated transient failure of {}",
-                        op.as_str()
-                    ),
-                });
+                return Err(ProviderError::retryable(format!(
+                    "InternalError: simulated transient failure of {}",
+                    op.as_str()
+                )));
             }
             let lose = st.rand_for(cluster) < self.config.lost_response_rate;
             (lose, st.hook.clone(), st.total_calls)
@@ -483,12 +481,10 @@ impl SimCloud {
             }
         }
         if lose {
-            return Err(ProviderError::Retryable {
-                message: format!(
-                    "RequestTimeout: no response to {} (it may have taken effect)",
-                    op.as_str()
-                ),
-            });
+            return Err(ProviderError::retryable(format!(
+                "RequestTimeout: no response to {} (it may have taken effect)",
+                op.as_str()
+            )));
         }
         Ok(())
     }
@@ -503,13 +499,11 @@ impl CloudProvider for SimCloud {
     async fn validate_account(&self, account: &CloudAccount) -> Result<(), ProviderError> {
         self.enter(SimOp::ValidateAccount, None).await?;
         if account.cloud() != self.cloud {
-            return Err(ProviderError::Unauthorized {
-                message: format!(
-                    "a {} account cannot be used on {}",
-                    account.cloud(),
-                    self.cloud
-                ),
-            });
+            return Err(ProviderError::unauthorized(format!(
+                "a {} account cannot be used on {}",
+                account.cloud(),
+                self.cloud
+            )));
         }
         let secret = match &account.credentials {
             Credentials::Aws(c) => c.secret_access_key.expose(),
@@ -518,10 +512,9 @@ impl CloudProvider for SimCloud {
             Credentials::Vsphere(c) => c.password.expose(),
         };
         if secret.is_empty() || secret == "invalid" {
-            return Err(ProviderError::Unauthorized {
-                message: "AuthFailure: the security token included in the request is invalid"
-                    .into(),
-            });
+            return Err(ProviderError::unauthorized(
+                "AuthFailure: the security token included in the request is invalid",
+            ));
         }
         Ok(())
     }
@@ -687,9 +680,9 @@ impl CloudProvider for SimCloud {
             let mut st = self.lock();
             Self::settle(&mut st, ctx.cluster_id, now);
             if !infra.ready {
-                return Err(ProviderError::Retryable {
-                    message: "InvalidSubnetID.NotFound: the network is not ready".into(),
-                });
+                return Err(ProviderError::retryable(
+                    "InvalidSubnetID.NotFound: the network is not ready",
+                ));
             }
             // Idempotency: a known token returns what it created.
             if let Some(ids) = st
@@ -709,12 +702,10 @@ impl CloudProvider for SimCloud {
             let want = per * batch.names.len() as u32;
             if let Some(limit) = st.vcpu_limit {
                 if st.vcpus_in_use + want > limit {
-                    return Err(ProviderError::QuotaExceeded {
-                        message: format!(
+                    return Err(ProviderError::quota_exceeded(format!(
                             "VcpuLimitExceeded: You have requested more vCPU capacity than your current vCPU limit of {limit} allows ({} in use, {want} requested). Free capacity or request a limit increase.",
                             st.vcpus_in_use
-                        ),
-                    });
+                        )));
                 }
             }
             st.vcpus_in_use += want;
@@ -832,12 +823,10 @@ impl CloudProvider for SimCloud {
             Self::settle(&mut st, ctx.cluster_id, now);
             if let Some(c) = st.clusters.get_mut(&ctx.cluster_id) {
                 if !c.machines.is_empty() {
-                    return Err(ProviderError::Retryable {
-                        message: format!(
-                            "DependencyViolation: the network still has {} machine(s)",
-                            c.machines.len()
-                        ),
-                    });
+                    return Err(ProviderError::retryable(format!(
+                        "DependencyViolation: the network still has {} machine(s)",
+                        c.machines.len()
+                    )));
                 }
                 c.infra = None;
                 c.tokens.clear();
