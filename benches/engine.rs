@@ -6,7 +6,7 @@
 //! - cost of an idle resync (every loaded, converged cluster reconciled once).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use futures_util::StreamExt;
@@ -54,7 +54,7 @@ async fn converge(n: usize) -> (World, Duration) {
     engine.put_profile(&profile).await.unwrap();
     engine.put_cloud_account(&account).await.unwrap();
     let mut events = Box::pin(engine.watch_events(None, 0));
-    let t0 = Instant::now();
+    let t0 = spectro::clock::instant_now();
     let mut ids = Vec::with_capacity(n);
     for i in 0..n {
         ids.push(engine.create_cluster(&cluster(i)).await.unwrap());
@@ -138,7 +138,7 @@ fn bench_loaded(c: &mut Criterion) {
                 let took = rt.block_on(async {
                     let mut spec = world.engine.cluster(id).await.unwrap().spec;
                     spec.node_pools[2].size = if spec.node_pools[2].size == 4 { 5 } else { 4 };
-                    let t0 = Instant::now();
+                    let t0 = spectro::clock::instant_now();
                     world.engine.update_cluster(id, &spec).await.unwrap();
                     world
                         .engine
@@ -172,7 +172,7 @@ fn bench_loaded(c: &mut Criterion) {
             for _ in 0..iters {
                 total += rt.block_on(async {
                     let calls = world.sim.total_calls();
-                    let t0 = Instant::now();
+                    let t0 = spectro::clock::instant_now();
                     world.engine.resync_all().await.unwrap();
                     world.engine.wait_idle().await;
                     let took = t0.elapsed();

@@ -11,9 +11,8 @@
 mod pg;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use chrono::Utc;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use spectro::engine::event::{NewEvent, Severity};
 use spectro::engine::status::{ClusterRecord, ClusterStatus, Lifecycle, Phase};
@@ -48,7 +47,7 @@ async fn seeded(store: Arc<dyn Store>) -> ClusterId {
         profile_revision: 1,
         lifecycle: Lifecycle::Active,
         status: ClusterStatus::default(),
-        created_at: Utc::now(),
+        created_at: spectro::clock::system_now(),
     };
     store.insert_cluster(&rec).await.unwrap();
     rec.id
@@ -67,7 +66,7 @@ fn write(id: ClusterId, i: u64) -> ClusterWrite {
     });
     w.events = (0..2)
         .map(|k| NewEvent {
-            time: Utc::now(),
+            time: spectro::clock::system_now(),
             severity: Severity::Info,
             reason: "Bench".into(),
             message: format!("event {i}/{k}"),
@@ -163,7 +162,7 @@ async fn converge_replicas(url: &str, replicas: usize, n: usize) -> Duration {
     let account: CloudAccount = from_text(ACCOUNT, Format::Yaml).unwrap();
     engines[0].put_profile(&profile).await.unwrap();
     engines[0].put_cloud_account(&account).await.unwrap();
-    let t0 = Instant::now();
+    let t0 = spectro::clock::instant_now();
     let mut ids = Vec::new();
     for i in 0..n {
         let mut c: Cluster = from_text(CLUSTER, Format::Yaml).unwrap();

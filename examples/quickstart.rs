@@ -7,7 +7,9 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use futures_util::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -105,7 +107,7 @@ async fn step(
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    let started = Instant::now();
+    let started = spectro::clock::instant_now();
     let db = std::env::temp_dir().join(format!("spectro-quickstart-{}.db", std::process::id()));
     let store = Arc::new(SqliteStore::open(&db)?);
     let mut latency = SimConfig::default()
@@ -191,12 +193,12 @@ async fn main() -> Result<(), Error> {
     };
 
     let mut timings = Vec::new();
-    let t0 = Instant::now();
+    let t0 = spectro::clock::instant_now();
     step(&engine, id, &pb, "create", Phase::Running, &mut timings, t0).await?;
 
     // Scale the general pool 3 → 5.
     spec.node_pools[1].size = 5;
-    let t = Instant::now();
+    let t = spectro::clock::instant_now();
     engine.update_cluster(id, &spec).await?;
     step(
         &engine,
@@ -225,7 +227,7 @@ async fn main() -> Result<(), Error> {
             preview.creates, preview.deletes
         ),
     );
-    let t = Instant::now();
+    let t = spectro::clock::instant_now();
     engine.update_cluster(id, &spec).await?;
     step(
         &engine,
@@ -238,7 +240,7 @@ async fn main() -> Result<(), Error> {
     )
     .await?;
 
-    let t = Instant::now();
+    let t = spectro::clock::instant_now();
     engine.delete_cluster(id).await?;
     step(&engine, id, &pb, "delete", Phase::Deleted, &mut timings, t).await?;
     tokio::time::sleep(Duration::from_millis(250)).await;

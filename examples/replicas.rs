@@ -8,7 +8,7 @@
 //! The clusters are deleted at the end.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use spectro::engine::status::Phase;
 use spectro::engine::ReplicaConfig;
@@ -90,7 +90,7 @@ async fn main() -> Result<(), Error> {
         names.push((id, c.name));
     }
     println!("30 clusters declared through 3 replicas (lease TTL {ttl:?}, at most 15 each)");
-    let started = Instant::now();
+    let started = spectro::clock::instant_now();
     let mut killed = false;
     loop {
         tokio::time::sleep(Duration::from_millis(600)).await;

@@ -177,14 +177,14 @@ async fn a_new_revision_raises_an_event_and_take_profile_drops_the_override() {
         .iter()
         .all(|(_, c)| *c == PoolChange::NoChange));
     // put_profile queues the cluster: the event arrives without any other trigger.
-    let deadline = tokio::time::Instant::now() + T;
+    let deadline = spectro::clock::instant_now() + T;
     loop {
         let ev = engine.events(Some(id), 0, 10_000).await.unwrap();
         if ev.iter().any(|e| e.reason == "ProfileUpdateAvailable") {
             break;
         }
         assert!(
-            tokio::time::Instant::now() < deadline,
+            spectro::clock::instant_now() < deadline,
             "no ProfileUpdateAvailable event"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -594,9 +594,9 @@ mod conformance {
                 gone
             };
             if self.bug == Bug::GoneIsAnError && gone {
-                return Err(ProviderError::Terminal {
-                    message: "InvalidInstanceID.NotFound: the instance does not exist".into(),
-                });
+                return Err(ProviderError::terminal(
+                    "InvalidInstanceID.NotFound: the instance does not exist",
+                ));
             }
             self.sim.delete_machines(ctx, machines).await
         }

@@ -243,7 +243,7 @@ async fn a_replica_whose_lease_was_taken_cannot_write() {
     let fence_b = leases.iter().find(|l| l.cluster_id == id).unwrap().fence;
     w.fence = Some(fence_b - 1);
     w.events = vec![spectro::engine::event::NewEvent {
-        time: chrono::Utc::now(),
+        time: spectro::clock::system_now(),
         severity: spectro::engine::event::Severity::Info,
         reason: "Stale".into(),
         message: "from the old owner".into(),
@@ -283,7 +283,7 @@ async fn a_spec_change_through_any_replica_reaches_the_owner_at_once() {
     let api = start(api_store, sim.clone(), replica("api", ttl, 0)).await;
     let mut spec = api.cluster(id).await.unwrap().spec;
     spec.node_pools[1].size = 4;
-    let t0 = std::time::Instant::now();
+    let t0 = spectro::clock::instant_now();
     api.update_cluster(id, &spec).await.unwrap();
     api.wait_for_phase(id, Phase::Running, Duration::from_secs(5))
         .await

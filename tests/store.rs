@@ -5,7 +5,6 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
 use common::pg::PgServer;
 use common::*;
 use spectro::engine::event::{NewEvent, Severity};
@@ -24,13 +23,13 @@ fn record(name: &str) -> ClusterRecord {
         profile_revision: 1,
         lifecycle: Lifecycle::Active,
         status: ClusterStatus::default(),
-        created_at: Utc::now(),
+        created_at: spectro::clock::system_now(),
     }
 }
 
 fn ev(reason: &str) -> NewEvent {
     NewEvent {
-        time: Utc::now(),
+        time: spectro::clock::system_now(),
         severity: Severity::Info,
         reason: reason.into(),
         message: format!("{reason} happened"),
@@ -45,7 +44,7 @@ fn intent(name: &str) -> Intent {
         zone: "us-east-1a".into(),
         shape: "abc".into(),
         bootstrap: BootstrapRole::JoinWorker,
-        created_at: Utc::now(),
+        created_at: spectro::clock::system_now(),
     }
 }
 

@@ -168,7 +168,7 @@ fn to_machine(i: &aws_sdk_ec2::types::Instance, include_bastion: bool) -> Option
     let created_at = i
         .launch_time()
         .and_then(|t| chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos()))
-        .unwrap_or_else(chrono::Utc::now);
+        .unwrap_or_else(spectro_core::clock::system_now);
     Some(Machine {
         id: i.instance_id()?.to_string(),
         name,

@@ -522,9 +522,9 @@ impl<'a> Kit<'a> {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, ProviderError>>,
     {
-        let deadline = tokio::time::Instant::now() + self.timeout;
+        let deadline = crate::clock::instant_now() + self.timeout;
         loop {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let left = deadline.saturating_duration_since(crate::clock::instant_now());
             let r = match tokio::time::timeout(left, f()).await {
                 Ok(r) => r,
                 Err(_) => {
@@ -538,7 +538,7 @@ impl<'a> Kit<'a> {
                 Ok(v) => return Ok(v),
                 Err(e) => {
                     lock(&self.errors).push(e.to_string());
-                    if !retryable(&e) || tokio::time::Instant::now() >= deadline {
+                    if !retryable(&e) || crate::clock::instant_now() >= deadline {
                         return Err(Failure::Cloud(e));
                     }
                     *lock(&self.retries) += 1;
@@ -657,11 +657,11 @@ impl<'a> Kit<'a> {
         ctx: &ClusterContext,
         done: impl Fn(&[Machine]) -> bool,
     ) -> Result<Vec<Machine>, String> {
-        let deadline = tokio::time::Instant::now() + self.timeout;
+        let deadline = crate::clock::instant_now() + self.timeout;
         loop {
             match self.list(p, ctx).await {
                 Ok(ms) if done(&ms) => return Ok(ms),
-                Ok(ms) if tokio::time::Instant::now() >= deadline => {
+                Ok(ms) if crate::clock::instant_now() >= deadline => {
                     return Err(format!(
                         "after {:?} the listing of {} still shows {:?}",
                         self.timeout,
@@ -1010,7 +1010,7 @@ impl<'a> Kit<'a> {
     /// `ensure_infrastructure` until ready (P7).
     async fn converge(&self, ctx: &ClusterContext) -> Step<InfraStatus> {
         let p = &*self.p;
-        let deadline = tokio::time::Instant::now() + self.timeout;
+        let deadline = crate::clock::instant_now() + self.timeout;
         loop {
             match self
                 .call("ensure_infrastructure", || p.ensure_infrastructure(ctx))
@@ -1026,7 +1026,7 @@ impl<'a> Kit<'a> {
                     }
                     return Ok(i);
                 }
-                Ok(i) if tokio::time::Instant::now() >= deadline => {
+                Ok(i) if crate::clock::instant_now() >= deadline => {
                     self.fail(
                         Rule::P7,
                         format!(
@@ -1477,7 +1477,7 @@ impl<'a> Kit<'a> {
             self.fail(Rule::P22, e);
             return Err(Blocked);
         }
-        let deadline = tokio::time::Instant::now() + self.timeout;
+        let deadline = crate::clock::instant_now() + self.timeout;
         loop {
             match self
                 .call("delete_infrastructure", || p.delete_infrastructure(ctx))
@@ -1489,7 +1489,7 @@ impl<'a> Kit<'a> {
                     }
                     break;
                 }
-                Ok(d) if tokio::time::Instant::now() >= deadline => {
+                Ok(d) if crate::clock::instant_now() >= deadline => {
                     self.fail(
                         Rule::P22,
                         format!(
@@ -1613,14 +1613,14 @@ impl<'a> Kit<'a> {
                 self.note(format!("cleanup of {}: {e}", ctx.spec.name));
             }
         }
-        let deadline = tokio::time::Instant::now() + self.timeout;
+        let deadline = crate::clock::instant_now() + self.timeout;
         loop {
             match self
                 .call("delete_infrastructure", || p.delete_infrastructure(ctx))
                 .await
             {
                 Ok(d) if d.done => return,
-                Ok(d) if tokio::time::Instant::now() >= deadline => {
+                Ok(d) if crate::clock::instant_now() >= deadline => {
                     self.note(format!(
                         "cleanup of {}: {:?} left",
                         ctx.spec.name, d.remaining

@@ -659,7 +659,7 @@ fn lb_name(ctx: &ClusterContext) -> String {
 }
 
 fn now() -> String {
-    chrono::Utc::now().to_rfc3339()
+    spectro_core::clock::system_now().to_rfc3339()
 }
 
 impl VsphereProvider {

@@ -14,7 +14,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use vim_rs::core::client::{Client, ClientBuilder, TransportMode};
@@ -494,7 +494,7 @@ impl VimVcenter {
 
     /// Waits for a task by polling `info` (first poll at once, then backing off to 2 s).
     async fn wait(&self, task: ManagedObjectReference, op: &str) -> Result<Option<VimAny>> {
-        let start = Instant::now();
+        let start = spectro_core::clock::instant_now();
         let mut delay = Duration::from_millis(50);
         loop {
             let info = self.task_info(&task, op).await?;

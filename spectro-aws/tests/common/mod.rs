@@ -95,10 +95,10 @@ pub async fn moto_server(env: &[(&str, &str)]) -> Option<Moto> {
 }
 
 pub fn account_id() -> String {
-    let n = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
+    let n = spectro_core::clock::system_now()
+        .timestamp_nanos_opt()
+        .unwrap_or_default()
+        .unsigned_abs();
     format!("{:012}", (n % 900_000_000_000) + 100_000_000_000)
 }
 

@@ -85,19 +85,21 @@ pub(super) async fn create(
     // whose intent never got written is collected by the next reconcile).
     let network = match static_ip_pool(&p.rec.spec, &pool, &req.zone) {
         None => Vec::new(),
-        Some(ip_pool) => match allocate_addresses(p.inner, p.rec.id, p.fence, &ip_pool, &names).await {
-            Ok(n) => n,
-            Err(
-                e @ (CoreError::PoolExhausted { .. }
-                | CoreError::PoolRestricted { .. }
-                | CoreError::NotFound { .. }),
-            ) => {
-                // The engine's own failure (IPAM), shown as such: not a cloud quota.
-                p.fail(kind, "allocating node addresses", &e);
-                return Ok(Err(None));
+        Some(ip_pool) => {
+            match allocate_addresses(p.inner, p.rec.id, p.fence, &ip_pool, &names).await {
+                Ok(n) => n,
+                Err(
+                    e @ (CoreError::PoolExhausted { .. }
+                    | CoreError::PoolRestricted { .. }
+                    | CoreError::NotFound { .. }),
+                ) => {
+                    // The engine's own failure (IPAM), shown as such: not a cloud quota.
+                    p.fail(kind, "allocating node addresses", &e);
+                    return Ok(Err(None));
+                }
+                Err(e) => return Err(e),
             }
-            Err(e) => return Err(e),
-        },
+        }
     };
     let what = match (pool.role, req.bootstrap) {
         (_, BootstrapRole::Init) => "initializing the control plane".to_string(),
