@@ -11,6 +11,29 @@
 //! allocation ([`crate::store::Store::allocate_ip`]): two concurrent allocations can never
 //! get the same address, and an allocation is idempotent per (cluster, owner), so a retry
 //! after a crash gets the address it got before.
+//!
+//! ```
+//! use spectro_core::ipam::{FreeList, PoolRange};
+//! use spectro_core::model::document::{from_text, Format};
+//! use spectro_core::model::IpPool;
+//!
+//! let pool: IpPool = from_text(
+//!     "{name: east, gatewayName: dc-east, subnet: 10.10.0.0/29, prefix: 24, gateway: 10.10.0.1}",
+//!     Format::Yaml,
+//! )
+//! .expect("the pool parses");
+//! // 10.10.0.1 to 10.10.0.6; the gateway (offset 0) is never handed out.
+//! let range = PoolRange::of(&pool).expect("a valid pool");
+//! let mut free = FreeList::new(range.size);
+//! for r in &range.reserved {
+//!     free.take(*r);
+//! }
+//! let first = free.take_lowest().expect("a free address");
+//! assert_eq!(range.address(first).to_string(), "10.10.0.2");
+//! assert_eq!(free.free(), 4);
+//! free.release(first);
+//! assert_eq!(free.free(), 5);
+//! ```
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;

@@ -4,6 +4,17 @@
 //! A [`Secret`] prints as `***` through `Debug` and `Display`, and serializes as `***` too,
 //! unless serialization runs inside [`with_secrets_revealed`]: the stores use that scope to
 //! persist the real value, everything else (logs, events, API answers) sees the placeholder.
+//!
+//! ```
+//! use spectro_core::secret::{with_secrets_revealed, Secret};
+//!
+//! let key = Secret::new("wJalrXUtnFEMI/K7MDENG");
+//! assert_eq!(format!("{key} {key:?}"), "*** Secret(***)");
+//! assert_eq!(serde_json::to_string(&key).unwrap(), r#""***""#);
+//! // Only a store's write scope serializes the value, and only a cloud call reads it.
+//! assert_eq!(with_secrets_revealed(|| serde_json::to_string(&key).unwrap()), r#""wJalrXUtnFEMI/K7MDENG""#);
+//! assert_eq!(key.expose(), "wJalrXUtnFEMI/K7MDENG");
+//! ```
 
 use std::cell::Cell;
 use std::fmt;

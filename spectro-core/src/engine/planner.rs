@@ -300,6 +300,62 @@ fn stuck(m: &Machine, now: DateTime<Utc>, timeout: Duration) -> bool {
 }
 
 /// Computes the plan.
+///
+/// Pure: the same input gives the same plan, and nothing is read or written. A new cluster
+/// whose image and infrastructure are ready starts with its first control-plane node:
+///
+/// ```
+/// use std::time::Duration;
+///
+/// use chrono::DateTime;
+/// use spectro_core::engine::planner::{image_spec, plan, Action, PlanInput};
+/// use spectro_core::engine::status::{Lifecycle, ResolvedImage};
+/// use spectro_core::model::document::{from_text, Format};
+/// use spectro_core::model::{Cluster, ClusterProfile};
+/// use spectro_core::provider::{BootstrapRole, ImageRef, InfraStatus};
+///
+/// let profile: ClusterProfile = from_text(
+///     "{name: base, version: 1.0.0, cloud: aws, packs: [{name: ubuntu, layer: os, version: '22.04'}, {name: kubernetes, layer: kubernetes, version: 1.30.4}]}",
+///     Format::Yaml,
+/// )?;
+/// let spec: Cluster = from_text(
+///     r#"
+/// name: demo
+/// profile: { name: base, version: 1.0.0 }
+/// cloudAccount: aws-dev
+/// cloud: { aws: { region: us-east-1 } }
+/// nodePools:
+///   - { name: cp, role: controlPlane, size: 3, instanceType: m5.large, availabilityZones: [us-east-1a, us-east-1b, us-east-1c] }
+///   - { name: workers, role: worker, size: 6, instanceType: m5.large, availabilityZones: [us-east-1a, us-east-1b, us-east-1c] }
+/// "#,
+///     Format::Yaml,
+/// )?;
+/// let image = ResolvedImage {
+///     signature: image_spec(&profile).expect("OS and Kubernetes packs").signature,
+///     image: ImageRef { id: "ami-0123".into(), customized: false },
+/// };
+/// let infra = InfraStatus { ready: true, ..InfraStatus::default() };
+/// let p = plan(&PlanInput {
+///     spec: &spec,
+///     profile: &profile,
+///     lifecycle: Lifecycle::Active,
+///     image: Some(&image),
+///     infra: Some(&infra),
+///     infra_stale: false,
+///     machines: &[],
+///     intents: &[],
+///     now: DateTime::from_timestamp(1_700_000_000, 0).expect("a valid time"), // the time is an input
+///     machine_timeout: Duration::from_secs(1200),
+///     infra_deleted: false,
+/// });
+/// // Workers wait for the first control-plane node to run.
+/// assert!(matches!(
+///     &p.actions[..],
+///     [Action::CreateMachines(r)] if r.pool == "cp" && r.count == 1 && r.bootstrap == BootstrapRole::Init
+/// ));
+/// assert!(!p.assessment.converged);
+/// # Ok::<(), spectro_core::validate::Violation>(())
+/// ```
 #[must_use]
 pub fn plan(input: &PlanInput<'_>) -> Plan {
     if input.lifecycle.is_deleting() {

@@ -1,4 +1,43 @@
 //! Spec documents: YAML (one or more documents per file) or JSON, each with a `kind`.
+//!
+//! [`parse_documents`] reads a whole file (any kinds, `---`-separated) and keeps going past a
+//! document that fails; [`from_text`] reads one object of a known type. Errors name the field:
+//!
+//! ```
+//! use spectro_core::model::document::{from_text, parse_documents, Document, Format};
+//! use spectro_core::model::ClusterProfile;
+//!
+//! let profile: ClusterProfile = from_text(
+//!     r#"
+//! name: base
+//! version: 1.0.0
+//! cloud: aws
+//! packs:
+//!   - { name: ubuntu, layer: os, version: "22.04" }
+//!   - { name: kubernetes, layer: kubernetes, version: 1.30.4 }
+//! "#,
+//!     Format::Yaml,
+//! )?;
+//! assert_eq!(profile.packs.len(), 2);
+//!
+//! let file = r#"
+//! kind: IpPool
+//! name: east
+//! gatewayName: dc-east
+//! range: { start: 10.10.0.10, end: 10.10.0.99 }
+//! prefix: 24
+//! gateway: 10.10.0.1
+//! ---
+//! kind: Cluster
+//! name: broken
+//! nodePools: 3
+//! "#;
+//! let (docs, failures) = parse_documents(file, Format::Yaml);
+//! assert!(matches!(&docs[..], [Document::IpPool(p)] if p.name == "east"));
+//! assert_eq!(failures[0].index, 1); // the second document
+//! println!("{}", failures[0].violations[0]); // names the field that failed
+//! # Ok::<(), spectro_core::validate::Violation>(())
+//! ```
 
 use schemars::JsonSchema;
 use serde::de::DeserializeOwned;

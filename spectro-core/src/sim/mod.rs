@@ -6,6 +6,27 @@
 //! injected failures, throttling and lost responses (the call took effect but the answer
 //! never came), and counts every API call. Like a real cloud it is idempotent only where
 //! the caller passes a token: a create repeated with a new token launches new machines.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//!
+//! use spectro_core::model::CloudType;
+//! use spectro_core::sim::{SimCloud, SimConfig, SimOp};
+//! use spectro_core::CloudProvider;
+//!
+//! // 20 ms per call, 50 ms for creates, nodes boot in 2 s, 1% of calls fail, 64 vCPUs.
+//! let mut config = SimConfig { seed: 7, ..SimConfig::default() }.with_latency(Duration::from_millis(20));
+//! config.latency.insert(SimOp::CreateMachines, Duration::from_millis(50));
+//! config.boot_time = Duration::from_secs(2);
+//! config.fault_rate = 0.01;
+//! config.vcpu_limit = Some(64);
+//! let sim = Arc::new(SimCloud::new(CloudType::Aws, config));
+//! let provider: Arc<dyn CloudProvider> = sim.clone(); // what `EngineBuilder::provider` takes
+//! assert_eq!(provider.cloud(), CloudType::Aws);
+//! assert_eq!(sim.total_calls(), 0);
+//! sim.set_vcpu_limit(Some(128)); // a quota raise, at run time
+//! ```
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};

@@ -159,6 +159,16 @@ fn migrate(c: &mut Connection) -> Result<()> {
 
 impl SqliteStore {
     /// Opens (creating if needed) the database file at `path` and migrates it.
+    ///
+    /// ```no_run
+    /// use std::sync::Arc;
+    ///
+    /// use spectro_core::{SqliteStore, Store};
+    ///
+    /// let store: Arc<dyn Store> = Arc::new(SqliteStore::open("/var/lib/myapp/spectro.db")?);
+    /// // hand it to `Engine::builder(store)`
+    /// # Ok::<(), spectro_core::CoreError>(())
+    /// ```
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let mut writer = Connection::open(path).db("open")?;
@@ -180,6 +190,25 @@ impl SqliteStore {
     }
 
     /// A private in-memory database (one connection), for tests and demos.
+    ///
+    /// ```
+    /// use serde_json::json;
+    /// use spectro_core::store::ObjectKind;
+    /// use spectro_core::{SqliteStore, Store};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> spectro_core::Result<()> {
+    /// let store = SqliteStore::open_in_memory()?;
+    /// let body = json!({ "name": "east", "gatewayName": "dc-east" });
+    /// let rev = store.put_object(ObjectKind::IpPool, "east", &body, Some(0)).await?;
+    /// assert_eq!(rev, 1);
+    /// // Optimistic concurrency: "must not exist yet" fails now.
+    /// assert!(store.put_object(ObjectKind::IpPool, "east", &body, Some(0)).await.is_err());
+    /// let stored = store.get_object(ObjectKind::IpPool, "east").await?.expect("stored");
+    /// assert_eq!((stored.revision, stored.body), (1, body));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn open_in_memory() -> Result<Self> {
         let mut writer = Connection::open_in_memory().db("open")?;
         migrate(&mut writer)?;

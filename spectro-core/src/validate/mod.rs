@@ -1,5 +1,41 @@
 //! Validation: every rule of the reference doc, reported all at once, each violation with a
 //! field path (`nodePools[0].size`) and a plain rule. Total over any input: never panics.
+//!
+//! A [`Catalog`] holds the objects a cluster refers to: lenient (the default) it checks only the
+//! references it can resolve, as for loose files; `strict` (what the engine uses) also reports
+//! references to objects it lacks.
+//!
+//! ```
+//! use spectro_core::model::document::{from_text, Format};
+//! use spectro_core::model::Cluster;
+//! use spectro_core::validate::{validate_cluster, Catalog};
+//!
+//! let cluster: Cluster = from_text(
+//!     r#"
+//! name: demo
+//! profile: { name: base, version: 1.0.0 }
+//! cloudAccount: aws-dev
+//! cloud: { aws: { region: us-east-1 } }
+//! nodePools:
+//!   - { name: cp, role: controlPlane, size: 2, instanceType: m5.large, availabilityZones: [us-east-1a] }
+//!   - { name: workers, role: worker, size: 3, instanceType: m5.large, availabilityZones: [eu-west-1a] }
+//! "#,
+//!     Format::Yaml,
+//! )
+//! .expect("the spec parses");
+//!
+//! let violations = validate_cluster(&cluster, &Catalog::default());
+//! let paths: Vec<&str> = violations.iter().map(|v| v.path.as_str()).collect();
+//! assert_eq!(paths, ["nodePools[0].size", "nodePools[1].availabilityZones[0]"]);
+//! for v in &violations {
+//!     println!("{v}"); // nodePools[0].size: control-plane pool size must be 1, 3 or 5, got 2
+//! }
+//!
+//! // Strict: the profile and the account must exist too.
+//! let strict = Catalog { strict: true, ..Catalog::default() };
+//! let paths: Vec<String> = validate_cluster(&cluster, &strict).into_iter().map(|v| v.path).collect();
+//! assert!(paths.contains(&"profile".to_string()) && paths.contains(&"cloudAccount".to_string()));
+//! ```
 
 mod account;
 mod cluster;
