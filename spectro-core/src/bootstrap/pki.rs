@@ -230,8 +230,11 @@ fn pem_der(pem: &str, label: &str) -> Result<Vec<u8>> {
         })
 }
 
-/// One DER element at the start of `input`: (tag, whole element, contents, rest).
-fn der_element(input: &[u8]) -> Option<(u8, &[u8], &[u8], &[u8])> {
+/// A DER element split off its input: (tag, whole element, contents, rest).
+type DerSplit<'a> = (u8, &'a [u8], &'a [u8], &'a [u8]);
+
+/// One DER element at the start of `input`.
+fn der_element(input: &[u8]) -> Option<DerSplit<'_>> {
     let (&tag, rest) = input.split_first()?;
     let (&first, rest) = rest.split_first()?;
     let (len, rest) = if first < 0x80 {
