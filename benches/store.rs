@@ -8,6 +8,7 @@
 //! is set; without either the PostgreSQL cases are skipped.
 
 #[path = "../tests/common/pg.rs"]
+#[allow(dead_code)] // the tests' PostgreSQL helpers; the bench uses the plain server only
 mod pg;
 
 use std::sync::Arc;
