@@ -204,24 +204,19 @@ pub async fn engine_with(
     let text = format!("{}---{extra}", documents(&sim.host));
     let (docs, failures) = parse_documents(&text, Format::Yaml);
     assert!(failures.is_empty(), "{failures:?}");
-    let mut clusters = Vec::new();
-    for d in docs {
-        match d {
-            Document::PrivateCloudGateway(g) => {
-                engine.put_gateway(&g).await.unwrap();
-            }
-            Document::IpPool(p) => {
-                engine.put_ip_pool(&p).await.unwrap();
-            }
-            Document::CloudAccount(a) => {
-                engine.put_cloud_account(&a).await.unwrap();
-            }
-            Document::ClusterProfile(p) => {
-                engine.put_profile(&p).await.unwrap();
-            }
-            Document::Cluster(c) => clusters.push(c),
-        }
-    }
+    // The catalog (gateway, IP pools, account, profiles) is applied; the clusters are the
+    // test's to create.
+    let (clusters, catalog): (Vec<Document>, Vec<Document>) = docs
+        .into_iter()
+        .partition(|d| matches!(d, Document::Cluster(_)));
+    engine.apply_all(&catalog).await.unwrap();
+    let clusters = clusters
+        .into_iter()
+        .filter_map(|d| match d {
+            Document::Cluster(c) => Some(c),
+            _ => None,
+        })
+        .collect();
     (engine, clusters)
 }
 
