@@ -1,7 +1,7 @@
 //! Prometheus metrics (feature `metrics`, on the `prometheus-client` crate: the reference
 //! client of the Prometheus/OpenMetrics project, no global registry, no unsafe; the
 //! application registers spectro's metrics in its own registry with
-//! [`Engine::register_metrics`](super::Engine::register_metrics) and serves them; see
+//! `Engine::register_metrics` and serves them; see
 //! `examples/metrics.rs`).
 //!
 //! | metric | type | labels |

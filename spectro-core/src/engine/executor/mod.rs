@@ -6,9 +6,9 @@
 //! machines by tag (intent resolved) or re-issues the create with the same token (the cloud
 //! returns what that token created). A crash anywhere therefore neither duplicates nor leaks.
 //!
-//! Layout: `prepare` (provider, account, VIP, [`ClusterContext`]), `observe` (the listing,
+//! Layout: `prepare` (provider, account, VIP, [`ClusterContext`](crate::provider::ClusterContext)), `observe` (the listing,
 //! intents, orphaned addresses), `actions` (one function per planned action, each returning
-//! a [`Step`]), `create` (intent then create), `assess` (conditions and phase from the
+//! a `Step`), `create` (intent then create), `assess` (conditions and phase from the
 //! planner's assessment), `call` (every cloud call: tracing span, metrics, typed outcome).
 //! Failures that are the engine's own (an exhausted IP pool, pack values that cannot be
 //! rendered) are shown as such, with their own reason, not disguised as cloud errors.
