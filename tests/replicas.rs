@@ -179,6 +179,9 @@ impl Store for Partitionable {
     async fn events(&self, c: Option<ClusterId>, a: u64, l: usize) -> Result<Vec<Event>> {
         self.inner.events(c, a, l).await
     }
+    async fn live_replicas(&self) -> Result<usize> {
+        self.inner.live_replicas().await
+    }
     async fn acquire_leases(&self, o: &str, t: Duration, m: usize) -> Result<Vec<Lease>> {
         if self.cut.load(Ordering::SeqCst) {
             return Err(CoreError::store(

@@ -37,6 +37,7 @@ const RULES: &[(&str, &[&str])] = &[
     // `CoreError::Timeout` carries the cluster's `Phase`, plain data from `records`.
     ("error.rs", &["engine", "store"]),
     ("provider.rs", &["engine", "store"]),
+    ("budget.rs", &["engine", "store", "records"]),
     ("records", &["engine", "store"]),
     ("ipam.rs", &["engine", "store"]),
     ("bootstrap", &["engine", "store"]),

@@ -7,6 +7,8 @@
 //! - [`bootstrap`]: cluster PKI, kubeadm configuration, cloud-init user data.
 //! - [`ipam`]: IP address management for static-IP clusters.
 //! - [`provider`]: the `CloudProvider` trait every cloud implements.
+//! - [`budget`]: request budgets: one rate limit per cloud account and region, shared by
+//!   every cluster, fair between them.
 //! - [`contract`]: the provider contract written down: rules P1–P23 with MUST/SHOULD, what the
 //!   engine does with each error variant, and the contract version; `conformance` (feature
 //!   `test-util`) checks a provider against it.
@@ -34,6 +36,7 @@
 #![warn(missing_docs)]
 
 pub mod bootstrap;
+pub mod budget;
 pub mod clock;
 #[cfg(feature = "test-util")]
 pub mod conformance;

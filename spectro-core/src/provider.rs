@@ -5,7 +5,7 @@
 //! [`ClusterContext`] (cluster id and spec, account, profile), and everything it reports is
 //! found again in the cloud by the cluster's ownership tag, so a restarted engine finds it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -555,6 +555,30 @@ pub trait CloudProvider: Send + Sync + 'static {
 
     /// All machines of the cluster (found by ownership tag), terminated ones excluded.
     async fn list_machines(&self, ctx: &ClusterContext) -> Result<Vec<Machine>, ProviderError>;
+
+    /// The fleet of `ctx`'s cluster: a key naming every cluster that one listing can observe
+    /// together (same cloud account and region, same vCenter, ...). `None` (the default):
+    /// the cluster is only ever listed alone, with [`CloudProvider::list_machines`].
+    fn fleet(&self, ctx: &ClusterContext) -> Option<String> {
+        let _ = ctx;
+        None
+    }
+
+    /// Every machine of every cluster of `ctx`'s [fleet](CloudProvider::fleet), by cluster
+    /// id, in as few calls as the cloud allows (one paginated listing by the ownership tag
+    /// key): what `list_machines` would return for each of them, with the same side effects
+    /// (repairs such as load-balancer registrations), so that N clusters of one account cost
+    /// O(1) reads per resync instead of O(N). Clusters without machines may be absent. The
+    /// default lists `ctx`'s cluster alone.
+    async fn list_fleet(
+        &self,
+        ctx: &ClusterContext,
+    ) -> Result<HashMap<ClusterId, Vec<Machine>>, ProviderError> {
+        Ok(HashMap::from([(
+            ctx.cluster_id,
+            self.list_machines(ctx).await?,
+        )]))
+    }
 
     /// Creates a batch of machines in one call; idempotent by `batch.token`.
     async fn create_machines(

@@ -58,6 +58,11 @@ impl Inner {
                             .filter(|(id, f)| owned.get(id) != Some(f))
                             .map(|(id, _)| *id)
                             .collect();
+                        for id in owned.keys().filter(|id| !fresh.contains_key(id)) {
+                            // Lost: whoever owns it now may act; what this replica knew of
+                            // it is stale.
+                            self.forget(*id);
+                        }
                         *owned = fresh;
                         gained
                     };
@@ -66,6 +71,14 @@ impl Inner {
                     }
                 }
                 Err(e) => tracing::warn!(replica = %rc.id, error = %e, "lease renewal failed"),
+            }
+            // Every cloud account's request budget is split between the live replicas.
+            match self.store.live_replicas().await {
+                Ok(n) => self.budget_share.store(
+                    (1.0 / n.max(1) as f64).to_bits(),
+                    std::sync::atomic::Ordering::Relaxed,
+                ),
+                Err(e) => tracing::warn!(replica = %rc.id, error = %e, "counting replicas failed"),
             }
             tokio::select! {
                 _ = tokio::time::sleep(rc.lease_ttl / 3) => {}

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use tokio::sync::{broadcast, watch};
 
 use super::config::EngineConfig;
@@ -46,6 +47,32 @@ pub(crate) struct Inner {
     /// Why each cluster is not converged, as the last reconcile saw it (`Engine::explain`).
     pub(crate) blockers: std::sync::Mutex<HashMap<ClusterId, super::explain::Observed>>,
     pub(crate) metrics: Metrics,
+    /// Shared observation: the last fleet listing per fleet key, each behind its own lock
+    /// (a listing in flight serves every cluster waiting for it).
+    pub(crate) fleets: std::sync::Mutex<HashMap<String, FleetSlot>>,
+    /// When each cluster last changed something in the cloud, or was first listed by this
+    /// engine: a fleet listing that started earlier cannot serve it.
+    pub(crate) acted: std::sync::Mutex<HashMap<ClusterId, DateTime<Utc>>>,
+    /// This engine's share of every cloud account's request budget (`f64` bits): 1 / the
+    /// live replicas on its store.
+    pub(crate) budget_share: AtomicU64,
+    /// The account (fleet) key of each cluster, as its last reconcile found it.
+    pub(crate) account_of: std::sync::Mutex<HashMap<ClusterId, Arc<str>>>,
+    /// Accounts the cloud (or the provider's request budget) asked to wait, until when: their
+    /// clusters are not reconciled meanwhile, so they hold no worker that clusters of other
+    /// accounts could use.
+    pub(crate) paused: std::sync::Mutex<HashMap<Arc<str>, tokio::time::Instant>>,
+    /// The replica's name in call scopes (`local` without replicas).
+    pub(crate) replica_name: Arc<str>,
+}
+
+/// One fleet's last listing, behind the lock that makes listings of one fleet one at a time.
+pub(crate) type FleetSlot = Arc<tokio::sync::Mutex<Option<FleetListing>>>;
+
+/// What one fleet listing saw, and when it started.
+pub(crate) struct FleetListing {
+    pub(crate) started: DateTime<Utc>,
+    pub(crate) machines: HashMap<ClusterId, Vec<crate::provider::Machine>>,
 }
 
 impl Inner {
@@ -56,6 +83,10 @@ impl Inner {
         config: EngineConfig,
         random: seed::Randomness,
     ) -> Self {
+        let replica_name = config
+            .replica
+            .as_ref()
+            .map_or_else(|| Arc::from("local"), |r| Arc::from(r.id.as_str()));
         Inner {
             store,
             providers,
@@ -75,6 +106,12 @@ impl Inner {
             renewed: std::sync::Mutex::new(None),
             blockers: Default::default(),
             metrics: Metrics::default(),
+            fleets: Default::default(),
+            acted: Default::default(),
+            budget_share: AtomicU64::new(1f64.to_bits()),
+            replica_name,
+            account_of: Default::default(),
+            paused: Default::default(),
         }
     }
 
@@ -120,6 +157,99 @@ impl Inner {
             .get(&id)
             .copied()
             .unwrap_or(0)
+    }
+
+    /// The lock and last listing of a fleet.
+    pub(crate) fn fleet_slot(&self, key: &str) -> FleetSlot {
+        self.fleets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(key.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// When the cluster last acted (or was first listed here); `None`: never seen.
+    pub(crate) fn acted_at(&self, id: ClusterId) -> Option<DateTime<Utc>> {
+        self.acted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .copied()
+    }
+
+    /// Records that the cluster changed something in the cloud now.
+    pub(crate) fn mark_acted(&self, id: ClusterId) {
+        let now = self.clock.now();
+        self.acted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, now);
+    }
+
+    /// Forgets what this engine knows about a cluster (deleted, or owned by another replica).
+    pub(crate) fn forget(&self, id: ClusterId) {
+        self.acted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+        self.account_of
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+    }
+
+    /// Records which account (fleet) a cluster's calls go to.
+    pub(crate) fn note_account(&self, id: ClusterId, key: &str) {
+        let mut map = self.account_of.lock().unwrap_or_else(|e| e.into_inner());
+        if map.get(&id).is_none_or(|k| &**k != key) {
+            map.insert(id, Arc::from(key));
+        }
+    }
+
+    /// The cloud asked the cluster's account to wait `after`: every cluster of it waits.
+    pub(crate) fn pause_account(&self, id: ClusterId, after: Duration) {
+        let Some(key) = self
+            .account_of
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .cloned()
+        else {
+            return;
+        };
+        let until = crate::clock::instant_now() + after;
+        let mut paused = self.paused.lock().unwrap_or_else(|e| e.into_inner());
+        let now = crate::clock::instant_now();
+        paused.retain(|_, t| *t > now);
+        let t = paused.entry(key).or_insert(until);
+        *t = (*t).max(until);
+    }
+
+    /// How long the cluster's account still waits, if it does.
+    pub(crate) fn account_pause(&self, id: ClusterId) -> Option<Duration> {
+        let key = self
+            .account_of
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .cloned()?;
+        let until = *self
+            .paused
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)?;
+        let left = until.saturating_duration_since(crate::clock::instant_now());
+        (!left.is_zero()).then_some(left)
+    }
+
+    /// The scope of every cloud call made for `id`: fairness key and budget share.
+    pub(crate) fn call_scope(&self, id: ClusterId) -> crate::budget::CallScope {
+        crate::budget::CallScope {
+            cluster: Some(id),
+            replica: self.replica_name.clone(),
+            share: f64::from_bits(self.budget_share.load(std::sync::atomic::Ordering::Relaxed)),
+        }
     }
 
     pub(crate) fn succeeded(&self, id: ClusterId) {

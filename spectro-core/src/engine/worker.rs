@@ -35,6 +35,12 @@ impl Inner {
                 self.queue.done(id, retry);
                 continue;
             };
+            if let Some(wait) = self.account_pause(id) {
+                // Its account was throttled (or its request budget is used up): wait without
+                // holding a worker that another account's cluster can use.
+                self.queue.done(id, Some(wait));
+                continue;
+            }
             let n = self.reconciles.fetch_add(1, Ordering::Relaxed) + 1;
             let span = tracing::info_span!(
                 "reconcile",
@@ -89,6 +95,7 @@ impl Inner {
             Ok(Outcome::Finished) => {
                 self.succeeded(id);
                 self.queue.forget(id);
+                self.forget(id);
                 self.blockers
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
@@ -112,6 +119,9 @@ impl Inner {
                 Some(Duration::ZERO)
             }
             Ok(Outcome::Failed(after)) => {
+                if let Some(a) = after {
+                    self.pause_account(id, *a);
+                }
                 let b = self.backoff(id);
                 Some(after.map_or(b, |a| a.max(b.min(a.saturating_mul(2)))))
             }

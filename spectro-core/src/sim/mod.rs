@@ -35,6 +35,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use crate::budget::{BudgetStats, Budgets, CallClass, Limits};
 use crate::clock::{Clock, TokioClock};
 use crate::model::{CloudAccount, CloudType, Credentials, NodePool};
 use crate::provider::{
@@ -106,6 +107,18 @@ pub struct SimConfig {
     pub throttle_retry_after: Duration,
     /// vCPU quota of the account (None: unlimited).
     pub vcpu_limit: Option<u32>,
+    /// The cloud's request-rate limits per account, enforced as the cloud does: a call over
+    /// them is answered `Throttled` (counted by [`SimCloud::throttled_answers`]). `None`:
+    /// unlimited.
+    pub rate_limits: Option<Limits>,
+    /// The client side: a request budget per account that every call waits on before it goes
+    /// out (what a real provider keeps to stay under the cloud's limits), fair between
+    /// clusters. `None`: calls go out at once.
+    pub client_budget: Option<Limits>,
+    /// Answer fleet listings: every cluster of an account in one `ListMachines` call
+    /// ([`CloudProvider::list_fleet`]). Off by default: with zero latency, listing a fleet of
+    /// 100,000 clusters costs more than listing one cluster.
+    pub fleet_listing: bool,
 }
 
 impl Default for SimConfig {
@@ -122,6 +135,9 @@ impl Default for SimConfig {
             lost_response_rate: 0.0,
             throttle_retry_after: Duration::from_millis(50),
             vcpu_limit: None,
+            rate_limits: None,
+            client_budget: None,
+            fleet_listing: false,
         }
     }
 }
@@ -189,6 +205,8 @@ struct SimInfra {
 
 #[derive(Debug, Default)]
 struct SimCluster {
+    /// The cloud account the cluster's resources were made with (fleet listings).
+    account: String,
     infra: Option<SimInfra>,
     machines: BTreeMap<String, SimMachine>,
     tokens: HashMap<String, Vec<String>>,
@@ -205,6 +223,9 @@ struct State {
     vcpus_in_use: u32,
     machines_launched: u64,
     hook: Option<CallHook>,
+    /// Server-side token buckets per (account, class) when `rate_limits` is set.
+    buckets: HashMap<(String, CallClass), (f64, tokio::time::Instant)>,
+    throttled_answers: u64,
 }
 
 impl State {
@@ -247,6 +268,7 @@ pub struct SimCloud {
     config: SimConfig,
     clock: Arc<dyn Clock>,
     state: Mutex<State>,
+    budgets: Budgets,
 }
 
 impl std::fmt::Debug for SimCloud {
@@ -325,12 +347,15 @@ impl SimCloud {
             vcpus_in_use: 0,
             machines_launched: 0,
             hook: None,
+            buckets: HashMap::new(),
+            throttled_answers: 0,
         };
         SimCloud {
             cloud,
             config,
             clock,
             state: Mutex::new(state),
+            budgets: Budgets::new(),
         }
     }
 
@@ -356,6 +381,43 @@ impl SimCloud {
     /// All calls so far.
     pub fn total_calls(&self) -> u64 {
         self.lock().total_calls
+    }
+
+    /// Calls answered `Throttled` because they were over the account's `rate_limits`.
+    pub fn throttled_answers(&self) -> u64 {
+        self.lock().throttled_answers
+    }
+
+    /// The client-side request budgets (with `client_budget`), by account.
+    pub fn budget_stats(&self) -> BTreeMap<String, BudgetStats> {
+        self.budgets.stats()
+    }
+
+    /// The cloud's side of `rate_limits`: takes `units` from the account's bucket of
+    /// `class`, or tells how long until there are enough.
+    fn over_limit(
+        &self,
+        st: &mut State,
+        account: &str,
+        class: CallClass,
+        units: u64,
+    ) -> Option<Duration> {
+        let rate = self.config.rate_limits.as_ref()?.rate_of(class)?;
+        let now = crate::clock::instant_now();
+        let (tokens, last) = st
+            .buckets
+            .entry((account.to_string(), class))
+            .or_insert((rate.burst, now));
+        let dt = now.saturating_duration_since(*last).as_secs_f64();
+        *tokens = (*tokens + dt * rate.per_second).min(rate.burst);
+        *last = now;
+        let need = (units as f64).min(rate.burst);
+        if *tokens + 1e-9 >= need {
+            *tokens -= units as f64;
+            None
+        } else {
+            Some(Duration::from_secs_f64((need - *tokens) / rate.per_second))
+        }
     }
 
     /// Machines launched so far (including later deleted ones).
@@ -423,6 +485,29 @@ impl SimCloud {
             .unwrap_or_default()
     }
 
+    /// Terminates a machine out of band (an operator, a spot reclaim): it is gone from the
+    /// next listing. True when it existed.
+    pub fn terminate_out_of_band(&self, cluster: ClusterId, name: &str) -> bool {
+        let now = self.clock.now();
+        let mut st = self.lock();
+        let mut freed = None;
+        if let Some(c) = st.clusters.get_mut(&cluster) {
+            if let Some(sm) = c
+                .machines
+                .values_mut()
+                .find(|m| m.machine.name == name && m.gone_at.is_none())
+            {
+                sm.gone_at = Some(now);
+                freed = Some(sm.vcpus);
+            }
+        }
+        if let Some(v) = freed {
+            st.vcpus_in_use = st.vcpus_in_use.saturating_sub(v);
+        }
+        Self::settle(&mut st, cluster, now);
+        freed.is_some()
+    }
+
     /// Machine names that exist more than once in a cluster (must always be empty).
     pub fn duplicate_names(&self, cluster: ClusterId) -> Vec<String> {
         let mut seen: BTreeMap<String, u32> = BTreeMap::new();
@@ -451,9 +536,38 @@ impl SimCloud {
         }
     }
 
-    /// Counts the call, applies latency and injected faults. A call may lose its response
-    /// (the returned flag) after taking effect.
-    async fn enter(&self, op: SimOp, cluster: Option<ClusterId>) -> Result<bool, ProviderError> {
+    /// Waits for the client budget, counts the call, applies latency, the account's rate
+    /// limits and injected faults. A call may lose its response (the returned flag) after
+    /// taking effect.
+    async fn enter(
+        &self,
+        op: SimOp,
+        cluster: Option<ClusterId>,
+        account: &str,
+        units: u64,
+    ) -> Result<bool, ProviderError> {
+        let classes: &[(CallClass, u64)] = match op {
+            SimOp::ValidateAccount | SimOp::ResolveImage | SimOp::ListMachines => {
+                &[(CallClass::Read, 1)]
+            }
+            SimOp::CreateMachines => &[(CallClass::Mutate, 1), (CallClass::Instances, units)],
+            _ => &[(CallClass::Mutate, 1)],
+        };
+        let budget = self
+            .config
+            .client_budget
+            .as_ref()
+            .map(|l| self.budgets.get(account, || l.clone()));
+        if let Some(b) = &budget {
+            for (class, n) in classes {
+                b.acquire(*class, *n).await.map_err(|e| {
+                    ProviderError::throttled(
+                        e.retry_after,
+                        format!("account {account:?}: {e} (client-side budget)"),
+                    )
+                })?;
+            }
+        }
         if let Some(d) = self.config.latency.get(&op) {
             if !d.is_zero() {
                 tokio::time::sleep(*d).await;
@@ -463,6 +577,24 @@ impl SimCloud {
             let mut st = self.lock();
             *st.calls.entry(op.as_str()).or_default() += 1;
             st.total_calls += 1;
+            for (class, n) in classes {
+                if let Some(wait) = self.over_limit(&mut st, account, *class, *n) {
+                    st.throttled_answers += 1;
+                    let retry_after = wait.max(Duration::from_millis(10));
+                    drop(st);
+                    if let Some(b) = &budget {
+                        b.throttled(*class, Some(retry_after));
+                    }
+                    return Err(ProviderError::throttled(
+                        retry_after,
+                        format!(
+                            "RequestLimitExceeded: request rate exceeded for {} ({} calls)",
+                            op.as_str(),
+                            class.as_str()
+                        ),
+                    ));
+                }
+            }
             let r = st.rand_for(cluster);
             if r < self.config.throttle_rate {
                 return Err(ProviderError::throttled(
@@ -518,7 +650,8 @@ impl CloudProvider for SimCloud {
     }
 
     async fn validate_account(&self, account: &CloudAccount) -> Result<(), ProviderError> {
-        self.enter(SimOp::ValidateAccount, None).await?;
+        self.enter(SimOp::ValidateAccount, None, &account.name, 1)
+            .await?;
         if account.cloud() != self.cloud {
             return Err(ProviderError::unauthorized(format!(
                 "a {} account cannot be used on {}",
@@ -547,7 +680,12 @@ impl CloudProvider for SimCloud {
     ) -> Result<ImageRef, ProviderError> {
         if spec.customization.is_none() {
             let lose = self
-                .enter(SimOp::ResolveImage, Some(ctx.cluster_id))
+                .enter(
+                    SimOp::ResolveImage,
+                    Some(ctx.cluster_id),
+                    &ctx.account.name,
+                    1,
+                )
                 .await?;
             self.leave(SimOp::ResolveImage, lose).await?;
             let id = spec.base_image.clone().unwrap_or_else(|| {
@@ -565,13 +703,23 @@ impl CloudProvider for SimCloud {
         let cached = self.lock().images.get(&spec.signature).cloned();
         if let Some(img) = cached {
             let lose = self
-                .enter(SimOp::ResolveImage, Some(ctx.cluster_id))
+                .enter(
+                    SimOp::ResolveImage,
+                    Some(ctx.cluster_id),
+                    &ctx.account.name,
+                    1,
+                )
                 .await?;
             self.leave(SimOp::ResolveImage, lose).await?;
             return Ok(img);
         }
         let lose = self
-            .enter(SimOp::CustomizeImage, Some(ctx.cluster_id))
+            .enter(
+                SimOp::CustomizeImage,
+                Some(ctx.cluster_id),
+                &ctx.account.name,
+                1,
+            )
             .await?;
         let img = {
             let mut st = self.lock();
@@ -592,7 +740,12 @@ impl CloudProvider for SimCloud {
         ctx: &ClusterContext,
     ) -> Result<InfraStatus, ProviderError> {
         let lose = self
-            .enter(SimOp::EnsureInfrastructure, Some(ctx.cluster_id))
+            .enter(
+                SimOp::EnsureInfrastructure,
+                Some(ctx.cluster_id),
+                &ctx.account.name,
+                1,
+            )
             .await?;
         let now = self.clock.now();
         let status = {
@@ -637,7 +790,9 @@ impl CloudProvider for SimCloud {
                 };
                 let ready_at = now
                     + chrono::Duration::from_std(self.config.infra_ready_time).unwrap_or_default();
-                st.clusters.entry(ctx.cluster_id).or_default().infra = Some(SimInfra {
+                let c = st.clusters.entry(ctx.cluster_id).or_default();
+                c.account.clone_from(&ctx.account.name);
+                c.infra = Some(SimInfra {
                     resources,
                     ready_at,
                     endpoint,
@@ -665,7 +820,12 @@ impl CloudProvider for SimCloud {
 
     async fn list_machines(&self, ctx: &ClusterContext) -> Result<Vec<Machine>, ProviderError> {
         let lose = self
-            .enter(SimOp::ListMachines, Some(ctx.cluster_id))
+            .enter(
+                SimOp::ListMachines,
+                Some(ctx.cluster_id),
+                &ctx.account.name,
+                1,
+            )
             .await?;
         let now = self.clock.now();
         let out = {
@@ -687,6 +847,52 @@ impl CloudProvider for SimCloud {
         Ok(out)
     }
 
+    fn fleet(&self, ctx: &ClusterContext) -> Option<String> {
+        self.config.fleet_listing.then(|| ctx.account.name.clone())
+    }
+
+    async fn list_fleet(
+        &self,
+        ctx: &ClusterContext,
+    ) -> Result<HashMap<ClusterId, Vec<Machine>>, ProviderError> {
+        let lose = self
+            .enter(
+                SimOp::ListMachines,
+                Some(ctx.cluster_id),
+                &ctx.account.name,
+                1,
+            )
+            .await?;
+        let now = self.clock.now();
+        let out = {
+            let mut st = self.lock();
+            let ids: Vec<ClusterId> = st
+                .clusters
+                .iter()
+                .filter(|(_, c)| c.account == ctx.account.name)
+                .map(|(id, _)| *id)
+                .collect();
+            let lag = chrono::Duration::from_std(self.config.list_lag).unwrap_or_default();
+            let mut out = HashMap::new();
+            for id in ids {
+                Self::settle(&mut st, id, now);
+                if let Some(c) = st.clusters.get(&id) {
+                    out.insert(
+                        id,
+                        c.machines
+                            .values()
+                            .filter(|m| m.machine.created_at + lag <= now)
+                            .map(|m| m.machine.clone())
+                            .collect(),
+                    );
+                }
+            }
+            out
+        };
+        self.leave(SimOp::ListMachines, lose).await?;
+        Ok(out)
+    }
+
     async fn create_machines(
         &self,
         ctx: &ClusterContext,
@@ -694,7 +900,12 @@ impl CloudProvider for SimCloud {
         batch: &MachineBatch,
     ) -> Result<Vec<Machine>, ProviderError> {
         let lose = self
-            .enter(SimOp::CreateMachines, Some(ctx.cluster_id))
+            .enter(
+                SimOp::CreateMachines,
+                Some(ctx.cluster_id),
+                &ctx.account.name,
+                batch.names.len() as u64,
+            )
             .await?;
         let now = self.clock.now();
         let created = (|| {
@@ -776,6 +987,7 @@ impl CloudProvider for SimCloud {
                 out.push(machine.clone());
                 st.machines_launched += 1;
                 let c = st.clusters.entry(ctx.cluster_id).or_default();
+                c.account.clone_from(&ctx.account.name);
                 c.machines.insert(
                     id,
                     SimMachine {
@@ -806,7 +1018,12 @@ impl CloudProvider for SimCloud {
         machines: &[Machine],
     ) -> Result<(), ProviderError> {
         let lose = self
-            .enter(SimOp::DeleteMachines, Some(ctx.cluster_id))
+            .enter(
+                SimOp::DeleteMachines,
+                Some(ctx.cluster_id),
+                &ctx.account.name,
+                1,
+            )
             .await?;
         let now = self.clock.now();
         {
@@ -836,7 +1053,12 @@ impl CloudProvider for SimCloud {
         ctx: &ClusterContext,
     ) -> Result<DeleteStatus, ProviderError> {
         let lose = self
-            .enter(SimOp::DeleteInfrastructure, Some(ctx.cluster_id))
+            .enter(
+                SimOp::DeleteInfrastructure,
+                Some(ctx.cluster_id),
+                &ctx.account.name,
+                1,
+            )
             .await?;
         let now = self.clock.now();
         {

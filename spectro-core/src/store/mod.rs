@@ -231,6 +231,13 @@ pub trait Store: Send + Sync + 'static {
     /// Gives up every lease `owner` holds (graceful shutdown).
     async fn release_leases(&self, owner: &str) -> Result<()>;
 
+    /// How many replicas renewed their heartbeat lately (their lease has not expired): the
+    /// engines sharing this store, which split every cloud account's request budget. A
+    /// store without replicas answers 1.
+    async fn live_replicas(&self) -> Result<usize> {
+        Ok(1)
+    }
+
     /// Allocates the lowest free address of a pool to (cluster, owner) in one transaction;
     /// idempotent: the same (cluster, owner) gets the same address again. Fails with
     /// [`CoreError::PoolExhausted`](crate::CoreError::PoolExhausted) or

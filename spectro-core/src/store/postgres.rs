@@ -705,6 +705,16 @@ impl Store for PostgresStore {
             .collect()
     }
 
+    async fn live_replicas(&self) -> Result<usize> {
+        let c = self.pool.get().await.db("live replicas")?;
+        let n: i64 = c
+            .query_one("SELECT COUNT(*) FROM replicas WHERE expires >= now()", &[])
+            .await
+            .db("live replicas")?
+            .get(0);
+        Ok(usize::try_from(n).unwrap_or(0).max(1))
+    }
+
     async fn release_leases(&self, owner: &str) -> Result<()> {
         let mut c = self.pool.get().await.db("release leases")?;
         let tx = c.transaction().await.db("release leases")?;

@@ -754,6 +754,21 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn live_replicas(&self) -> Result<usize> {
+        self.run(false, move |c| {
+            let now = crate::clock::system_now().timestamp_millis();
+            let n: i64 = c
+                .query_row(
+                    "SELECT COUNT(*) FROM replicas WHERE expires >= ?1",
+                    params![now],
+                    |r| r.get(0),
+                )
+                .db("live replicas")?;
+            Ok(usize::try_from(n).unwrap_or(0).max(1))
+        })
+        .await
+    }
+
     async fn release_leases(&self, owner: &str) -> Result<()> {
         let owner = owner.to_string();
         self.run(true, move |c| {

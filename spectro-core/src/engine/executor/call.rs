@@ -1,5 +1,8 @@
 //! Every cloud call of a reconcile goes through [`cloud_call`]: a `cloud_call` tracing span
-//! (provider, operation, attempt, outcome) under the reconcile's span, and the call metrics.
+//! (provider, operation, attempt, outcome) under the reconcile's span, the call metrics, and
+//! the [call scope](crate::budget::CallScope) the provider's request budget reads (which
+//! cluster, which replica, its share). A call that may change the cloud marks the cluster
+//! as having acted (shared observation).
 
 use std::future::Future;
 
@@ -25,7 +28,13 @@ pub(super) async fn cloud_call<T>(
         outcome = tracing::field::Empty,
     );
     let started = crate::clock::instant_now();
-    let result = call.instrument(span.clone()).await;
+    let result =
+        crate::budget::with_scope(p.inner.call_scope(p.rec.id), call.instrument(span.clone()))
+            .await;
+    if !matches!(operation, "list_machines" | "list_fleet") {
+        // Whatever it changed, a fleet listing that started before now cannot show it.
+        p.inner.mark_acted(p.rec.id);
+    }
     let took = crate::clock::instant_now().saturating_duration_since(started);
     let outcome = match &result {
         Ok(_) => "ok",

@@ -23,6 +23,8 @@ pub(crate) struct Setup {
     pub(crate) cloud: &'static str,
     pub(crate) ctx: ClusterContext,
     pub(crate) deleting: bool,
+    /// The provider's fleet key (shared observation), prefixed with the cloud.
+    pub(crate) fleet: Option<String>,
 }
 
 pub(super) async fn prepare(p: &mut Pass<'_>) -> Result<Setup> {
@@ -74,11 +76,21 @@ pub(super) async fn prepare(p: &mut Pass<'_>) -> Result<Setup> {
             why,
         );
     }
+    let fleet = provider
+        .fleet(&ctx)
+        .map(|k| format!("{}/{k}", cloud.as_str()));
+    // Throttling is per account (and region): a throttled answer pauses every cluster that
+    // shares this key.
+    let account_key = fleet
+        .clone()
+        .unwrap_or_else(|| format!("{}/account/{}", cloud.as_str(), ctx.account.name));
+    p.inner.note_account(p.rec.id, &account_key);
     Ok(Setup {
         provider,
         cloud: cloud.as_str(),
         ctx,
         deleting,
+        fleet,
     })
 }
 
