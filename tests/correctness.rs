@@ -490,11 +490,20 @@ mod conformance {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_simulated_cloud_conforms_to_the_provider_contract() {
-        let clean = sim(SimConfig::default());
+        // Fleet listings on: P24 checks the simulated cloud's own `list_fleet`.
+        let clean = sim(SimConfig {
+            fleet_listing: true,
+            ..SimConfig::default()
+        });
         let report = run(&SimHarness::new("simulated cloud", clean.clone())).await;
         eprintln!("{report}");
         report.assert_conforms();
-        assert_eq!(report.counts().passed, 18);
+        assert_eq!(report.counts().passed, 19);
+        assert!(
+            report.notes.iter().any(|n| n.contains("P24: fleet sim")),
+            "{:?}",
+            report.notes
+        );
         assert_eq!(clean.total_resources(), 0, "the kit cleans up");
 
         // Faults, throttling, lost answers (the call took effect), a lagging listing, slow

@@ -198,13 +198,24 @@ async fn conformance(s: Arc<dyn Store>) {
     let b = s.acquire_leases("replica-b", ttl, 10).await.unwrap();
     assert!(b.is_empty(), "held by a");
     let a2 = s.acquire_leases("replica-a", ttl, 10).await.unwrap();
+    assert_eq!(
+        s.live_replicas().await.unwrap(),
+        2,
+        "a and b renewed lately"
+    );
     let fence = |l: &[spectro::store::Lease], id: ClusterId| {
         l.iter().find(|x| x.cluster_id == id).map(|x| x.fence)
     };
     assert_eq!(fence(&a2, r.id), fence(&a, r.id), "renewal keeps the fence");
     tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        s.live_replicas().await.unwrap(),
+        1,
+        "none live: counted as one (the caller)"
+    );
     let b = s.acquire_leases("replica-b", ttl, 1).await.unwrap();
     assert_eq!(b.len(), 1, "max respected");
+    assert_eq!(s.live_replicas().await.unwrap(), 1, "only b");
     let b = s.acquire_leases("replica-b", ttl, 10).await.unwrap();
     assert_eq!(b.len(), 2, "expired leases taken over");
     assert!(fence(&b, r.id).unwrap() > fence(&a, r.id).unwrap());

@@ -7,16 +7,19 @@ use std::sync::{Arc, Mutex};
 
 use aws_sdk_ec2::config::{BehaviorVersion, Credentials, Region};
 use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::http::SharedHttpClient;
 use aws_smithy_runtime_api::client::interceptors::context::{
-    BeforeTransmitInterceptorContextMut, BeforeTransmitInterceptorContextRef,
+    BeforeDeserializationInterceptorContextRef, BeforeTransmitInterceptorContextMut,
 };
 use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
 use aws_smithy_types::retry::RetryConfig;
+use spectro_core::budget::{BudgetStats, Budgets, Limits, Rate, RequestBudget};
 use spectro_core::model::AwsCredentials;
 
+mod budget;
 #[cfg(feature = "test-util")]
 mod inject;
 #[cfg(feature = "test-util")]
@@ -24,7 +27,8 @@ use inject::{Crasher, Throttler};
 #[cfg(feature = "test-util")]
 pub use inject::{InjectCrash, InjectThrottling};
 
-/// Every API attempt, by `Service.Operation` (retries count: they hit the API too).
+/// Every API attempt sent to AWS, by `Service.Operation` (retries count: they hit the API
+/// too; a request the account's budget held back does not).
 #[derive(Debug, Default)]
 pub struct CallCounter {
     calls: Mutex<BTreeMap<String, u64>>,
@@ -59,9 +63,9 @@ impl Intercept for Counting {
         "spectro-call-counter"
     }
 
-    fn read_before_attempt(
+    fn read_after_transmit(
         &self,
-        _: &BeforeTransmitInterceptorContextRef<'_>,
+        _: &BeforeDeserializationInterceptorContextRef<'_>,
         _: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
@@ -71,6 +75,75 @@ impl Intercept for Counting {
             .unwrap_or_else(|| "unknown".to_string());
         self.0.count(op);
         Ok(())
+    }
+}
+
+/// Tells the account's budget about throttled answers (real or injected), so that every
+/// cluster of the account pauses, not only the one that was told.
+#[derive(Debug, Clone)]
+struct ThrottleSignal(Arc<RequestBudget>);
+
+impl Intercept for ThrottleSignal {
+    fn name(&self) -> &'static str {
+        "spectro-throttle-signal"
+    }
+
+    fn read_before_deserialization(
+        &self,
+        ctx: &BeforeDeserializationInterceptorContextRef<'_>,
+        _: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let resp = ctx.response();
+        // EC2 answers RequestLimitExceeded with 503; other services say 429.
+        if matches!(resp.status().as_u16(), 429 | 503) {
+            let class = budget::class_of(cfg.load::<Metadata>().map_or("", |m| m.name()));
+            let retry_after = resp
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .filter(|s| s.is_finite() && *s >= 0.0)
+                .map(|s| std::time::Duration::from_secs_f64(s.min(3600.0)));
+            self.0.throttled(class, retry_after);
+        }
+        Ok(())
+    }
+}
+
+/// The request budgets of one account and region, one per service (AWS throttles EC2,
+/// classic ELB and STS apart). Defaults: EC2's published limits
+/// ([`Limits::aws_ec2`]); ELB 10 reads/s (bucket 40) and 5 changes/s (bucket 20); STS
+/// 10/s (bucket 50).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct AwsLimits {
+    /// EC2.
+    pub ec2: Limits,
+    /// Classic ELB.
+    pub elb: Limits,
+    /// STS.
+    pub sts: Limits,
+}
+
+impl Default for AwsLimits {
+    fn default() -> Self {
+        AwsLimits {
+            ec2: Limits::aws_ec2(),
+            elb: Limits::new(Rate::new(10.0, 40.0), Rate::new(5.0, 20.0)),
+            sts: Limits::new(Rate::new(10.0, 50.0), Rate::new(10.0, 50.0)),
+        }
+    }
+}
+
+impl AwsLimits {
+    /// The same limits for every service (tests, a private endpoint).
+    #[must_use]
+    pub fn all(limits: Limits) -> Self {
+        AwsLimits {
+            ec2: limits.clone(),
+            elb: limits.clone(),
+            sts: limits,
+        }
     }
 }
 
@@ -107,6 +180,10 @@ pub struct AwsConnector {
     #[cfg(feature = "test-util")]
     crash: Option<Arc<InjectCrash>>,
     max_backoff: Option<std::time::Duration>,
+    limits: AwsLimits,
+    account_limits: std::collections::HashMap<String, AwsLimits>,
+    budgets: Arc<Budgets>,
+    http: SharedHttpClient,
 }
 
 impl Default for AwsConnector {
@@ -121,6 +198,10 @@ impl Default for AwsConnector {
             #[cfg(feature = "test-util")]
             crash: None,
             max_backoff: None,
+            limits: AwsLimits::default(),
+            account_limits: Default::default(),
+            budgets: Arc::default(),
+            http: budget::default_client(),
         }
     }
 }
@@ -160,6 +241,50 @@ impl AwsConnector {
         self
     }
 
+    /// The request budgets of every account and region (default: [`AwsLimits::default`]).
+    /// One budget per (account, region, service) is shared by every cluster, fair between
+    /// them; a request over it waits, or gives its turn up after the limits' `max_wait`
+    /// (the engine then pauses the account's clusters instead of holding workers).
+    pub fn with_limits(mut self, limits: AwsLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Other limits for one account (by access key id): a raised quota, or a small share for
+    /// an account other tools use too.
+    pub fn with_account_limits(
+        mut self,
+        access_key_id: impl Into<String>,
+        limits: AwsLimits,
+    ) -> Self {
+        self.account_limits.insert(access_key_id.into(), limits);
+        self
+    }
+
+    /// What each budget granted so far, by `access key id/region/service`.
+    pub fn budget_stats(&self) -> std::collections::BTreeMap<String, BudgetStats> {
+        self.budgets.stats()
+    }
+
+    /// The budget of (account, region, service).
+    fn budget(&self, creds: &AwsCredentials, region: &str, service: &str) -> Arc<RequestBudget> {
+        let key = format!(
+            "{}{}/{region}/{service}",
+            creds.access_key_id,
+            self.partition_suffix()
+        );
+        let limits = self
+            .account_limits
+            .get(&creds.access_key_id)
+            .unwrap_or(&self.limits);
+        let limits = match service {
+            "ec2" => &limits.ec2,
+            "elb" => &limits.elb,
+            _ => &limits.sts,
+        };
+        self.budgets.get(&key, || limits.clone())
+    }
+
     /// Standard retries with backoff. Their retry token bucket (the retry quota) is
     /// partitioned per (account, region) through the retry partition, so every cluster of one
     /// account in one region shares one budget.
@@ -172,7 +297,7 @@ impl AwsConnector {
     }
 
     /// Extra headers select another account on some endpoints (moto): keep their budgets apart.
-    fn partition_suffix(&self) -> String {
+    pub(crate) fn partition_suffix(&self) -> String {
         self.headers
             .iter()
             .map(|(k, v)| format!("/{k}={v}"))
@@ -215,7 +340,13 @@ impl AwsConnector {
                 self.partition_suffix()
             ))
         };
+        let ec2_budget = self.budget(creds, region, "ec2");
+        let sts_budget = self.budget(creds, region, "sts");
         let mut ec2 = aws_sdk_ec2::config::Builder::new()
+            .http_client(budget::BudgetedClient {
+                inner: self.http.clone(),
+                budget: ec2_budget.clone(),
+            })
             .retry_partition(partition("ec2"))
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new(region.to_string()))
@@ -224,6 +355,10 @@ impl AwsConnector {
             .interceptor(Counting(self.calls.clone()))
             .interceptor(ExtraHeaders(self.headers.clone()));
         let mut sts = aws_sdk_sts::config::Builder::new()
+            .http_client(budget::BudgetedClient {
+                inner: self.http.clone(),
+                budget: sts_budget.clone(),
+            })
             .retry_partition(aws_sdk_sts::config::retry::RetryPartition::new(format!(
                 "spectro/{}/{region}/sts{}",
                 creds.access_key_id,
@@ -248,6 +383,8 @@ impl AwsConnector {
                 ec2 = ec2.interceptor(Crasher(t.clone()));
             }
         }
+        ec2 = ec2.interceptor(ThrottleSignal(ec2_budget));
+        sts = sts.interceptor(ThrottleSignal(sts_budget));
         AwsClients {
             ec2: aws_sdk_ec2::Client::from_conf(ec2.build()),
             sts: aws_sdk_sts::Client::from_conf(sts.build()),
@@ -271,7 +408,12 @@ impl AwsConnector {
             None,
             "spectro-cloud-account",
         );
+        let elb_budget = self.budget(creds, region, "elb");
         let mut b = c::Builder::new()
+            .http_client(budget::BudgetedClient {
+                inner: self.http.clone(),
+                budget: elb_budget.clone(),
+            })
             .retry_partition(c::retry::RetryPartition::new(format!(
                 "spectro/{}/{region}/elb{}",
                 creds.access_key_id,
@@ -290,6 +432,7 @@ impl AwsConnector {
         if let Some(t) = &self.crash {
             b = b.interceptor(Crasher(t.clone()));
         }
+        b = b.interceptor(ThrottleSignal(elb_budget));
         aws_sdk_elasticloadbalancing::Client::from_conf(b.build())
     }
 }

@@ -124,6 +124,16 @@ pub enum AwsError {
         /// The account's name.
         account: String,
     },
+    /// The account's request budget held the call back longer than its limits allow: the
+    /// engine pauses the account's clusters for `source.retry_after`.
+    #[error("{op}: {source}")]
+    OverBudget {
+        /// The operation.
+        op: &'static str,
+        /// How long until a permit is likely.
+        #[source]
+        source: spectro_core::budget::OverBudget,
+    },
     /// A step waits for something another step provides (the image, a subnet): retryable.
     #[error("{what}")]
     NotReady {
@@ -168,6 +178,19 @@ impl AwsError {
             ),
             _ => (None, None),
         };
+        if code.is_none() {
+            // Held back by the account's request budget (inside the HTTP client)?
+            let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+            while let Some(c) = cause {
+                if let Some(o) = c.downcast_ref::<spectro_core::budget::OverBudget>() {
+                    return AwsError::OverBudget {
+                        op,
+                        source: o.clone(),
+                    };
+                }
+                cause = c.source();
+            }
+        }
         match code {
             Some(code) => AwsError::Api {
                 op,
@@ -231,6 +254,9 @@ impl From<AwsError> for ProviderError {
             AwsError::Api { code, .. } => classify_code(code, message),
             AwsError::Transport { .. } | AwsError::NotReady { .. } => {
                 ProviderError::retryable(message)
+            }
+            AwsError::OverBudget { source, .. } => {
+                ProviderError::throttled(source.retry_after, message)
             }
             AwsError::NoCredentials { .. } => ProviderError::unauthorized(message),
             AwsError::Invalid { .. }

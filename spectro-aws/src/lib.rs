@@ -23,7 +23,7 @@ pub mod network;
 pub mod provider;
 pub mod security;
 
-pub use client::{AwsClients, AwsConnector, CallCounter};
+pub use client::{AwsClients, AwsConnector, AwsLimits, CallCounter};
 #[cfg(feature = "test-util")]
 pub use client::{InjectCrash, InjectThrottling};
 pub use error::{from_sdk, AwsError};

@@ -7,7 +7,7 @@
 //! the list of suffixes, and an instance's name is the suffix at its launch index, so one call
 //! launches and names a whole batch.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use aws_sdk_ec2::types::{
     BlockDeviceMapping, EbsBlockDevice, Filter, HttpTokensState, InstanceMetadataOptionsRequest,
@@ -192,6 +192,20 @@ async fn describe(
     filters: Vec<Filter>,
     include_bastion: bool,
 ) -> Result<Vec<Machine>, AwsError> {
+    Ok(describe_owned(c, filters, include_bastion)
+        .await?
+        .into_iter()
+        .map(|(_, m)| m)
+        .collect())
+}
+
+/// The instances the filters select, each with the cluster id it is tagged with; one call
+/// per page of up to 1,000 instances.
+async fn describe_owned(
+    c: &AwsClients,
+    filters: Vec<Filter>,
+    include_bastion: bool,
+) -> Result<Vec<(String, Machine)>, AwsError> {
     let mut out = Vec::new();
     let mut next: Option<String> = None;
     loop {
@@ -200,15 +214,15 @@ async fn describe(
             .describe_instances()
             .set_filters(Some(filters.clone()))
             .set_next_token(next.clone())
+            .set_max_results(Some(1000))
             .send()
             .await
             .map_err(|e| from_sdk("DescribeInstances", e))?;
         for r in page.reservations() {
-            out.extend(
-                r.instances()
-                    .iter()
-                    .filter_map(|i| to_machine(i, include_bastion)),
-            );
+            out.extend(r.instances().iter().filter_map(|i| {
+                let cluster = tag_of(i.tags(), TAG_CLUSTER_ID)?.to_string();
+                Some((cluster, to_machine(i, include_bastion)?))
+            }));
         }
         next = page.next_token().map(str::to_string);
         if next.is_none() {
@@ -220,6 +234,23 @@ async fn describe(
 /// Every node of the cluster that is not terminated, in one filtered call (paged).
 pub async fn list_machines(c: &AwsClients, cluster_id: &str) -> Result<Vec<Machine>, AwsError> {
     describe(c, owned_live(cluster_id), false).await
+}
+
+/// Every node of every spectro cluster of the account in the region that is not terminated,
+/// by cluster id: one call per page of 1,000 instances, whatever the number of clusters.
+pub async fn list_fleet(c: &AwsClients) -> Result<HashMap<String, Vec<Machine>>, AwsError> {
+    let filters = vec![
+        Filter::builder()
+            .name("tag-key")
+            .values(TAG_CLUSTER_ID)
+            .build(),
+        live_states(),
+    ];
+    let mut out: HashMap<String, Vec<Machine>> = HashMap::new();
+    for (cluster, m) in describe_owned(c, filters, false).await? {
+        out.entry(cluster).or_default().push(m);
+    }
+    Ok(out)
 }
 
 /// Every instance of the cluster that is not terminated, the bastion included.

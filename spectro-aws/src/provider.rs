@@ -17,8 +17,8 @@ use async_trait::async_trait;
 use aws_sdk_elasticloadbalancing::types::{HealthCheck, Listener, Tag as LbTag};
 use spectro_core::model::{CloudAccount, CloudPlacement, CloudType, Credentials, PoolRole};
 use spectro_core::provider::{
-    CloudProvider, CloudResource, ClusterContext, DeleteStatus, ImageRef, ImageSpec, InfraStatus,
-    Machine, MachineBatch, MachineState, ProviderError,
+    CloudProvider, CloudResource, ClusterContext, ClusterId, DeleteStatus, ImageRef, ImageSpec,
+    InfraStatus, Machine, MachineBatch, MachineState, ProviderError,
 };
 
 use crate::client::{AwsClients, AwsConnector, CallCounter};
@@ -89,6 +89,11 @@ impl AwsProvider {
             clients: Mutex::default(),
             root_devices: Mutex::default(),
         }
+    }
+
+    /// The connector: its budgets' statistics, its call counter.
+    pub fn connector(&self) -> &AwsConnector {
+        &self.connector
     }
 
     /// API attempts by operation, for every account and region.
@@ -226,34 +231,40 @@ impl AwsProvider {
             .iter()
             .filter_map(|i| i.instance_id().map(str::to_string))
             .collect();
-        let cp = || machines.iter().filter(|m| m.role == PoolRole::ControlPlane);
-        let running: BTreeSet<String> = cp()
-            .filter(|m| m.state == MachineState::Running)
-            .map(|m| m.id.clone())
-            .collect();
-        let live: BTreeSet<String> = cp()
-            .filter(|m| matches!(m.state, MachineState::Running | MachineState::Pending))
-            .map(|m| m.id.clone())
-            .collect();
-        let add: BTreeSet<String> = running.difference(&registered).cloned().collect();
-        let remove: BTreeSet<String> = registered.difference(&live).cloned().collect();
-        if !add.is_empty() {
-            lb.register_instances_with_load_balancer()
-                .load_balancer_name(&name)
-                .set_instances(Some(lb_instances(&add)))
+        repair_registrations(lb, &name, &registered, machines).await
+    }
+
+    /// The instances registered with every classic load balancer of the account in the
+    /// region, by load-balancer name: one call per page of 400.
+    async fn all_registrations(
+        lb: &aws_sdk_elasticloadbalancing::Client,
+    ) -> Result<HashMap<String, BTreeSet<String>>, AwsError> {
+        let mut out = HashMap::new();
+        let mut marker: Option<String> = None;
+        loop {
+            let page = lb
+                .describe_load_balancers()
+                .page_size(400)
+                .set_marker(marker.clone())
                 .send()
                 .await
-                .map_err(|e| from_sdk("RegisterInstancesWithLoadBalancer", e))?;
+                .map_err(|e| from_sdk("DescribeLoadBalancers", e))?;
+            for d in page.load_balancer_descriptions() {
+                if let Some(name) = d.load_balancer_name() {
+                    out.insert(
+                        name.to_string(),
+                        d.instances()
+                            .iter()
+                            .filter_map(|i| i.instance_id().map(str::to_string))
+                            .collect(),
+                    );
+                }
+            }
+            marker = page.next_marker().map(str::to_string);
+            if marker.is_none() {
+                return Ok(out);
+            }
         }
-        if !remove.is_empty() {
-            lb.deregister_instances_from_load_balancer()
-                .load_balancer_name(&name)
-                .set_instances(Some(lb_instances(&remove)))
-                .send()
-                .await
-                .map_err(|e| from_sdk("DeregisterInstancesFromLoadBalancer", e))?;
-        }
-        Ok(())
     }
 
     /// The root device name of an AMI, from the cache or one DescribeImages.
@@ -274,6 +285,44 @@ impl AwsProvider {
             .insert(key, d.clone());
         Ok(d)
     }
+}
+
+/// Registers the running control-plane nodes that are not registered and deregisters what
+/// is registered but no longer a live control-plane node: at most two calls.
+async fn repair_registrations(
+    lb: &aws_sdk_elasticloadbalancing::Client,
+    name: &str,
+    registered: &BTreeSet<String>,
+    machines: &[Machine],
+) -> Result<(), AwsError> {
+    let cp = || machines.iter().filter(|m| m.role == PoolRole::ControlPlane);
+    let running: BTreeSet<String> = cp()
+        .filter(|m| m.state == MachineState::Running)
+        .map(|m| m.id.clone())
+        .collect();
+    let live: BTreeSet<String> = cp()
+        .filter(|m| matches!(m.state, MachineState::Running | MachineState::Pending))
+        .map(|m| m.id.clone())
+        .collect();
+    let add: BTreeSet<String> = running.difference(&registered).cloned().collect();
+    let remove: BTreeSet<String> = registered.difference(&live).cloned().collect();
+    if !add.is_empty() {
+        lb.register_instances_with_load_balancer()
+            .load_balancer_name(name)
+            .set_instances(Some(lb_instances(&add)))
+            .send()
+            .await
+            .map_err(|e| from_sdk("RegisterInstancesWithLoadBalancer", e))?;
+    }
+    if !remove.is_empty() {
+        lb.deregister_instances_from_load_balancer()
+            .load_balancer_name(name)
+            .set_instances(Some(lb_instances(&remove)))
+            .send()
+            .await
+            .map_err(|e| from_sdk("DeregisterInstancesFromLoadBalancer", e))?;
+    }
+    Ok(())
 }
 
 /// The API health check of the load balancer.
@@ -482,6 +531,47 @@ impl CloudProvider for AwsProvider {
         let machines = list_machines(&c, &id).await?;
         self.sync_lb_registrations(&lb, &id, &machines).await?;
         Ok(machines)
+    }
+
+    /// The account and region: one DescribeInstances (by the ownership tag key, 1,000 per
+    /// page) and one DescribeLoadBalancers (400 per page) serve every cluster.
+    fn fleet(&self, ctx: &ClusterContext) -> Option<String> {
+        let Credentials::Aws(creds) = &ctx.account.credentials else {
+            return None;
+        };
+        let region = region(ctx).ok()?;
+        Some(format!(
+            "{}{}/{region}",
+            creds.access_key_id,
+            self.connector.partition_suffix()
+        ))
+    }
+
+    async fn list_fleet(
+        &self,
+        ctx: &ClusterContext,
+    ) -> Result<HashMap<ClusterId, Vec<Machine>>, ProviderError> {
+        let (c, lb) = self.clients(&ctx.account, region(ctx)?)?;
+        let fleet = crate::machines::list_fleet(&c).await?;
+        let registrations = Self::all_registrations(&lb).await?;
+        let own = ctx.cluster_id.to_string();
+        let mut out = HashMap::with_capacity(fleet.len());
+        for (cluster, machines) in fleet {
+            let name = lb_name(&cluster);
+            if let Some(registered) = registrations.get(&name) {
+                // The same repair as `list_machines`, for every cluster listed. A failure
+                // for another cluster is retried at the next listing; the caller's own fails
+                // its listing, as it would alone.
+                let r = repair_registrations(&lb, &name, registered, &machines).await;
+                if cluster == own {
+                    r?;
+                }
+            }
+            if let Ok(id) = cluster.parse::<ClusterId>() {
+                out.insert(id, machines);
+            }
+        }
+        Ok(out)
     }
 
     async fn create_machines(

@@ -801,3 +801,175 @@ async fn the_aws_provider_conforms_to_the_provider_contract_on_moto() {
         vpcs.vpcs()
     );
 }
+
+const FLEET_CLUSTER: &str = r#"
+name: fleet
+profile: { name: moto, version: '1' }
+cloudAccount: moto
+cloud: { aws: { region: us-east-1 } }
+nodePools:
+  - { name: master, role: controlPlane, size: 1, instanceType: t3.micro, availabilityZones: [us-east-1a] }
+  - { name: general, role: worker, size: 1, instanceType: t3.micro, availabilityZones: [us-east-1a] }
+"#;
+
+fn aws_account(name: &str, key: &str) -> CloudAccount {
+    from_text(
+        &format!("name: {name}\ncredentials:\n  aws: {{accessKeyId: {key}, secretAccessKey: wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY}}\n"),
+        Format::Yaml,
+    )
+    .unwrap()
+}
+
+fn fleet_cluster(name: &str, account: &str) -> Cluster {
+    let mut c: Cluster = from_text(FLEET_CLUSTER, Format::Yaml).unwrap();
+    c.name = name.into();
+    c.cloud_account = account.into();
+    c
+}
+
+async fn wait_running(engine: &Engine, ids: &[spectro_core::ClusterId], t: Duration) {
+    for id in ids {
+        engine.wait_for_phase(*id, Phase::Running, t).await.unwrap();
+    }
+}
+
+/// 200 clusters of one account created together on moto, under the account's request
+/// budget: calls per cluster, the peak per second of each class, the reads of one resync of
+/// all 200; then an account whose budget is used up does not slow another account.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_clusters_share_one_budget_and_one_listing() {
+    use spectro_aws::AwsLimits;
+    use spectro_core::budget::{Limits, Rate};
+    let Some(m) = moto().await else { return };
+    let acct = account_id();
+    // Budgets: the moto account as EC2's shape (reads, writes and instances apart) at rates
+    // moto keeps up with on 2 cores; the busy account at EC2's real rates.
+    let fleet_limits = Limits::new(Rate::new(200.0, 100.0), Rate::new(100.0, 100.0))
+        .with_instances(Rate::new(50.0, 100.0));
+    let busy_limits =
+        Limits::new(Rate::new(20.0, 5.0), Rate::new(5.0, 5.0)).with_instances(Rate::new(2.0, 5.0));
+    let provider = Arc::new(AwsProvider::new(
+        conn_for(&m, &acct)
+            .with_limits(AwsLimits::all(fleet_limits.clone()))
+            .with_account_limits("AKIABUSYACCOUNT00001", AwsLimits::all(busy_limits)),
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path().join("fleet.db")).unwrap());
+    let engine = engine_with(store, provider.clone()).await;
+    engine
+        .put_cloud_account(&aws_account("quiet", "AKIAQUIETACCOUNT0001"))
+        .await
+        .unwrap();
+    engine
+        .put_cloud_account(&aws_account("busy", "AKIABUSYACCOUNT00001"))
+        .await
+        .unwrap();
+
+    // One cluster alone first: its calls are the reference.
+    let t0 = spectro_core::clock::instant_now();
+    let alone = engine
+        .create_cluster(&fleet_cluster("alone", "quiet"))
+        .await
+        .unwrap();
+    wait_running(&engine, &[alone], Duration::from_secs(120)).await;
+    let took_alone = t0.elapsed();
+    let one = provider.calls().total();
+
+    let n: usize = std::env::var("SPECTRO_FLEET_CLUSTERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let before = provider.calls().total();
+    let t0 = spectro_core::clock::instant_now();
+    let mut ids = Vec::new();
+    for i in 0..n {
+        ids.push(
+            engine
+                .create_cluster(&fleet_cluster(&format!("f{i}"), "moto"))
+                .await
+                .unwrap(),
+        );
+    }
+    wait_running(&engine, &ids, Duration::from_secs(900)).await;
+    let took = t0.elapsed();
+    let calls = provider.calls().total() - before;
+    let stats = provider_budget(&provider, "AKIAIOSFODNN7EXAMPLE");
+    eprintln!(
+        "{n} clusters on moto in {took:?}: {calls} calls, {:.1} per cluster (one alone: {one}); \
+         budgets: {stats:#?}",
+        calls as f64 / n as f64
+    );
+    assert!(
+        calls as f64 / n as f64 <= one as f64 * 1.1,
+        "calls per cluster grew with the fleet"
+    );
+    for (service, s) in &stats {
+        for (class, rate) in [
+            ("read", fleet_limits.read),
+            ("mutate", fleet_limits.mutate),
+            ("instances", fleet_limits.instances),
+        ] {
+            let rate = rate.unwrap();
+            let peak = s.classes[class].peak_per_second;
+            assert!(
+                peak as f64 <= rate.burst + rate.per_second,
+                "{service} {class}: {peak} in one second over {rate:?}"
+            );
+        }
+    }
+
+    // Steady state: one resync of all 201 converged clusters.
+    let before = provider.calls().snapshot();
+    engine.resync_all().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    engine.wait_idle().await;
+    let after = provider.calls().snapshot();
+    let delta =
+        |op: &str| after.get(op).copied().unwrap_or(0) - before.get(op).copied().unwrap_or(0);
+    let reads =
+        delta("EC2.DescribeInstances") + delta("Elastic Load Balancing.DescribeLoadBalancers");
+    let total = after.values().sum::<u64>() - before.values().sum::<u64>();
+    eprintln!(
+        "one resync of all {} clusters in 2 accounts: {total} calls ({reads} listings)",
+        n + 1
+    );
+    assert!(total <= 4, "{before:?} -> {after:?}");
+
+    // An account whose budget is used up (50 clusters at EC2's real rates) does not slow a
+    // cluster of another account.
+    for i in 0..50 {
+        engine
+            .create_cluster(&fleet_cluster(&format!("busy{i}"), "busy"))
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let t0 = spectro_core::clock::instant_now();
+    let quiet = engine
+        .create_cluster(&fleet_cluster("quiet", "quiet"))
+        .await
+        .unwrap();
+    wait_running(&engine, &[quiet], Duration::from_secs(120)).await;
+    let took_quiet = t0.elapsed();
+    eprintln!(
+        "a cluster of another account next to the busy one: {took_quiet:?} ({took_alone:?} alone); busy budget: {:?}",
+        provider_budget(&provider, "AKIABUSYACCOUNT00001")
+    );
+    assert!(
+        took_quiet < took_alone * 2 + Duration::from_secs(2),
+        "{took_quiet:?} vs {took_alone:?} alone"
+    );
+    engine.shutdown().await;
+}
+
+fn provider_budget(
+    provider: &AwsProvider,
+    key: &str,
+) -> std::collections::BTreeMap<String, spectro_core::budget::BudgetStats> {
+    provider
+        .connector()
+        .budget_stats()
+        .into_iter()
+        .filter(|(k, _)| k.starts_with(key))
+        .collect()
+}

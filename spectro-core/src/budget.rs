@@ -113,9 +113,11 @@ pub struct Limits {
     pub instances: Option<Rate>,
     /// How long the account pauses after a throttled answer that names no retry-after.
     pub throttle_pause: Duration,
-    /// Longest wait for one permit (`None`: as long as it takes). Past it the call gives up
-    /// with [`OverBudget`] so that the engine's worker serves clusters of other accounts
-    /// meanwhile: one account's throttling never slows another's.
+    /// Longest wait for one permit (`None`, the default: as long as it takes, in fair order).
+    /// A wait that would be longer gives up at once with [`OverBudget`]: the call fails as
+    /// throttled and is retried later, losing its place in line. The engine already keeps
+    /// one account's waiting reconciles from holding every worker
+    /// (`EngineConfig::account_concurrency`).
     pub max_wait: Option<Duration>,
 }
 
@@ -128,7 +130,7 @@ impl Limits {
             mutate: Some(mutate),
             instances: None,
             throttle_pause: Duration::from_secs(1),
-            max_wait: Some(Duration::from_secs(1)),
+            max_wait: None,
         }
     }
 
@@ -140,7 +142,7 @@ impl Limits {
             mutate: None,
             instances: None,
             throttle_pause: Duration::from_secs(1),
-            max_wait: Some(Duration::from_secs(1)),
+            max_wait: None,
         }
     }
 

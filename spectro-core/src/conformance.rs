@@ -228,7 +228,7 @@ impl ConformanceReport {
             .collect()
     }
 
-    /// One line: `<harness>: contract 1.0.0: N passed, N failed, ...`.
+    /// One line: `<harness>: contract 2.0.0: N passed, N failed, ...`.
     pub fn summary(&self) -> String {
         let c = self.counts();
         format!(
@@ -886,6 +886,8 @@ impl<'a> Kit<'a> {
 
         // P21: neither listing shows the other's machines.
         self.isolated(a, b, &mb1).await;
+        // P24: a fleet listing shows both as their own listings do.
+        self.fleet_listing(a, b).await;
 
         // P19, P20: deletes.
         if let Some(v) = ma3.first().or(ma2.first()).cloned() {
@@ -1327,6 +1329,51 @@ impl<'a> Kit<'a> {
             resources.len(),
             machines.len()
         ));
+    }
+
+    /// P24: `list_fleet` of `a` shows `a` (and `b`, when they share a fleet) with exactly the
+    /// machines their own listings show.
+    async fn fleet_listing(&self, a: &ClusterContext, b: &ClusterContext) {
+        let p = &*self.p;
+        let fleet_a = p.fleet(a);
+        let same = fleet_a.is_some() && fleet_a == p.fleet(b);
+        let fleet = match self.call("list_fleet", || p.list_fleet(a)).await {
+            Ok(f) => f,
+            Err(e) => return self.fail(Rule::P24, format!("list_fleet failed: {e}")),
+        };
+        let mut checked = vec![a];
+        if same {
+            checked.push(b);
+        }
+        for c in checked {
+            let own = match self.list(p, c).await {
+                Ok(m) => m,
+                Err(e) => return self.fail(Rule::P24, format!("list_machines failed: {e}")),
+            };
+            let named = |ms: &[Machine]| -> BTreeSet<(String, String)> {
+                ms.iter().map(|m| (m.id.clone(), m.name.clone())).collect()
+            };
+            let in_fleet = fleet
+                .get(&c.cluster_id)
+                .map(|m| named(m))
+                .unwrap_or_default();
+            if in_fleet != named(&own) {
+                return self.fail(
+                    Rule::P24,
+                    format!(
+                        "the fleet listing shows {} with {in_fleet:?}, its own listing with {:?}",
+                        c.spec.name,
+                        named(&own)
+                    ),
+                );
+            }
+        }
+        self.note(format!(
+            "P24: fleet {}; {} cluster(s) in one listing",
+            fleet_a.as_deref().unwrap_or("none (listed alone)"),
+            fleet.len()
+        ));
+        self.ok(Rule::P24);
     }
 
     /// P21: neither listing shows the other cluster's machines.

@@ -45,6 +45,7 @@
 //! | P21 | Clusters are isolated: listing one never shows another's machines; deleting one's machines and infrastructure leaves the other's untouched; calls for different clusters may run concurrently. | MUST | one provider serves every cluster, and the engine reconciles clusters concurrently. | Two clusters built at the same time, the second named with the first's name as prefix; the first deleted. |
 //! | P22 | `delete_infrastructure`, repeated until `done`, leaves nothing of the cluster: `done` with nothing `remaining`, an empty listing; repeated after that (from a fresh instance too) it is `done` again. | MUST | cluster delete and abort; a delete repeated after a crash. | Repeated until done, then twice more. |
 //! | P23 | `delete_infrastructure` of a cluster that never had any infrastructure is `done` at once. | MUST | aborting a cluster before its infrastructure exists. | A cluster never created. |
+//! | P24 | `list_fleet` shows every cluster of the fleet (`fleet()`) with exactly the machines `list_machines` shows for it, with the same side effects; clusters of another fleet (account, region) never appear. Without a fleet (`fleet()` is `None`), it lists the cluster alone. | MUST | shared observation: a converged cluster's resync reads its machines from its fleet's listing. | Two clusters of one account: one fleet listing compared with each cluster's own. |
 //!
 //! # Errors: what each variant makes the engine do
 //!
@@ -71,7 +72,7 @@
 use std::fmt;
 
 /// The version of the contract this crate's engine relies on and its conformance kit checks.
-pub const CONTRACT_VERSION: &str = "1.0.0";
+pub const CONTRACT_VERSION: &str = "2.0.0";
 
 /// How binding a rule is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -162,6 +163,7 @@ rules! {
     P21, Must, "Clusters are isolated, and calls for different clusters may run concurrently.";
     P22, Must, "`delete_infrastructure` until done leaves nothing; repeated after done it is done.";
     P23, Must, "`delete_infrastructure` of a cluster without infrastructure is done at once.";
+    P24, Must, "`list_fleet` shows each cluster of the fleet as `list_machines` does.";
 }
 
 impl fmt::Display for Rule {

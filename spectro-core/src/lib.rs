@@ -9,7 +9,7 @@
 //! - [`provider`]: the `CloudProvider` trait every cloud implements.
 //! - [`budget`]: request budgets: one rate limit per cloud account and region, shared by
 //!   every cluster, fair between them.
-//! - [`contract`]: the provider contract written down: rules P1–P23 with MUST/SHOULD, what the
+//! - [`contract`]: the provider contract written down: rules P1–P24 with MUST/SHOULD, what the
 //!   engine does with each error variant, and the contract version; `conformance` (feature
 //!   `test-util`) checks a provider against it.
 //! - [`records`]: what the store keeps and the engine reads (cluster record, status,

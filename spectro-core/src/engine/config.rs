@@ -7,6 +7,11 @@ use std::time::Duration;
 pub struct EngineConfig {
     /// Clusters reconciled at once.
     pub concurrency: usize,
+    /// Clusters of one cloud account (one fleet) reconciled at once. `None`: half of
+    /// `concurrency` (at least 1), so that an account whose request budget is used up, with
+    /// its reconciles waiting for permits, never holds every worker: clusters of other
+    /// accounts keep theirs.
+    pub account_concurrency: Option<usize>,
     /// Resync period of a converged cluster (jittered ±10%).
     pub resync_interval: Duration,
     /// Look-again delay while waiting on the cloud (machines booting, deleting).
@@ -44,6 +49,7 @@ impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
             concurrency: 16,
+            account_concurrency: None,
             resync_interval: Duration::from_secs(600),
             poll_interval: Duration::from_secs(5),
             backoff_base: Duration::from_secs(1),

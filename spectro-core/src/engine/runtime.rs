@@ -62,8 +62,28 @@ pub(crate) struct Inner {
     /// clusters are not reconciled meanwhile, so they hold no worker that clusters of other
     /// accounts could use.
     pub(crate) paused: std::sync::Mutex<HashMap<Arc<str>, tokio::time::Instant>>,
+    /// Reconciles running per account (fleet) key.
+    pub(crate) running: std::sync::Mutex<HashMap<Arc<str>, usize>>,
     /// The replica's name in call scopes (`local` without replicas).
     pub(crate) replica_name: Arc<str>,
+}
+
+/// A running reconcile of an account; frees its place when dropped.
+pub(crate) struct AccountSlot<'a> {
+    inner: &'a Inner,
+    key: Arc<str>,
+}
+
+impl Drop for AccountSlot<'_> {
+    fn drop(&mut self) {
+        let mut running = self.inner.running.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = running.get_mut(&self.key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                running.remove(&self.key);
+            }
+        }
+    }
 }
 
 /// One fleet's last listing, behind the lock that makes listings of one fleet one at a time.
@@ -111,6 +131,7 @@ impl Inner {
             budget_share: AtomicU64::new(1f64.to_bits()),
             replica_name,
             account_of: Default::default(),
+            running: Default::default(),
             paused: Default::default(),
         }
     }
@@ -205,6 +226,24 @@ impl Inner {
         if map.get(&id).is_none_or(|k| &**k != key) {
             map.insert(id, Arc::from(key));
         }
+    }
+
+    /// A reconcile slot of the account `key`, or `None` when the account already runs its
+    /// share of the workers.
+    pub(crate) fn account_slot(&self, key: &str) -> Option<AccountSlot<'_>> {
+        let cap = self
+            .config
+            .account_concurrency
+            .unwrap_or(self.config.concurrency / 2)
+            .max(1);
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let key: Arc<str> = Arc::from(key);
+        let n = running.entry(key.clone()).or_insert(0);
+        if *n >= cap {
+            return None;
+        }
+        *n += 1;
+        Some(AccountSlot { inner: self, key })
     }
 
     /// The cloud asked the cluster's account to wait `after`: every cluster of it waits.

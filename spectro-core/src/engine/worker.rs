@@ -38,7 +38,10 @@ impl Inner {
             if let Some(wait) = self.account_pause(id) {
                 // Its account was throttled (or its request budget is used up): wait without
                 // holding a worker that another account's cluster can use.
-                self.queue.done(id, Some(wait));
+                // Spread over half the wait again: clusters of the account come back in
+                // a random order, not in the one that paused them.
+                let spread = wait.mul_f64(0.5 * self.resync_jitter(id));
+                self.queue.done(id, Some(wait + spread));
                 continue;
             }
             let n = self.reconciles.fetch_add(1, Ordering::Relaxed) + 1;

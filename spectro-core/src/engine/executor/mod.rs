@@ -230,6 +230,11 @@ pub(crate) struct World {
 
 async fn run(p: &mut Pass<'_>) -> Result<Outcome> {
     let mut setup = prepare::prepare(p).await?;
+    // The account's share of the workers: when its clusters already hold it, look again
+    // soon, having changed nothing.
+    let Some(_slot) = p.inner.account_slot(&setup.account_key) else {
+        return Ok(Outcome::Waiting);
+    };
     let mut world = match observe::observe(p, &setup).await? {
         Ok(w) => w,
         Err(outcome) => return Ok(outcome),

@@ -25,6 +25,9 @@ pub(crate) struct Setup {
     pub(crate) deleting: bool,
     /// The provider's fleet key (shared observation), prefixed with the cloud.
     pub(crate) fleet: Option<String>,
+    /// The fleet key, or the cloud account's name: what throttling and worker shares are
+    /// counted by.
+    pub(crate) account_key: String,
 }
 
 pub(super) async fn prepare(p: &mut Pass<'_>) -> Result<Setup> {
@@ -91,6 +94,7 @@ pub(super) async fn prepare(p: &mut Pass<'_>) -> Result<Setup> {
         ctx,
         deleting,
         fleet,
+        account_key,
     })
 }
 
