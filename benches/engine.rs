@@ -1,9 +1,11 @@
 //! Engine benchmarks on the simulated cloud (zero latency) and the SQLite store:
 //! - converge N clusters × 13 machines from empty (N = 100, 1,000; 10,000 with
-//!   `SPECTRO_BENCH_10K=1`);
-//! - latency of one spec change (scale a pool by one) with N clusters loaded (p50/p99 are
-//!   printed besides criterion's estimate);
-//! - cost of an idle resync (every loaded, converged cluster reconciled once).
+//!   `SPECTRO_BENCH_10K=1`; any N with `SPECTRO_BENCH_CLUSTERS=N`, e.g. 100000);
+//! - with the largest N loaded: resident memory per machine (the process's RSS growth over
+//!   the load, divided by the machines; the simulated cloud's own records included), the
+//!   CPU the idle engine uses (process CPU time over 10 s of idle, as a share of one core),
+//!   the latency of one spec change (scale a pool by one; p50/p99 printed besides
+//!   criterion's estimate) and the cost of an idle resync (every converged cluster once).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -80,11 +82,42 @@ async fn converge(n: usize) -> (World, Duration) {
 }
 
 fn sizes() -> Vec<usize> {
+    if let Some(n) = std::env::var("SPECTRO_BENCH_CLUSTERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        return vec![n];
+    }
     let mut v = vec![100, 1_000];
     if std::env::var("SPECTRO_BENCH_10K").is_ok() {
         v.push(10_000);
     }
     v
+}
+
+/// Resident set size of this process, in bytes (Linux).
+fn rss() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+/// CPU time (user + system) this process used so far (Linux, clock ticks of 10 ms).
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may contain spaces) start after the last ')'.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(0))
+        .collect();
+    // utime and stime are fields 14 and 15 of the line: 12th and 13th after the name.
+    let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+    Duration::from_millis(ticks * 10)
 }
 
 fn bench_converge(c: &mut Criterion) {
@@ -118,11 +151,28 @@ fn bench_loaded(c: &mut Criterion) {
         .build()
         .unwrap();
     let n = *sizes().last().unwrap();
+    let rss0 = rss();
     let (world, took) = rt.block_on(converge(n));
+    let machines = world.sim.machines_launched();
     println!(
-        "loaded {n} clusters ({} machines) in {took:.2?}",
-        world.sim.machines_launched()
+        "loaded {n} clusters ({machines} machines) in {took:.2?}; resident memory {:.0} MiB more, \
+         {:.0} bytes per machine",
+        (rss().saturating_sub(rss0)) as f64 / 1048576.0,
+        rss().saturating_sub(rss0) as f64 / machines as f64
     );
+    // Idle: every cluster converged, resyncs an hour away.
+    rt.block_on(async {
+        world.engine.wait_idle().await;
+        let cpu0 = cpu_time();
+        let t0 = spectro::clock::instant_now();
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let used = cpu_time().saturating_sub(cpu0);
+        println!(
+            "idle with {n} converged clusters: {:.2} % of one core ({used:?} CPU in {:.1?})",
+            100.0 * used.as_secs_f64() / t0.elapsed().as_secs_f64(),
+            t0.elapsed()
+        );
+    });
     let mut g = c.benchmark_group(format!("loaded-{n}"));
     g.sample_size(30);
 

@@ -88,23 +88,49 @@ async fn one_listing_per_account_serves_every_converged_cluster() {
         let mut ids = create(&engine, "a", "sim", 150).await;
         ids.extend(create(&engine, "b", "other", 50).await);
         all_running(&engine, &ids, T).await;
-        let first = resync_cost(&engine, &sim).await;
-        let second = resync_cost(&engine, &sim).await;
+        // An explicit resync of everything: a fresh listing per account.
+        let explicit = resync_cost(&engine, &sim).await;
         eprintln!(
-            "fleet listing {fleet_listing}: 200 converged clusters in 2 accounts, one resync \
-             each: {first} then {second} listing call(s)"
+            "fleet listing {fleet_listing}: 200 converged clusters in 2 accounts, one explicit \
+             resync each: {explicit} listing call(s)"
         );
-        if fleet_listing {
-            // One per account the first time; the second resync still finds listings
-            // younger than the resync period that started after every cluster's last action.
-            assert_eq!(first, 2);
-            assert_eq!(second, 0);
-        } else {
-            assert_eq!(first, 200);
-            assert_eq!(second, 200);
-        }
+        assert_eq!(explicit, if fleet_listing { 2 } else { 200 });
         engine.shutdown().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn periodic_resyncs_of_converged_clusters_share_their_accounts_listing() {
+    // Resync every second (±10 %): over 3 s every cluster resyncs about 3 times.
+    let config = EngineConfig {
+        resync_interval: Duration::from_secs(1),
+        ..EngineConfig::fast()
+    };
+    let mut counts = Vec::new();
+    for fleet_listing in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let sim = sim(SimConfig {
+            fleet_listing,
+            ..SimConfig::default()
+        });
+        let engine = engine(dir.path(), sim.clone(), config.clone()).await;
+        let mut ids = create(&engine, "a", "sim", 150).await;
+        ids.extend(create(&engine, "b", "other", 50).await);
+        all_running(&engine, &ids, T).await;
+        let before = listings(&sim);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let n = listings(&sim) - before;
+        eprintln!(
+            "fleet listing {fleet_listing}: 200 converged clusters in 2 accounts resyncing every \
+             second for 3 s: {n} listing call(s)"
+        );
+        counts.push(n);
+        engine.shutdown().await;
+    }
+    // With fleet listings: about one per account and resync period, whatever the number of
+    // clusters; without: one per cluster and period.
+    assert!(counts[0] <= 2 * 2 * 4, "{counts:?}");
+    assert!(counts[1] >= 200 * 2, "{counts:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -636,9 +636,17 @@ async fn load_balancer_registrations_are_observed_and_repaired() {
         .unwrap();
     assert_eq!(registered(&m, &acct, &id.to_string()).await.len(), 2);
     engine.resync(id);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    engine.wait_idle().await;
-    assert_eq!(registered(&m, &acct, &id.to_string()).await, now);
+    // The resync's observation (a fresh fleet listing) repairs it; a transient failure of
+    // that reconcile is retried.
+    let deadline = spectro_core::clock::instant_now() + Duration::from_secs(20);
+    while registered(&m, &acct, &id.to_string()).await != now {
+        assert!(
+            spectro_core::clock::instant_now() < deadline,
+            "still registered: {:?}",
+            registered(&m, &acct, &id.to_string()).await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     engine.delete_cluster(id).await.unwrap();
     engine
         .wait_for_phase(id, Phase::Deleted, Duration::from_secs(120))

@@ -62,8 +62,8 @@ pub(crate) struct Inner {
     /// clusters are not reconciled meanwhile, so they hold no worker that clusters of other
     /// accounts could use.
     pub(crate) paused: std::sync::Mutex<HashMap<Arc<str>, tokio::time::Instant>>,
-    /// Reconciles running per account (fleet) key.
-    pub(crate) running: std::sync::Mutex<HashMap<Arc<str>, usize>>,
+    /// Reconciles running per account (fleet) key, and the clusters waiting for a slot.
+    pub(crate) running: std::sync::Mutex<HashMap<Arc<str>, AccountSlots>>,
     /// The replica's name in call scopes (`local` without replicas).
     pub(crate) replica_name: Arc<str>,
 }
@@ -74,14 +74,29 @@ pub(crate) struct AccountSlot<'a> {
     key: Arc<str>,
 }
 
+/// The reconciles of one account: how many run, which clusters wait for a slot.
+#[derive(Default)]
+pub(crate) struct AccountSlots {
+    running: usize,
+    parked: std::collections::VecDeque<ClusterId>,
+}
+
 impl Drop for AccountSlot<'_> {
     fn drop(&mut self) {
-        let mut running = self.inner.running.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = running.get_mut(&self.key) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
+        let next = {
+            let mut running = self.inner.running.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(slots) = running.get_mut(&self.key) else {
+                return;
+            };
+            slots.running = slots.running.saturating_sub(1);
+            let next = slots.parked.pop_front();
+            if slots.running == 0 && slots.parked.is_empty() {
                 running.remove(&self.key);
             }
+            next
+        };
+        if let Some(id) = next {
+            self.inner.queue.add(id);
         }
     }
 }
@@ -229,8 +244,8 @@ impl Inner {
     }
 
     /// A reconcile slot of the account `key`, or `None` when the account already runs its
-    /// share of the workers.
-    pub(crate) fn account_slot(&self, key: &str) -> Option<AccountSlot<'_>> {
+    /// share of the workers (`id` is then parked: queued again when a slot frees).
+    pub(crate) fn account_slot(&self, key: &str, id: ClusterId) -> Option<AccountSlot<'_>> {
         let cap = self
             .config
             .account_concurrency
@@ -238,11 +253,14 @@ impl Inner {
             .max(1);
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
         let key: Arc<str> = Arc::from(key);
-        let n = running.entry(key.clone()).or_insert(0);
-        if *n >= cap {
+        let slots = running.entry(key.clone()).or_default();
+        if slots.running >= cap {
+            if !slots.parked.contains(&id) {
+                slots.parked.push_back(id);
+            }
             return None;
         }
-        *n += 1;
+        slots.running += 1;
         Some(AccountSlot { inner: self, key })
     }
 

@@ -166,17 +166,26 @@ impl Engine {
         }
     }
 
-    /// Queues every live cluster for a resync now (e.g. after an outage of the cloud).
+    /// Queues every live cluster for a resync now (e.g. after an outage of the cloud). Each
+    /// is observed by a listing that starts after this call (one per fleet for the converged
+    /// clusters of one account, see `CloudProvider::list_fleet`).
     pub async fn resync_all(&self) -> Result<usize> {
         let recs = self.inner.store.list_clusters(false).await?;
+        // All marked before any is queued: one fresh listing per fleet serves them all.
+        for r in &recs {
+            self.inner.mark_acted(r.id);
+        }
         for r in &recs {
             self.inner.queue.add(r.id);
         }
         Ok(recs.len())
     }
 
-    /// Queues one cluster for a resync now.
+    /// Queues one cluster for a resync now: observed by a listing that starts after this
+    /// call (the periodic resync of a converged cluster may use its fleet's listing of the
+    /// last resync period instead).
     pub fn resync(&self, id: ClusterId) {
+        self.inner.mark_acted(id);
         self.inner.queue.add(id);
     }
 
@@ -222,7 +231,7 @@ impl ReconcileOutcome {
     pub(crate) fn of(r: &Result<Outcome>) -> Self {
         match r {
             Ok(Outcome::Converged) => ReconcileOutcome::Converged,
-            Ok(Outcome::Waiting) => ReconcileOutcome::Waiting,
+            Ok(Outcome::Waiting | Outcome::Parked) => ReconcileOutcome::Waiting,
             Ok(Outcome::Progress) => ReconcileOutcome::Progress,
             Ok(Outcome::Failed(_)) => ReconcileOutcome::Failed,
             Ok(Outcome::Finished) => ReconcileOutcome::Finished,

@@ -113,6 +113,7 @@ impl Inner {
                         .unwrap_or(self.config.resync_interval),
                 )
             }
+            Ok(Outcome::Parked) => None, // queued again when its account frees a worker
             Ok(Outcome::Waiting) => {
                 self.succeeded(id);
                 Some(self.config.poll_interval)

@@ -53,6 +53,9 @@ pub enum Outcome {
     Failed(Option<Duration>),
     /// Nothing more to do ever (deleted, or unknown).
     Finished,
+    /// Its account already runs its share of the workers: queued again when one of them
+    /// finishes, nothing done meanwhile.
+    Parked,
 }
 
 /// What an action leaves the round loop to do next.
@@ -230,10 +233,10 @@ pub(crate) struct World {
 
 async fn run(p: &mut Pass<'_>) -> Result<Outcome> {
     let mut setup = prepare::prepare(p).await?;
-    // The account's share of the workers: when its clusters already hold it, look again
-    // soon, having changed nothing.
-    let Some(_slot) = p.inner.account_slot(&setup.account_key) else {
-        return Ok(Outcome::Waiting);
+    // The account's share of the workers: when its clusters already hold it, wait (having
+    // changed nothing) until one of them finishes.
+    let Some(_slot) = p.inner.account_slot(&setup.account_key, p.rec.id) else {
+        return Ok(Outcome::Parked);
     };
     let mut world = match observe::observe(p, &setup).await? {
         Ok(w) => w,
