@@ -304,7 +304,7 @@ async fn repair_registrations(
         .filter(|m| matches!(m.state, MachineState::Running | MachineState::Pending))
         .map(|m| m.id.clone())
         .collect();
-    let add: BTreeSet<String> = running.difference(&registered).cloned().collect();
+    let add: BTreeSet<String> = running.difference(registered).cloned().collect();
     let remove: BTreeSet<String> = registered.difference(&live).cloned().collect();
     if !add.is_empty() {
         lb.register_instances_with_load_balancer()

@@ -898,7 +898,40 @@ async fn two_hundred_clusters_share_one_budget_and_one_listing() {
                 .unwrap(),
         );
     }
+    let progress = {
+        let provider = provider.clone();
+        let engine = engine.clone();
+        let ids = ids.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(15)).await;
+                let mut running = 0;
+                for id in &ids {
+                    if engine.cluster(*id).await.is_ok_and(|r| r.status.phase == Phase::Running) {
+                        running += 1;
+                    }
+                }
+                let granted: Vec<(String, u64)> = provider
+                    .connector()
+                    .budget_stats()
+                    .into_iter()
+                    .flat_map(|(k, s)| {
+                        s.classes
+                            .into_iter()
+                            .map(move |(c, st)| (format!("{k}/{c}"), st.granted))
+                    })
+                    .filter(|(k, _)| k.starts_with("AKIAIOSFODNN7EXAMPLE"))
+                    .collect();
+                eprintln!(
+                    "progress: {running} of {} running, {} calls; granted {granted:?}",
+                    ids.len(),
+                    provider.calls().total()
+                );
+            }
+        })
+    };
     wait_running(&engine, &ids, Duration::from_secs(900)).await;
+    progress.abort();
     let took = t0.elapsed();
     let calls = provider.calls().total() - before;
     let stats = provider_budget(&provider, "AKIAIOSFODNN7EXAMPLE");
