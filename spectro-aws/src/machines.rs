@@ -62,6 +62,9 @@ pub struct Launch<'a> {
     pub bastion: bool,
     /// The root volume, when the pool sets its size or type (else the AMI's default).
     pub root_volume: Option<RootVolume>,
+    /// `subnet` was created a moment ago, so no instance of the token can exist: the lookup
+    /// by token before launching is skipped.
+    pub new_subnet: bool,
 }
 
 /// The root volume of a node: the AMI's root device with the pool's size and type.
@@ -268,22 +271,26 @@ pub async fn launch(c: &AwsClients, l: &Launch<'_>) -> Result<Vec<Machine>, AwsE
         } else {
             format!("{}-{k}", l.token)
         };
-        let existing = describe(
-            c,
-            vec![
-                Filter::builder()
-                    .name(format!("tag:{TAG_CLUSTER_ID}"))
-                    .values(l.cluster_id)
-                    .build(),
-                Filter::builder()
-                    .name(format!("tag:{TAG_TOKEN}"))
-                    .values(&token)
-                    .build(),
-                live_states(),
-            ],
-            l.bastion,
-        )
-        .await?;
+        let existing = if l.new_subnet {
+            Vec::new()
+        } else {
+            describe(
+                c,
+                vec![
+                    Filter::builder()
+                        .name(format!("tag:{TAG_CLUSTER_ID}"))
+                        .values(l.cluster_id)
+                        .build(),
+                    Filter::builder()
+                        .name(format!("tag:{TAG_TOKEN}"))
+                        .values(&token)
+                        .build(),
+                    live_states(),
+                ],
+                l.bastion,
+            )
+            .await?
+        };
         if !existing.is_empty() {
             out.extend(existing);
             continue;

@@ -165,16 +165,21 @@ async fn engine_lifecycle_on_moto_leaves_nothing_behind() {
     );
 
     // Delete: nothing tagged for the cluster remains.
-    let before = provider.calls().total();
+    let before = provider.calls().snapshot();
     engine.delete_cluster(id).await.unwrap();
     engine
         .wait_for_phase(id, Phase::Deleted, Duration::from_secs(120))
         .await
         .unwrap();
+    let after = provider.calls().snapshot();
+    let deleted: std::collections::BTreeMap<String, u64> = after
+        .iter()
+        .map(|(op, n)| (op.clone(), n - before.get(op).copied().unwrap_or(0)))
+        .filter(|(_, n)| *n > 0)
+        .collect();
     eprintln!(
-        "delete: {} API calls; lifecycle total by operation: {:?}",
-        provider.calls().total() - before,
-        provider.calls().snapshot()
+        "delete: {} API calls: {deleted:?}",
+        deleted.values().sum::<u64>()
     );
     let tag = aws_sdk_ec2::types::Filter::builder()
         .name(format!("tag:{TAG_CLUSTER_ID}"))
