@@ -365,7 +365,18 @@ pub async fn launch(c: &AwsClients, l: &Launch<'_>) -> Result<Vec<Machine>, AwsE
                     .build(),
             );
         }
-        let r = req.send().await.map_err(|e| from_sdk("RunInstances", e))?;
+        // One attempt: a retry whose first attempt launched but lost its answer would launch
+        // again wherever the ClientToken is ignored (moto). The error goes to the engine,
+        // which issues the batch again with its token, and the lookup above finds what the
+        // lost answer launched.
+        let r = req
+            .customize()
+            .config_override(aws_sdk_ec2::config::Builder::default().retry_config(
+                aws_smithy_types::retry::RetryConfig::standard().with_max_attempts(1),
+            ))
+            .send()
+            .await
+            .map_err(|e| from_sdk("RunInstances", e))?;
         out.extend(
             r.instances()
                 .iter()

@@ -259,13 +259,16 @@ pub async fn nat_gateways(
 /// cannot exist and are not described (the internet gateway, Elastic IPs and security groups
 /// are, since they can outlive it or, with static placement, live in the user's VPC).
 pub async fn observe(c: &AwsClients, cluster_id: &str) -> Result<Network, AwsError> {
-    observe_with(c, cluster_id, true).await
+    observe_with(c, cluster_id, true, true).await
 }
 
+/// [`observe`], without the NAT gateways unless `with_nat`, and without the security groups
+/// when there is no VPC unless `groups_without_vpc` (dynamic placement puts them in its VPC).
 async fn observe_with(
     c: &AwsClients,
     cluster_id: &str,
     with_nat: bool,
+    groups_without_vpc: bool,
 ) -> Result<Network, AwsError> {
     let mut n = Network::default();
     let vpcs = c
@@ -404,6 +407,9 @@ async fn observe_with(
             }
         }
     }
+    if n.vpc.is_empty() && !groups_without_vpc {
+        return Ok(n.canonical());
+    }
     let sgs = c
         .ec2
         .describe_security_groups()
@@ -420,6 +426,23 @@ async fn observe_with(
         }
     }
     Ok(n.canonical())
+}
+
+/// What a create in the cluster's own VPC answers when it already happened: a call whose
+/// answer was lost and that the SDK retried. The next pass observes the result and goes on
+/// from there (retryable), instead of a terminal error.
+fn lost_answer(e: AwsError) -> AwsError {
+    if e.has_code(&[
+        "RouteAlreadyExists",
+        "Resource.AlreadyAssociated",
+        "InvalidSubnet.Conflict",
+    ]) {
+        AwsError::not_ready(format!(
+            "the network's next pass adopts what is there ({e})"
+        ))
+    } else {
+        e
+    }
 }
 
 fn id_or_empty(s: Option<&str>) -> String {
@@ -454,7 +477,8 @@ pub async fn ensure_network(
     tags: &BTreeMap<String, String>,
     policy: &SecurityPolicy,
 ) -> Result<Network, AwsError> {
-    let mut n = observe(c, cluster_id).await?;
+    // Its security groups live in its VPC: without the VPC there are none to describe.
+    let mut n = observe_with(c, cluster_id, true, false).await?;
     let name = |what: &str| format!("{cluster_name}-{what}");
     let slots = zone_slots(&n, zones)?;
     let mut dns_hostnames = false;
@@ -523,7 +547,7 @@ pub async fn ensure_network(
             .vpc_id(&n.vpc)
             .send()
             .await
-            .map_err(|e| from_sdk("AttachInternetGateway", e))?;
+            .map_err(|e| lost_answer(from_sdk("AttachInternetGateway", e)))?;
         n.internet_gateway_attached = true;
     }
     // Each resource on its own: a crash between any two calls is repaired by the next call.
@@ -560,7 +584,7 @@ pub async fn ensure_network(
                 ))
                 .send()
                 .await
-                .map_err(|e| from_sdk("CreateSubnet", e))?;
+                .map_err(|e| lost_answer(from_sdk("CreateSubnet", e)))?;
             let id = id_or_empty(s.subnet().and_then(|s| s.subnet_id()));
             n.resources.push(res("subnet", &id));
             n.subnet_cidrs.insert(id.clone(), cidr);
@@ -658,7 +682,7 @@ pub async fn ensure_network(
                             .send()
                             .await
                             .map(|_| ())
-                            .map_err(|e| from_sdk($op, e))
+                            .map_err(|e| lost_answer(from_sdk($op, e)))
                         }};
                     }
                     if have.is_some() {
@@ -697,7 +721,7 @@ pub async fn ensure_network(
                         .subnet_id(&subnet)
                         .send()
                         .await
-                        .map_err(|e| from_sdk("AssociateRouteTable", e))?;
+                        .map_err(|e| lost_answer(from_sdk("AssociateRouteTable", e)))?;
                     let new = id_or_empty(out.association_id());
                     n.route_table_associations.push(new.clone());
                     n.subnet_associations
@@ -749,9 +773,16 @@ pub async fn ensure_security_groups(
             ))
             .send()
             .await
-            .map_err(|e| from_sdk("CreateSecurityGroup", e))?;
+            .map_err(|e| from_sdk("CreateSecurityGroup", e));
         changed = true;
-        let id = id_or_empty(g.group_id());
+        let id = match g {
+            Ok(g) => id_or_empty(g.group_id()),
+            // A create whose answer was lost and that the SDK retried: the group is there.
+            Err(e) if e.has_code(&["InvalidGroup.Duplicate"]) => {
+                adopt_group(c, n, &name(role), tags).await?.ok_or(e)?
+            }
+            Err(e) => return Err(e),
+        };
         n.resources.push(res("security-group", &id));
         n.security_groups.insert(role.to_string(), id);
     }
@@ -903,6 +934,34 @@ pub fn security_group_deletion(
     (revoke, order)
 }
 
+/// The group named `name` in `n.vpc` when it carries the cluster's ownership tag (one
+/// DescribeSecurityGroups); its rules go into `n`. None when it is not ours.
+async fn adopt_group(
+    c: &AwsClients,
+    n: &mut Network,
+    name: &str,
+    tags: &BTreeMap<String, String>,
+) -> Result<Option<String>, AwsError> {
+    let out = c
+        .ec2
+        .describe_security_groups()
+        .filters(Filter::builder().name("vpc-id").values(&n.vpc).build())
+        .filters(Filter::builder().name("group-name").values(name).build())
+        .send()
+        .await
+        .map_err(|e| from_sdk("DescribeSecurityGroups", e))?;
+    let ours = out.security_groups().iter().find(|g| {
+        tag_of(g.tags(), TAG_CLUSTER_ID).is_some()
+            && tag_of(g.tags(), TAG_CLUSTER_ID) == tags.get(TAG_CLUSTER_ID).map(String::as_str)
+    });
+    Ok(ours.and_then(|g| {
+        let id = g.group_id()?.to_string();
+        n.security_group_rules
+            .insert(id.clone(), rules_of(g.ip_permissions()));
+        Some(id)
+    }))
+}
+
 /// Deletes the cluster's network in reverse dependency order; returns what is left (empty
 /// when everything is gone).
 ///
@@ -930,7 +989,7 @@ pub async fn delete_network(
             return Ok(draining);
         }
     }
-    let n = observe_with(c, cluster_id, false).await?;
+    let n = observe_with(c, cluster_id, false, true).await?;
     let ids = |kind: &str| {
         n.resources
             .iter()
@@ -965,14 +1024,23 @@ pub async fn delete_network(
         }
     }
     for id in ids("internet-gateway") {
-        if n.internet_gateway_attached {
-            c.ec2
+        // The observation knows the attachment of the one gateway it keeps; any other (a
+        // leak) is detached in case, "not attached" being fine.
+        let attached =
+            n.internet_gateway.as_deref() != Some(id.as_str()) || n.internet_gateway_attached;
+        if attached && !n.vpc.is_empty() {
+            let r = c
+                .ec2
                 .detach_internet_gateway()
                 .internet_gateway_id(&id)
                 .vpc_id(&n.vpc)
                 .send()
                 .await
-                .map_err(|e| held(from_sdk("DetachInternetGateway", e)))?;
+                .map_err(|e| held(from_sdk("DetachInternetGateway", e)));
+            match r {
+                Err(e) if !e.has_code(&["Gateway.NotAttached"]) => return Err(e),
+                _ => {}
+            }
         }
         c.ec2
             .delete_internet_gateway()
