@@ -1155,3 +1155,76 @@ async fn verify_deleted(
     left.sort();
     Ok(left)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::security::PortRange;
+
+    #[test]
+    fn security_groups_are_deleted_in_dependency_order_revoking_only_a_cycle() {
+        let groups: BTreeMap<String, String> = ROLES
+            .iter()
+            .map(|r| (r.to_string(), format!("sg-{r}")))
+            .collect();
+        let policy = SecurityPolicy {
+            cni_ports: vec![PortRange::tcp(179, 179), PortRange::ip(4)],
+            bastion_cidrs: vec!["203.0.113.0/24".into()],
+        };
+        let rules: BTreeMap<String, BTreeSet<Rule>> = desired_rules(&groups, &policy, VPC_CIDR)
+            .into_iter()
+            .map(|(role, r)| (groups[&role].clone(), r))
+            .collect();
+        let (revoke, order) = security_group_deletion(&rules);
+        // The control plane and the workers refer to each other: one of them drops its
+        // references to the other groups, nothing else is revoked.
+        assert_eq!(revoke.len(), 1, "{revoke:?}");
+        let (g, dropped) = &revoke[0];
+        assert!(g == "sg-control-plane" || g == "sg-worker");
+        assert!(dropped
+            .iter()
+            .all(|r| matches!(&r.source, Source::Group(s) if s != g)));
+        let mut all = order.clone();
+        all.sort();
+        let mut want: Vec<String> = groups.values().cloned().collect();
+        want.sort();
+        assert_eq!(all, want, "every group, once");
+        // Each group goes only once no remaining group's rules (after the revoke) refer to it.
+        let mut left = rules.clone();
+        if let Some(r) = left.get_mut(g) {
+            r.retain(|x| !dropped.contains(x));
+        }
+        for g in &order {
+            left.remove(g);
+            for (other, r) in &left {
+                assert!(
+                    !r.iter()
+                        .any(|x| matches!(&x.source, Source::Group(s) if s == g)),
+                    "{g} deleted while {other} refers to it"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn groups_without_references_need_no_revoke() {
+        let mut rules = BTreeMap::new();
+        rules.insert(
+            "sg-a".to_string(),
+            BTreeSet::from([Rule {
+                ports: PortRange::tcp(22, 22),
+                source: Source::Group("sg-b".into()),
+            }]),
+        );
+        rules.insert(
+            "sg-b".to_string(),
+            BTreeSet::from([Rule {
+                ports: PortRange::tcp(22, 22),
+                source: Source::Group("sg-b".into()),
+            }]),
+        );
+        let (revoke, order) = security_group_deletion(&rules);
+        assert!(revoke.is_empty());
+        assert_eq!(order, vec!["sg-a".to_string(), "sg-b".to_string()]);
+    }
+}
