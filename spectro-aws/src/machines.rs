@@ -62,6 +62,9 @@ pub struct Launch<'a> {
     pub bastion: bool,
     /// The root volume, when the pool sets its size or type (else the AMI's default).
     pub root_volume: Option<RootVolume>,
+    /// `subnet` was created a moment ago, so no instance of the token can exist: the lookup
+    /// by token before launching is skipped.
+    pub new_subnet: bool,
 }
 
 /// The root volume of a node: the AMI's root device with the pool's size and type.
@@ -268,22 +271,26 @@ pub async fn launch(c: &AwsClients, l: &Launch<'_>) -> Result<Vec<Machine>, AwsE
         } else {
             format!("{}-{k}", l.token)
         };
-        let existing = describe(
-            c,
-            vec![
-                Filter::builder()
-                    .name(format!("tag:{TAG_CLUSTER_ID}"))
-                    .values(l.cluster_id)
-                    .build(),
-                Filter::builder()
-                    .name(format!("tag:{TAG_TOKEN}"))
-                    .values(&token)
-                    .build(),
-                live_states(),
-            ],
-            l.bastion,
-        )
-        .await?;
+        let existing = if l.new_subnet {
+            Vec::new()
+        } else {
+            describe(
+                c,
+                vec![
+                    Filter::builder()
+                        .name(format!("tag:{TAG_CLUSTER_ID}"))
+                        .values(l.cluster_id)
+                        .build(),
+                    Filter::builder()
+                        .name(format!("tag:{TAG_TOKEN}"))
+                        .values(&token)
+                        .build(),
+                    live_states(),
+                ],
+                l.bastion,
+            )
+            .await?
+        };
         if !existing.is_empty() {
             out.extend(existing);
             continue;
@@ -358,7 +365,18 @@ pub async fn launch(c: &AwsClients, l: &Launch<'_>) -> Result<Vec<Machine>, AwsE
                     .build(),
             );
         }
-        let r = req.send().await.map_err(|e| from_sdk("RunInstances", e))?;
+        // One attempt: a retry whose first attempt launched but lost its answer would launch
+        // again wherever the ClientToken is ignored (moto). The error goes to the engine,
+        // which issues the batch again with its token, and the lookup above finds what the
+        // lost answer launched.
+        let r = req
+            .customize()
+            .config_override(aws_sdk_ec2::config::Builder::default().retry_config(
+                aws_smithy_types::retry::RetryConfig::standard().with_max_attempts(1),
+            ))
+            .send()
+            .await
+            .map_err(|e| from_sdk("RunInstances", e))?;
         out.extend(
             r.instances()
                 .iter()

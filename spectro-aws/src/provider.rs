@@ -24,7 +24,7 @@ use spectro_core::provider::{
 use crate::client::{AwsClients, AwsConnector, CallCounter};
 use crate::error::{from_sdk, AwsError};
 use crate::machines::{launch, list_machines, terminate, Launch, RootVolume};
-use crate::network::{delete_network, ensure_network};
+use crate::network::{delete_nat_gateways, delete_network, ensure_network};
 use crate::security::{cni_ports, SecurityPolicy};
 
 /// Largest user data EC2 accepts (before base64).
@@ -129,8 +129,21 @@ impl AwsProvider {
         subnets: Vec<String>,
         internal: bool,
         sg: String,
+        fresh: bool,
     ) -> Result<String, AwsError> {
         let name = lb_name(&ctx.cluster_id.to_string());
+        // In a VPC created a moment ago (fresh subnets) the load balancer cannot exist yet:
+        // straight to the create, which refuses the name if it is taken after all.
+        if fresh {
+            match self
+                .create_lb(lb, ctx, &name, subnets.clone(), internal, sg.clone())
+                .await
+            {
+                Err(e)
+                    if e.has_code(&["DuplicateLoadBalancerName", "DuplicateAccessPointName"]) => {}
+                other => return other,
+            }
+        }
         let found = lb
             .describe_load_balancers()
             .load_balancer_names(&name)
@@ -167,9 +180,22 @@ impl AwsProvider {
                 return Ok(d.dns_name().unwrap_or_default().to_string());
             }
         }
+        self.create_lb(lb, ctx, &name, subnets, internal, sg).await
+    }
+
+    /// Creates the load balancer and configures its health check; returns its DNS name.
+    async fn create_lb(
+        &self,
+        lb: &aws_sdk_elasticloadbalancing::Client,
+        ctx: &ClusterContext,
+        name: &str,
+        subnets: Vec<String>,
+        internal: bool,
+        sg: String,
+    ) -> Result<String, AwsError> {
         let mut req = lb
             .create_load_balancer()
-            .load_balancer_name(&name)
+            .load_balancer_name(name)
             .listeners(
                 Listener::builder()
                     .protocol("TCP")
@@ -199,7 +225,7 @@ impl AwsProvider {
             .send()
             .await
             .map_err(|e| from_sdk("CreateLoadBalancer", e))?;
-        configure_health_check(lb, &name).await?;
+        configure_health_check(lb, name).await?;
         Ok(out.dns_name().unwrap_or_default().to_string())
     }
 
@@ -322,6 +348,16 @@ async fn repair_registrations(
             .await
             .map_err(|e| from_sdk("DeregisterInstancesFromLoadBalancer", e))?;
     }
+    Ok(())
+}
+
+/// Deletes the cluster's load balancer (deleting one that is gone is not an error).
+async fn delete_lb(lb: &aws_sdk_elasticloadbalancing::Client, id: &str) -> Result<(), AwsError> {
+    lb.delete_load_balancer()
+        .load_balancer_name(lb_name(id))
+        .send()
+        .await
+        .map_err(|e| from_sdk("DeleteLoadBalancer", e))?;
     Ok(())
 }
 
@@ -454,6 +490,7 @@ impl CloudProvider for AwsProvider {
                 lb_subnets,
                 internal,
                 net.security_groups["lb"].clone(),
+                net.fresh,
             )
             .await?;
         // The bastion: the only SSH entry, in the first zone's public subnet.
@@ -498,6 +535,8 @@ impl CloudProvider for AwsProvider {
                         user_data: b"#cloud-config\n",
                         bastion: true,
                         root_volume: None,
+                        // Its subnet was created a moment ago: no instance can be in it.
+                        new_subnet: net.fresh,
                     },
                 )
                 .await?
@@ -625,6 +664,7 @@ impl CloudProvider for AwsProvider {
                 user_data: &batch.user_data,
                 bastion: false,
                 root_volume,
+                new_subnet: false,
             },
         )
         .await?;
@@ -682,22 +722,28 @@ impl CloudProvider for AwsProvider {
         &self,
         ctx: &ClusterContext,
     ) -> Result<DeleteStatus, ProviderError> {
-        let (c, lb) = self.clients(&ctx.account, region(ctx)?)?;
+        let CloudPlacement::Aws(aws) = &ctx.spec.cloud else {
+            return Err(not_aws().into());
+        };
+        let (c, lb) = self.clients(&ctx.account, &aws.region)?;
         let id = ctx.cluster_id.to_string();
-        lb.delete_load_balancer()
-            .load_balancer_name(lb_name(&id))
-            .send()
-            .await
-            .map_err(|e| from_sdk("DeleteLoadBalancer", e))?;
-        // The bastion (and any node left over) goes before the network.
+        // The bastion (and any node left over) goes before the network. A pass while they
+        // shut down costs this one DescribeInstances.
         let alive: Vec<Machine> = crate::machines::list_all(&c, &id).await?;
         let running: Vec<String> = alive
             .iter()
             .filter(|m| m.state != MachineState::Deleting)
             .map(|m| m.id.clone())
             .collect();
+        let mut lb_deleted = false;
         if !running.is_empty() {
+            // The NAT gateways take as long to go as the instances: both at once.
+            if aws.static_placement.is_none() {
+                delete_nat_gateways(&c, &id).await?;
+            }
             terminate(&c, &running).await?;
+            delete_lb(&lb, &id).await?;
+            lb_deleted = true;
         }
         if !alive.is_empty() {
             return Ok(DeleteStatus {
@@ -712,10 +758,23 @@ impl CloudProvider for AwsProvider {
                 message: Some("waiting for instances to terminate".into()),
             });
         }
+        if !lb_deleted {
+            delete_lb(&lb, &id).await?;
+        }
         let left = delete_network(&c, &id).await?;
+        let message = if left.is_empty() {
+            None
+        } else if left.iter().all(|r| r.kind == "nat-gateway") {
+            Some(format!(
+                "waiting for {} NAT gateway(s) to be deleted",
+                left.len()
+            ))
+        } else {
+            Some("resources still present after delete".into())
+        };
         Ok(DeleteStatus {
             done: left.is_empty(),
-            message: (!left.is_empty()).then(|| "resources still present after delete".into()),
+            message,
             remaining: left,
         })
     }

@@ -42,6 +42,11 @@ nodePools:
   - { name: batch, role: worker, size: 2, instanceType: t3.micro, availabilityZones: [us-east-1a, us-east-1b] }
 "#;
 
+/// Most API calls creating [`CLUSTER`] may take (84 before issue 13).
+const CREATE_CALLS: u64 = 72;
+/// Most API calls deleting it (after a scale-up to 9 nodes) may take (58 before issue 13).
+const DELETE_CALLS: u64 = 54;
+
 /// An engine on `store` with `provider`, the test profile and the moto account.
 async fn engine_with(
     store: Arc<SqliteStore>,
@@ -83,6 +88,26 @@ async fn engine_lifecycle_on_moto_leaves_nothing_behind() {
     eprintln!(
         "create: {} API calls: {created:?}",
         created.values().sum::<u64>()
+    );
+    // The provider's own calls (issue 13): one describe per network resource type, none of
+    // them again after the creates, no lookup in the VPC just made. The cluster: 3 zones,
+    // 3 control-plane nodes, 3 + 2 workers, a bastion.
+    let op =
+        |c: &std::collections::BTreeMap<String, u64>, name: &str| c.get(name).copied().unwrap_or(0);
+    for d in [
+        "EC2.DescribeVpcs",
+        "EC2.DescribeSubnets",
+        "EC2.DescribeInternetGateways",
+        "EC2.DescribeAddresses",
+        "EC2.DescribeNatGateways",
+        "EC2.DescribeRouteTables",
+        "EC2.DescribeSecurityGroups",
+    ] {
+        assert!(op(&created, d) <= 1, "{d}: {created:?}");
+    }
+    assert!(
+        created.values().sum::<u64>() <= CREATE_CALLS,
+        "create: more than {CREATE_CALLS} calls: {created:?}"
     );
     let endpoint = rec
         .status
@@ -165,16 +190,35 @@ async fn engine_lifecycle_on_moto_leaves_nothing_behind() {
     );
 
     // Delete: nothing tagged for the cluster remains.
-    let before = provider.calls().total();
+    let before = provider.calls().snapshot();
     engine.delete_cluster(id).await.unwrap();
     engine
         .wait_for_phase(id, Phase::Deleted, Duration::from_secs(120))
         .await
         .unwrap();
+    let after = provider.calls().snapshot();
+    let deleted: std::collections::BTreeMap<String, u64> = after
+        .iter()
+        .map(|(op, n)| (op.clone(), n - before.get(op).copied().unwrap_or(0)))
+        .filter(|(_, n)| *n > 0)
+        .collect();
     eprintln!(
-        "delete: {} API calls; lifecycle total by operation: {:?}",
-        provider.calls().total() - before,
-        provider.calls().snapshot()
+        "delete: {} API calls: {deleted:?}",
+        deleted.values().sum::<u64>()
+    );
+    // One observation and one check of what outlives the VPC; only the references of the
+    // control plane / worker cycle revoked; no route-table walk beyond the associations.
+    assert!(op(&deleted, "EC2.DescribeVpcs") <= 2, "{deleted:?}");
+    assert!(op(&deleted, "EC2.DescribeSubnets") <= 1, "{deleted:?}");
+    assert!(op(&deleted, "EC2.DescribeRouteTables") <= 1, "{deleted:?}");
+    assert!(op(&deleted, "EC2.DescribeNatGateways") <= 2, "{deleted:?}");
+    assert!(
+        op(&deleted, "EC2.RevokeSecurityGroupIngress") <= 1,
+        "{deleted:?}"
+    );
+    assert!(
+        deleted.values().sum::<u64>() <= DELETE_CALLS,
+        "delete: more than {DELETE_CALLS} calls: {deleted:?}"
     );
     let tag = aws_sdk_ec2::types::Filter::builder()
         .name(format!("tag:{TAG_CLUSTER_ID}"))

@@ -3,7 +3,8 @@
 //! it reaches AWS, or after AWS acted on it but before the answer is read), restarts (a fresh
 //! `ensure_network`), and the network it converges to is the one an uninterrupted run builds:
 //! VPC attributes, gateway attachment, routes, associations, security-group rules, NAT and
-//! Elastic IPs, with nothing twice. Each run gets its own moto account.
+//! Elastic IPs, with nothing twice. Likewise the delete: killed at any of its calls and
+//! restarted, it leaves nothing tagged for the cluster. Each run gets its own moto account.
 
 mod common;
 
@@ -12,7 +13,7 @@ use std::sync::Arc;
 
 use aws_sdk_ec2::types::{Filter, NatGatewayState, Tag, VpcAttributeName};
 use common::*;
-use spectro_aws::network::{ensure_network, TAG_ZONE};
+use spectro_aws::network::{delete_network, ensure_network, TAG_ZONE};
 use spectro_aws::security::{parse_ports, rules_of, SecurityPolicy, Source};
 use spectro_aws::{AwsClients, InjectCrash};
 use spectro_core::provider::{TAG_CLUSTER_ID, TAG_ROLE};
@@ -344,4 +345,66 @@ async fn network_setup_converges_after_a_crash_before_or_after_every_call() {
         }
     }
     eprintln!("{runs} crash points, each converged to the uninterrupted network");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn network_delete_converges_after_a_crash_before_or_after_every_call() {
+    let Some(m) = moto().await else { return };
+    let base = account_id().parse::<u64>().unwrap() / 1000 * 1000;
+
+    // The reference: one uninterrupted delete, in one pass (moto deletes NAT gateways at once).
+    let conn = conn_for(&m, &format!("{base:012}"));
+    let c = conn.clients(&creds(), "us-east-1");
+    ensure_network(&c, ID, "demo", &zones(), &tags(), &policy())
+        .await
+        .unwrap();
+    let before = conn.calls().snapshot();
+    let left = delete_network(&c, ID).await.unwrap();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    let after = conn.calls().snapshot();
+    let total = after.values().sum::<u64>() - before.values().sum::<u64>();
+    eprintln!("uninterrupted delete: {total} calls");
+    assert!(fingerprint(&c).await.is_empty());
+    assert!(delete_network(&c, ID).await.unwrap().is_empty(), "twice");
+
+    let mut runs = 0;
+    for after in [false, true] {
+        for n in 1..=total {
+            runs += 1;
+            let acct = format!("{:012}", base + runs);
+            let c = conn_for(&m, &acct).clients(&creds(), "us-east-1");
+            ensure_network(&c, ID, "demo", &zones(), &tags(), &policy())
+                .await
+                .unwrap();
+            let crash = Arc::new(if after {
+                InjectCrash::after(n)
+            } else {
+                InjectCrash::before(n)
+            });
+            let dying = conn_for(&m, &acct)
+                .with_injected_crash(crash.clone())
+                .clients(&creds(), "us-east-1");
+            let r = delete_network(&dying, ID).await;
+            assert!(crash.crashed(), "call {n} was reached");
+            assert!(r.is_err(), "the crash at call {n} stopped the delete");
+            // Restart: a fresh process deletes again until nothing is reported left.
+            let when = if after { "after" } else { "before" };
+            let mut left = Vec::new();
+            for _ in 0..3 {
+                left = delete_network(&c, ID)
+                    .await
+                    .unwrap_or_else(|e| panic!("delete after a crash {when} call {n}: {e}"));
+                if left.is_empty() {
+                    break;
+                }
+            }
+            assert!(left.is_empty(), "crash {when} call {n}: left {left:?}");
+            let got = fingerprint(&c).await;
+            assert!(
+                got.is_empty(),
+                "crash {when} call {n}: still tagged: {got:?}"
+            );
+        }
+    }
+    eprintln!("{runs} crash points, each deleted everything");
 }
