@@ -188,13 +188,9 @@ impl Limits {
         self
     }
 
-    /// The bucket of `class`, if it is limited.
+    /// The bucket of `class` (made sane: rate > 0, burst ≥ 1), if it is limited.
     #[must_use]
     pub fn rate_of(&self, class: CallClass) -> Option<Rate> {
-        self.rate(class)
-    }
-
-    fn rate(&self, class: CallClass) -> Option<Rate> {
         match class {
             CallClass::Read => self.read,
             CallClass::Mutate => self.mutate,
@@ -387,7 +383,7 @@ impl RequestBudget {
     #[must_use]
     pub fn new(limits: Limits) -> Self {
         let now = crate::clock::instant_now();
-        let lane = |c: CallClass| Mutex::new(Lane::new(limits.rate(c), now));
+        let lane = |c: CallClass| Mutex::new(Lane::new(limits.rate_of(c), now));
         RequestBudget {
             lanes: [
                 lane(CallClass::Read),
@@ -836,9 +832,9 @@ mod tests {
     #[test]
     fn insane_rates_are_made_safe() {
         let l = Limits::new(Rate::new(f64::NAN, -3.0), Rate::new(0.0, 0.0));
-        assert_eq!(l.rate(CallClass::Read), Some(Rate::new(1.0, 1.0)));
-        assert_eq!(l.rate(CallClass::Mutate), Some(Rate::new(1.0, 1.0)));
-        assert_eq!(l.rate(CallClass::Instances), None);
+        assert_eq!(l.rate_of(CallClass::Read), Some(Rate::new(1.0, 1.0)));
+        assert_eq!(l.rate_of(CallClass::Mutate), Some(Rate::new(1.0, 1.0)));
+        assert_eq!(l.rate_of(CallClass::Instances), None);
         let s = Limits::aws_ec2().scaled(2.0);
         assert_eq!(s.read, Some(Rate::new(40.0, 200.0)));
     }
