@@ -121,6 +121,8 @@ impl Fixture {
             now: self.now,
             machine_timeout: Duration::from_secs(1200),
             infra_deleted: false,
+            workload: None,
+            nodes: Default::default(),
         }
     }
 }

@@ -77,6 +77,10 @@ pub use spectro_azure as azure;
 /// The GCP provider (feature `gcp`).
 #[cfg(feature = "gcp")]
 pub use spectro_gcp as gcp;
+/// The workload-cluster connection (feature `kubernetes`): kube-rs and etcd's v3 API, for
+/// [`EngineBuilder::workload`](spectro_core::engine::EngineBuilder::workload).
+#[cfg(feature = "kubernetes")]
+pub use spectro_kube as kube;
 /// The vSphere provider (feature `vsphere`).
 #[cfg(feature = "vsphere")]
 pub use spectro_vsphere as vsphere;

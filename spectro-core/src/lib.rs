@@ -55,6 +55,7 @@ pub mod store;
 #[cfg(feature = "test-util")]
 pub mod testing;
 pub mod validate;
+pub mod workload;
 
 #[cfg(feature = "engine")]
 pub use engine::{Engine, EngineBuilder, EngineConfig};

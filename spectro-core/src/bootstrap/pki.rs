@@ -177,6 +177,30 @@ impl ClusterPki {
         ))
     }
 
+    /// A client certificate for the cluster's etcd (CN `spectro-etcd-client`, client auth),
+    /// signed by its etcd CA, valid 7 days: what the engine presents to remove a member
+    /// (feature `engine`). Returns the certificate (PEM) and its key.
+    #[cfg(feature = "engine")]
+    pub fn etcd_client(&self) -> Result<(String, Secret)> {
+        let ca_key = KeyPair::from_pem(self.etcd_ca.key_pem.expose()).map_err(pki_err)?;
+        // The issuer is the CA's subject name and key: the same as when it was generated.
+        let issuer = Issuer::new(ca_params("etcd-ca", 10)?, ca_key);
+        let key = KeyPair::generate().map_err(pki_err)?;
+        let mut p = CertificateParams::new(Vec::<String>::new()).map_err(pki_err)?;
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, "spectro-etcd-client");
+        p.distinguished_name = dn;
+        p.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        p.not_before = years_from_now(0) - std::time::Duration::from_secs(3600);
+        p.not_after = years_from_now(0) + std::time::Duration::from_secs(7 * 86_400);
+        let cert = p.signed_by(&key, &issuer).map_err(pki_err)?;
+        Ok((cert.pem(), Secret::new(key.serialize_pem())))
+    }
+
     /// The admin kubeconfig (YAML) for `cluster` at `endpoint` (`host:port`).
     #[must_use]
     pub fn admin_kubeconfig(&self, cluster: &str, endpoint: &str) -> Secret {

@@ -13,6 +13,7 @@ use crate::error::Result;
 use crate::model::CloudType;
 use crate::provider::CloudProvider;
 use crate::store::Store;
+use crate::workload::WorkloadConnector;
 
 /// Builds an [`Engine`]: `Engine::builder(store).provider(..).config(..).start().await`.
 #[must_use = "an engine builder does nothing until `start` is awaited"]
@@ -21,6 +22,7 @@ pub struct EngineBuilder {
     providers: HashMap<CloudType, Arc<dyn CloudProvider>>,
     clock: Arc<dyn Clock>,
     config: EngineConfig,
+    workload: Option<Arc<dyn WorkloadConnector>>,
 }
 
 impl std::fmt::Debug for EngineBuilder {
@@ -28,6 +30,7 @@ impl std::fmt::Debug for EngineBuilder {
         f.debug_struct("EngineBuilder")
             .field("providers", &self.providers.keys().collect::<Vec<_>>())
             .field("config", &self.config)
+            .field("workload", &self.workload.is_some())
             .finish()
     }
 }
@@ -39,7 +42,17 @@ impl EngineBuilder {
             providers: HashMap::new(),
             clock: Arc::new(TokioClock::new()),
             config: EngineConfig::default(),
+            workload: None,
         }
+    }
+
+    /// Connects the engine to the Kubernetes clusters it builds (e.g. `spectro_kube::KubeConnector`):
+    /// machines then count as ready only when their Nodes are `Ready` (control-plane machines:
+    /// and their etcd members healthy), nodes are cordoned and drained and their etcd members
+    /// removed before their machines go. Without it the engine manages machines only.
+    pub fn workload(mut self, c: Arc<dyn WorkloadConnector>) -> Self {
+        self.workload = Some(c);
+        self
     }
 
     /// Registers the provider for its cloud.
@@ -78,6 +91,7 @@ impl EngineBuilder {
             self.clock,
             self.config,
             random,
+            self.workload,
         ));
         for rec in inner.store.list_clusters(false).await? {
             inner.queue.add(rec.id);

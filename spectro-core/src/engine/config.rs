@@ -24,6 +24,9 @@ pub struct EngineConfig {
     pub infra_resync: Duration,
     /// A machine still booting after this long is replaced.
     pub machine_timeout: Duration,
+    /// Node readiness and removal (with a workload connection, [`EngineBuilder::workload`](super::EngineBuilder::workload)):
+    /// the ready timeout, the machine health check, the drain timeout.
+    pub nodes: super::planner::NodePolicy,
     /// Replica mode: share the clusters with other engines on the same database through
     /// leases. `None`: this engine owns every cluster (one process).
     pub replica: Option<ReplicaConfig>,
@@ -56,6 +59,7 @@ impl Default for EngineConfig {
             backoff_cap: Duration::from_secs(300),
             infra_resync: Duration::from_secs(3600),
             machine_timeout: Duration::from_secs(20 * 60),
+            nodes: super::planner::NodePolicy::default(),
             replica: None,
             seed: None,
         }

@@ -69,6 +69,14 @@ pub enum BlockerKind {
     Replacing,
     /// The cluster is being deleted.
     Deleting,
+    /// A running machine's Kubernetes Node is not `Ready` (or its etcd member not healthy).
+    NodeNotReady,
+    /// The workload cluster's API server does not answer.
+    ApiServer,
+    /// A node's drain waits (PodDisruptionBudget, terminating pods).
+    Draining,
+    /// A control-plane machine cannot go without losing etcd quorum.
+    EtcdQuorum,
     /// A profile update is available and waits for the user to apply it.
     ProfileUpdatePending,
     /// The last reconciles failed: the engine backs off before the next.
@@ -184,6 +192,40 @@ fn from_wait(w: &Wait) -> Blocker {
             BlockerScope::Pool(pool.clone()),
             BlockerKind::Replacing,
             format!("{outdated} machine(s) still to replace (one at a time)"),
+            None,
+        ),
+        Wait::NodeNotReady {
+            pool,
+            machine,
+            detail,
+            since,
+        } => (
+            BlockerScope::Machine(machine.clone()),
+            BlockerKind::NodeNotReady,
+            format!("machine of pool {pool}: {detail}"),
+            Some(*since),
+        ),
+        Wait::ApiServer { message } => (
+            BlockerScope::Cluster,
+            BlockerKind::ApiServer,
+            format!("the cluster's API server: {message}"),
+            None,
+        ),
+        Wait::Draining {
+            machine,
+            node,
+            reason,
+            since,
+        } => (
+            BlockerScope::Machine(machine.clone()),
+            BlockerKind::Draining,
+            format!("draining node {node}: {reason}"),
+            Some(*since),
+        ),
+        Wait::EtcdQuorum { machine, detail } => (
+            BlockerScope::Machine(machine.clone()),
+            BlockerKind::EtcdQuorum,
+            format!("removing its etcd member would lose quorum or another member is unhealthy ({detail})"),
             None,
         ),
         Wait::Deleting { remaining } => (

@@ -27,6 +27,31 @@ use crate::provider::{
 };
 use crate::records::intent::Intent;
 use crate::records::status::{Lifecycle, PoolStatus, ResolvedImage};
+use crate::workload::{quorum_after_removal, WorkloadView};
+
+/// How machines count as Kubernetes nodes, and how nodes are taken out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodePolicy {
+    /// A running machine whose Node has not been `Ready` for this long (since the machine's
+    /// creation, or since its Node went `NotReady`) is reported unhealthy.
+    pub ready_timeout: Duration,
+    /// Replace such machines (a machine health check, as Cluster API's
+    /// MachineHealthCheck). Off: reported only.
+    pub replace_unready: bool,
+    /// A drain blocked this long (PodDisruptionBudgets, pods that do not terminate) is given
+    /// up and the node removed anyway, with a warning event. `None`: wait as long as it takes.
+    pub drain_timeout: Option<Duration>,
+}
+
+impl Default for NodePolicy {
+    fn default() -> Self {
+        NodePolicy {
+            ready_timeout: Duration::from_secs(600),
+            replace_unready: false,
+            drain_timeout: None,
+        }
+    }
+}
 
 /// Everything a plan is computed from.
 #[derive(Debug, Clone, Copy)]
@@ -53,6 +78,11 @@ pub struct PlanInput<'a> {
     pub machine_timeout: Duration,
     /// True once infrastructure deletion reported done (delete/abort only).
     pub infra_deleted: bool,
+    /// The workload cluster as observed this reconcile. `None`: no workload connection is
+    /// configured, and a running machine counts as a ready node.
+    pub workload: Option<&'a WorkloadView>,
+    /// Node readiness and removal rules.
+    pub nodes: NodePolicy,
 }
 
 /// Why machines are deleted.
@@ -109,6 +139,21 @@ pub enum Action {
         /// Why.
         reason: DeleteReason,
     },
+    /// Take machines' nodes out of the Kubernetes cluster before their machines go: cordon
+    /// and drain (not for unhealthy machines), remove the control-plane machines' etcd
+    /// members (never below a healthy quorum), delete the Node objects.
+    DetachNodes {
+        /// Which.
+        machines: Vec<Machine>,
+        /// Why they go.
+        reason: DeleteReason,
+    },
+    /// Remove etcd members that belong to no machine any more (a machine deleted before its
+    /// member was removed): keeps the quorum size honest.
+    RemoveEtcdMembers {
+        /// `(member id, member name)`.
+        members: Vec<(u64, String)>,
+    },
     /// Delete the shared infrastructure.
     DeleteInfrastructure,
     /// Everything is gone: mark the cluster deleted.
@@ -126,6 +171,9 @@ pub struct Progress {
     pub outdated: u32,
     /// True when the group is at its desired state.
     pub done: bool,
+    /// What holds the group up, when it is a node (not ready, draining, etcd quorum):
+    /// `(reason, message)` for its condition.
+    pub note: Option<(String, String)>,
 }
 
 /// What the plan concluded about the cluster.
@@ -178,6 +226,43 @@ pub enum Wait {
         machine: String,
         /// Since its creation.
         since: DateTime<Utc>,
+    },
+    /// A machine runs but its Kubernetes Node is not `Ready` (or not registered yet; for a
+    /// control-plane machine: its etcd member is not healthy yet).
+    NodeNotReady {
+        /// Its pool.
+        pool: String,
+        /// The machine.
+        machine: String,
+        /// What is missing.
+        detail: String,
+        /// Since when (the machine's creation, or the Node's last `Ready` transition).
+        since: DateTime<Utc>,
+    },
+    /// The workload cluster's API server does not answer: nodes cannot be counted or removed.
+    ApiServer {
+        /// Why.
+        message: String,
+    },
+    /// A node is being drained and pods are left (a PodDisruptionBudget allows no eviction
+    /// now, or pods still terminate).
+    Draining {
+        /// The machine.
+        machine: String,
+        /// Its Node.
+        node: String,
+        /// Why the drain waits.
+        reason: String,
+        /// Since the drain started.
+        since: DateTime<Utc>,
+    },
+    /// A control-plane machine cannot go yet: removing its etcd member would lose quorum, or
+    /// another member is not healthy.
+    EtcdQuorum {
+        /// The machine.
+        machine: String,
+        /// The members and their health.
+        detail: String,
     },
     /// A machine is being deleted.
     MachineDeleting {
@@ -299,6 +384,166 @@ fn stuck(m: &Machine, now: DateTime<Utc>, timeout: Duration) -> bool {
                 > timeout)
 }
 
+/// Why a running machine does not count as a ready node yet (`None`: it does).
+fn not_ready(input: &PlanInput<'_>, m: &Machine) -> Option<String> {
+    if m.state != MachineState::Running {
+        return Some(format!("machine {:?}", m.state).to_lowercase());
+    }
+    let w = input.workload?;
+    if !w.reachable {
+        return Some("API server not reachable".into());
+    }
+    let Some(n) = w.node_of(m) else {
+        return Some("no Node registered".into());
+    };
+    if !n.ready {
+        return Some(format!("Node {} not Ready", n.name));
+    }
+    if m.role == PoolRole::ControlPlane && w.etcd.is_some() {
+        match w.member_of(m) {
+            None => return Some(format!("no etcd member for Node {}", n.name)),
+            Some(e) if e.learner => return Some(format!("etcd member {} still a learner", e.name)),
+            Some(e) if !e.healthy => return Some(format!("etcd member {} not healthy", e.name)),
+            Some(_) => {}
+        }
+    }
+    None
+}
+
+/// Since when a running machine's node has not been ready.
+fn unready_since(input: &PlanInput<'_>, m: &Machine) -> DateTime<Utc> {
+    input
+        .workload
+        .and_then(|w| w.node_of(m))
+        .and_then(|n| n.ready_since.filter(|_| !n.ready))
+        .map_or(m.created_at, |t| t.max(m.created_at))
+}
+
+/// A running machine whose node has not been ready for longer than the policy allows.
+fn unready_too_long(input: &PlanInput<'_>, m: &Machine) -> bool {
+    m.state == MachineState::Running
+        && input.workload.is_some_and(|w| w.reachable)
+        && not_ready(input, m).is_some()
+        && input
+            .now
+            .signed_duration_since(unready_since(input, m))
+            .to_std()
+            .unwrap_or_default()
+            > input.nodes.ready_timeout
+}
+
+/// When spectro started draining `m`'s node (it is being removed).
+fn draining(input: &PlanInput<'_>, m: &Machine) -> Option<DateTime<Utc>> {
+    input.workload?.node_of(m)?.drain_started
+}
+
+/// Removes machines: through `DetachNodes` first when a workload connection is configured and
+/// they still have a Node or an etcd member.
+fn remove(input: &PlanInput<'_>, machines: Vec<Machine>, reason: DeleteReason, plan: &mut Plan) {
+    if machines.is_empty() {
+        return;
+    }
+    let Some(w) = input.workload else {
+        plan.actions
+            .push(Action::DeleteMachines { machines, reason });
+        return;
+    };
+    if !w.reachable {
+        // Nodes cannot be drained nor members removed: only machines that never ran go.
+        let (never_ran, held): (Vec<Machine>, Vec<Machine>) = machines
+            .into_iter()
+            .partition(|m| m.state != MachineState::Running);
+        let said = plan
+            .assessment
+            .waits
+            .iter()
+            .any(|w| matches!(w, Wait::ApiServer { .. }));
+        if !held.is_empty() && !said {
+            plan.assessment.waits.push(Wait::ApiServer {
+                message: w.error.clone().unwrap_or_else(|| "not reachable".into()),
+            });
+        }
+        if !never_ran.is_empty() {
+            plan.actions.push(Action::DeleteMachines {
+                machines: never_ran,
+                reason,
+            });
+        }
+        return;
+    }
+    let (attached, detached): (Vec<Machine>, Vec<Machine>) = machines.into_iter().partition(|m| {
+        w.node_of(m).is_some() || (m.role == PoolRole::ControlPlane && w.member_of(m).is_some())
+    });
+    let mut go = Vec::new();
+    for m in attached {
+        if let (Some(e), Some(members)) = (w.member_of(&m), w.etcd.as_ref()) {
+            let others_healthy = members
+                .iter()
+                .filter(|o| o.id != e.id)
+                .all(|o| o.healthy && !o.learner);
+            let safe = quorum_after_removal(members, e.id)
+                && (reason == DeleteReason::Unhealthy || others_healthy);
+            if !safe {
+                let detail = members
+                    .iter()
+                    .map(|o| {
+                        format!(
+                            "{}={}",
+                            o.name,
+                            if o.healthy { "healthy" } else { "unhealthy" }
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                plan.assessment.waits.push(Wait::EtcdQuorum {
+                    machine: m.name.clone(),
+                    detail,
+                });
+                continue;
+            }
+        }
+        go.push(m);
+    }
+    if !go.is_empty() {
+        plan.actions.push(Action::DetachNodes {
+            machines: go,
+            reason,
+        });
+    }
+    if !detached.is_empty() {
+        plan.actions.push(Action::DeleteMachines {
+            machines: detached,
+            reason,
+        });
+    }
+}
+
+/// etcd members named after no machine of the cluster (nor any machine's Node).
+fn stale_members(input: &PlanInput<'_>) -> Vec<(u64, String)> {
+    let Some(w) = input.workload.filter(|w| w.reachable) else {
+        return Vec::new();
+    };
+    let Some(members) = w.etcd.as_ref() else {
+        return Vec::new();
+    };
+    let mut names: BTreeSet<&str> = input.machines.iter().map(|m| m.name.as_str()).collect();
+    for m in input.machines {
+        if let Some(n) = w.node_of(m) {
+            names.insert(n.name.as_str());
+        }
+    }
+    // Names of machines whose create is in flight: their members may join before they list.
+    for i in input.intents {
+        names.insert(i.name.as_str());
+    }
+    members
+        .iter()
+        .filter(|e| !e.name.is_empty() && !names.contains(e.name.as_str()))
+        .filter(|e| quorum_after_removal(members, e.id))
+        .map(|e| (e.id, e.name.clone()))
+        .collect()
+}
+
 /// Computes the plan.
 ///
 /// Pure: the same input gives the same plan, and nothing is read or written. A new cluster
@@ -347,6 +592,8 @@ fn stuck(m: &Machine, now: DateTime<Utc>, timeout: Duration) -> bool {
 ///     now: DateTime::from_timestamp(1_700_000_000, 0).expect("a valid time"), // the time is an input
 ///     machine_timeout: Duration::from_secs(1200),
 ///     infra_deleted: false,
+///     workload: None, // no workload connection: a running machine counts as a ready node
+///     nodes: Default::default(),
 /// });
 /// // Workers wait for the first control-plane node to run.
 /// assert!(matches!(
@@ -403,7 +650,7 @@ fn plan_machines(input: &PlanInput<'_>, image_id: &str, plan: &mut Plan) {
     let cp_initialized = input
         .machines
         .iter()
-        .any(|m| m.role == PoolRole::ControlPlane && m.state == MachineState::Running);
+        .any(|m| m.role == PoolRole::ControlPlane && not_ready(input, m).is_none());
     let pool_names: BTreeSet<&str> = input
         .spec
         .node_pools
@@ -428,14 +675,18 @@ fn plan_machines(input: &PlanInput<'_>, image_id: &str, plan: &mut Plan) {
         .any(|m| matches!(m.state, MachineState::Pending | MachineState::Deleting))
         || !pending.is_empty();
     let mut converged = orphans.is_empty() && pending.is_empty();
-    if !orphans.is_empty() {
-        plan.actions.push(Action::DeleteMachines {
-            machines: orphans,
-            reason: DeleteReason::PoolRemoved,
+    if let Some(w) = input.workload.filter(|w| !w.reachable) {
+        plan.assessment.waits.push(Wait::ApiServer {
+            message: w.error.clone().unwrap_or_else(|| "not reachable".into()),
         });
     }
+    remove(input, orphans, DeleteReason::PoolRemoved, plan);
+    let stale = stale_members(input);
+    if !stale.is_empty() {
+        plan.actions
+            .push(Action::RemoveEtcdMembers { members: stale });
+    }
 
-    let a = &mut plan.assessment;
     let mut cp = Progress::default();
     let mut wk = Progress::default();
     // Control plane first, so its single create is planned before the workers'.
@@ -454,26 +705,54 @@ fn plan_machines(input: &PlanInput<'_>, image_id: &str, plan: &mut Plan) {
             .iter()
             .filter(|m| m.pool == pool.name && m.state != MachineState::Deleting)
             .collect();
-        let (bad, live): (Vec<&Machine>, Vec<&Machine>) = mine
-            .iter()
-            .partition(|m| stuck(m, input.now, input.machine_timeout));
+        let (bad, live): (Vec<&Machine>, Vec<&Machine>) = mine.iter().partition(|m| {
+            stuck(m, input.now, input.machine_timeout)
+                || (input.nodes.replace_unready && unready_too_long(input, m))
+        });
         let pool_pending: Vec<&&Intent> = pending.iter().filter(|i| i.pool == pool.name).collect();
         let (mut up, mut old): (Vec<&Machine>, Vec<&Machine>) =
             live.iter().partition(|m| shape_ok(&m.zone, &m.shape));
-        rebalance(&mut up, &mut old, &targets, pool.size);
-        let ready = up
+        rebalance(input, &mut up, &mut old, &targets, pool.size);
+        let ready = up.iter().filter(|m| not_ready(input, m).is_none()).count() as u32;
+        // Joining: not a ready node yet (booting, Node not Ready, etcd member not healthy).
+        // A node being drained is leaving, not joining.
+        let booting = live
             .iter()
-            .filter(|m| m.state == MachineState::Running)
-            .count() as u32;
-        let booting = live.iter().any(|m| m.state != MachineState::Running);
+            .any(|m| not_ready(input, m).is_some() && draining(input, m).is_none());
         let in_flight = !pool_pending.is_empty() || booting;
-        let waits = &mut a.waits;
+        let waits = &mut plan.assessment.waits;
         for m in live.iter().filter(|m| m.state == MachineState::Pending) {
             waits.push(Wait::MachineBooting {
                 pool: pool.name.clone(),
                 machine: m.name.clone(),
                 since: m.created_at,
             });
+        }
+        let mut note = None;
+        for m in live
+            .iter()
+            .filter(|m| m.state == MachineState::Running && draining(input, m).is_none())
+        {
+            if let Some(detail) = not_ready(input, m) {
+                let since = unready_since(input, m);
+                if note.is_none() {
+                    let late = if unready_too_long(input, m) {
+                        " (past the node ready timeout)"
+                    } else {
+                        ""
+                    };
+                    note = Some((
+                        "NodeNotReady".to_string(),
+                        format!("machine {}: {detail}{late}", m.name),
+                    ));
+                }
+                waits.push(Wait::NodeNotReady {
+                    pool: pool.name.clone(),
+                    machine: m.name.clone(),
+                    detail,
+                    since,
+                });
+            }
         }
         for m in input
             .machines
@@ -503,7 +782,7 @@ fn plan_machines(input: &PlanInput<'_>, image_id: &str, plan: &mut Plan) {
             });
         }
 
-        a.pools.insert(
+        plan.assessment.pools.insert(
             pool.name.clone(),
             PoolStatus {
                 desired: pool.size,
@@ -520,6 +799,9 @@ fn plan_machines(input: &PlanInput<'_>, image_id: &str, plan: &mut Plan) {
         prog.desired += pool.size;
         prog.ready += ready.min(pool.size);
         prog.outdated += old.len() as u32;
+        if prog.note.is_none() {
+            prog.note = note;
+        }
         let pool_done = bad.is_empty()
             && old.is_empty()
             && pool_pending.is_empty()
@@ -527,17 +809,17 @@ fn plan_machines(input: &PlanInput<'_>, image_id: &str, plan: &mut Plan) {
             && ready == pool.size;
         converged &= pool_done;
 
-        if !bad.is_empty() {
-            plan.actions.push(Action::DeleteMachines {
-                machines: bad.iter().map(|m| (*m).clone()).collect(),
-                reason: DeleteReason::Unhealthy,
-            });
-        }
+        remove(
+            input,
+            bad.iter().map(|m| (*m).clone()).collect(),
+            DeleteReason::Unhealthy,
+            plan,
+        );
         // Workers wait for the first control-plane node.
         let may_create = pool.is_control_plane() || cp_initialized;
         if !may_create && pool.size > 0 {
             waiting = true;
-            a.waits.push(Wait::ControlPlane {
+            plan.assessment.waits.push(Wait::ControlPlane {
                 pool: pool.name.clone(),
             });
             continue;
@@ -588,27 +870,26 @@ fn plan_machines(input: &PlanInput<'_>, image_id: &str, plan: &mut Plan) {
             } else if n_have > pool.size && !pool.is_control_plane() && pool_pending.is_empty() {
                 // Only running machines count: wait for in-flight creates to land first,
                 // then the newest go.
-                let victims = pick_victims(&up, &targets, n_have - pool.size);
-                if !victims.is_empty() {
-                    plan.actions.push(Action::DeleteMachines {
-                        machines: victims,
-                        reason: DeleteReason::ScaleDown,
-                    });
-                }
+                let victims = pick_victims(input, &up, &targets, n_have - pool.size);
+                remove(input, victims, DeleteReason::ScaleDown, plan);
             }
         } else if !in_flight && bad.is_empty() {
             // Rolling replacement: one new first, then one old goes.
             let total = (up.len() + old.len()) as u32;
             if total > pool.size {
+                // A node already being drained first (a removal a crash interrupted).
                 let victim = old
                     .iter()
-                    .max_by_key(|m| (!targets.contains_key(&m.zone), m.created_at))
+                    .max_by_key(|m| {
+                        (
+                            draining(input, m).is_some(),
+                            !targets.contains_key(&m.zone),
+                            m.created_at,
+                        )
+                    })
                     .map(|m| (*m).clone());
                 if let Some(v) = victim {
-                    plan.actions.push(Action::DeleteMachines {
-                        machines: vec![v],
-                        reason: DeleteReason::Replaced,
-                    });
+                    remove(input, vec![v], DeleteReason::Replaced, plan);
                 }
             } else {
                 let deficits = deficits(&targets, &have, 1);
@@ -621,10 +902,10 @@ fn plan_machines(input: &PlanInput<'_>, image_id: &str, plan: &mut Plan) {
     }
     cp.done = cp.ready == cp.desired && cp.outdated == 0;
     wk.done = wk.ready == wk.desired && wk.outdated == 0;
-    a.control_plane = cp;
-    a.workers = wk;
-    a.waiting = waiting;
-    a.converged = converged && plan.actions.is_empty();
+    plan.assessment.control_plane = cp;
+    plan.assessment.workers = wk;
+    plan.assessment.waiting = waiting;
+    plan.assessment.converged = converged && plan.actions.is_empty();
 }
 
 /// The intents not observed in the cloud yet.
@@ -718,6 +999,7 @@ fn deficits(
 /// outdated, so the rolling replacement (surge 1) moves them. Not during a scale-down, which
 /// already takes from the fullest zones.
 fn rebalance<'m>(
+    input: &PlanInput<'_>,
     up: &mut Vec<&'m Machine>,
     old: &mut Vec<&'m Machine>,
     targets: &BTreeMap<String, u32>,
@@ -740,7 +1022,7 @@ fn rebalance<'m>(
     if moves == 0 {
         return;
     }
-    let movers: BTreeSet<String> = pick_victims(up, targets, moves)
+    let movers: BTreeSet<String> = pick_victims(input, up, targets, moves)
         .into_iter()
         .map(|m| m.name)
         .collect();
@@ -786,8 +1068,14 @@ fn zone_reasons(o: &NodePool, p: &NodePool) -> Vec<String> {
     r
 }
 
-/// Machines to remove when scaling down: from the zones most over target, newest first.
-fn pick_victims(up: &[&Machine], targets: &BTreeMap<String, u32>, n: u32) -> Vec<Machine> {
+/// Machines to remove when scaling down: nodes already being drained (a removal a crash
+/// interrupted) first, then from the zones most over target, newest first.
+fn pick_victims(
+    input: &PlanInput<'_>,
+    up: &[&Machine],
+    targets: &BTreeMap<String, u32>,
+    n: u32,
+) -> Vec<Machine> {
     let mut count: BTreeMap<&str, i64> = BTreeMap::new();
     for m in up {
         *count.entry(m.zone.as_str()).or_default() += 1;
@@ -795,6 +1083,18 @@ fn pick_victims(up: &[&Machine], targets: &BTreeMap<String, u32>, n: u32) -> Vec
     let mut pool: Vec<&Machine> = up.to_vec();
     pool.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.name.cmp(&a.name)));
     let mut out = Vec::new();
+    let mut n = n;
+    while n > 0 {
+        let Some(pos) = pool.iter().position(|m| draining(input, m).is_some()) else {
+            break;
+        };
+        let m = pool.remove(pos);
+        if let Some(c) = count.get_mut(m.zone.as_str()) {
+            *c -= 1;
+        }
+        out.push(m.clone());
+        n -= 1;
+    }
     for _ in 0..n {
         let zone = count
             .iter()
@@ -1022,6 +1322,8 @@ mod tests {
         lifecycle: Lifecycle,
         infra_deleted: bool,
         now: DateTime<Utc>,
+        workload: Option<WorkloadView>,
+        policy: NodePolicy,
     }
 
     impl Fx {
@@ -1047,6 +1349,8 @@ mod tests {
                 lifecycle: Lifecycle::Active,
                 infra_deleted: false,
                 now: DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
+                workload: None,
+                policy: NodePolicy::default(),
             }
         }
 
@@ -1084,6 +1388,8 @@ mod tests {
                 now: self.now,
                 machine_timeout: Duration::from_secs(1200),
                 infra_deleted: self.infra_deleted,
+                workload: self.workload.as_ref(),
+                nodes: self.policy,
             })
         }
     }
@@ -1110,6 +1416,296 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    /// A Ready Node for each running machine; etcd members (healthy) for the control plane.
+    fn view_of(machines: &[Machine]) -> WorkloadView {
+        use crate::workload::{EtcdMember, NodeInfo};
+        let running = machines.iter().filter(|m| m.state == MachineState::Running);
+        WorkloadView {
+            reachable: true,
+            error: None,
+            nodes: running
+                .clone()
+                .map(|m| NodeInfo {
+                    name: m.name.clone(),
+                    provider_id: None,
+                    internal_ips: vec![],
+                    ready: true,
+                    ready_since: None,
+                    unschedulable: false,
+                    drain_started: None,
+                })
+                .collect(),
+            etcd: Some(
+                running
+                    .filter(|m| m.role == PoolRole::ControlPlane)
+                    .enumerate()
+                    .map(|(i, m)| EtcdMember {
+                        id: i as u64 + 1,
+                        name: m.name.clone(),
+                        peer_urls: vec![],
+                        healthy: true,
+                        learner: false,
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
+    fn detaches(p: &Plan) -> Vec<(Vec<String>, DeleteReason)> {
+        p.actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::DetachNodes { machines, reason } => {
+                    Some((machines.iter().map(|m| m.name.clone()).collect(), *reason))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_running_machine_counts_only_once_its_node_is_ready() {
+        let mut fx = Fx::new();
+        fx.add(0, "us-east-1a", MachineState::Running, None);
+        // No Node yet: the next control-plane node waits, workers wait.
+        fx.workload = Some(WorkloadView {
+            reachable: true,
+            ..WorkloadView::default()
+        });
+        let p = fx.plan();
+        assert!(creates(&p).is_empty(), "{:?}", p.actions);
+        assert!(p.assessment.waits.iter().any(
+            |w| matches!(w, Wait::NodeNotReady { detail, .. } if detail == "no Node registered")
+        ));
+        assert_eq!(p.assessment.control_plane.ready, 0);
+        let note = p.assessment.control_plane.note.clone().expect("a note");
+        assert_eq!(note.0, "NodeNotReady");
+        // Node Ready but its etcd member unhealthy: still not ready.
+        let mut v = view_of(&fx.machines);
+        if let Some(e) = v.etcd.as_mut() {
+            e[0].healthy = false;
+        }
+        fx.workload = Some(v);
+        assert!(creates(&fx.plan()).is_empty());
+        // Ready and healthy: the second control-plane node and the workers start.
+        fx.workload = Some(view_of(&fx.machines));
+        let p = fx.plan();
+        assert_eq!(p.assessment.control_plane.ready, 1);
+        let c = creates(&p);
+        assert!(
+            c.iter().any(|(pool, _, n, b)| pool == "cp"
+                && *n == 1
+                && *b == BootstrapRole::JoinControlPlane),
+            "{c:?}"
+        );
+        assert!(c.iter().any(|(pool, ..)| pool == "w"), "{c:?}");
+    }
+
+    #[test]
+    fn nodes_are_detached_before_their_machines_go() {
+        let mut fx = Fx::new();
+        for z in ["us-east-1a", "us-east-1b", "us-east-1c"] {
+            fx.add(0, z, MachineState::Running, None);
+        }
+        for z in [
+            "us-east-1a",
+            "us-east-1b",
+            "us-east-1c",
+            "us-east-1a",
+            "us-east-1b",
+        ] {
+            fx.add(1, z, MachineState::Running, None);
+        }
+        fx.spec.node_pools[1].size = 4;
+        fx.workload = Some(view_of(&fx.machines));
+        let p = fx.plan();
+        let d = detaches(&p);
+        assert_eq!(d.len(), 1, "{:?}", p.actions);
+        assert_eq!(d[0].1, DeleteReason::ScaleDown);
+        assert!(
+            deletes(&p).is_empty(),
+            "no machine goes before its node: {:?}",
+            p.actions
+        );
+        // Its Node is gone (detached): now the machine goes, the same one.
+        let victim = d[0].0[0].clone();
+        if let Some(v) = fx.workload.as_mut() {
+            v.nodes.retain(|n| n.name != victim);
+        }
+        let p = fx.plan();
+        assert!(detaches(&p).is_empty());
+        assert_eq!(deletes(&p), vec![(vec![victim], DeleteReason::ScaleDown)]);
+        // Without a workload connection the machine goes directly (machines only).
+        fx.workload = None;
+        assert_eq!(detaches(&fx.plan()).len(), 0);
+        assert_eq!(deletes(&fx.plan()).len(), 1);
+    }
+
+    #[test]
+    fn a_node_already_draining_is_the_victim_after_a_crash() {
+        let mut fx = Fx::new();
+        fx.add(0, "us-east-1a", MachineState::Running, None);
+        for z in [
+            "us-east-1a",
+            "us-east-1b",
+            "us-east-1c",
+            "us-east-1a",
+            "us-east-1b",
+        ] {
+            fx.add(1, z, MachineState::Running, None);
+        }
+        fx.spec.node_pools[0].size = 1;
+        fx.spec.node_pools[1].size = 4;
+        let mut v = view_of(&fx.machines);
+        // The oldest worker was being drained when the engine stopped.
+        v.nodes[1].drain_started = Some(fx.now);
+        v.nodes[1].unschedulable = true;
+        let draining = v.nodes[1].name.clone();
+        fx.workload = Some(v);
+        let d = detaches(&fx.plan());
+        assert_eq!(d, vec![(vec![draining], DeleteReason::ScaleDown)]);
+    }
+
+    #[test]
+    fn a_control_plane_member_goes_only_with_a_healthy_quorum_left() {
+        let mut fx = Fx::new();
+        fx.spec.node_pools.truncate(1);
+        let old = Some("old-shape".to_string());
+        for z in ["us-east-1a", "us-east-1b", "us-east-1c"] {
+            fx.add(0, z, MachineState::Running, old.clone());
+        }
+        // The surge machine of the replacement is up (a 4th member).
+        fx.add(0, "us-east-1a", MachineState::Running, None);
+        fx.workload = Some(view_of(&fx.machines));
+        let p = fx.plan();
+        assert_eq!(detaches(&p).len(), 1, "{:?}", p.actions);
+        // A remaining member is unhealthy: its machine is not a ready node, nothing moves.
+        if let Some(e) = fx.workload.as_mut().and_then(|v| v.etcd.as_mut()) {
+            e[1].healthy = false;
+        }
+        let p = fx.plan();
+        assert!(
+            detaches(&p).is_empty() && deletes(&p).is_empty(),
+            "{:?}",
+            p.actions
+        );
+        assert!(p.assessment.waits.iter().any(
+            |w| matches!(w, Wait::NodeNotReady { detail, .. } if detail.contains("etcd member"))
+        ));
+        // An unhealthy member of no machine: removed first (quorum allows), the old machine's
+        // member waits until every other member is healthy.
+        fx.workload = Some(view_of(&fx.machines));
+        if let Some(e) = fx.workload.as_mut().and_then(|v| v.etcd.as_mut()) {
+            e.push(crate::workload::EtcdMember {
+                id: 99,
+                name: "cp-gone".into(),
+                peer_urls: vec![],
+                healthy: false,
+                learner: false,
+            });
+        }
+        let p = fx.plan();
+        assert!(detaches(&p).is_empty(), "{:?}", p.actions);
+        assert!(p
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::RemoveEtcdMembers { .. })));
+        assert!(p
+            .assessment
+            .waits
+            .iter()
+            .any(|w| matches!(w, Wait::EtcdQuorum { .. })));
+    }
+
+    #[test]
+    fn an_unreachable_api_server_holds_removals_of_running_machines() {
+        let mut fx = Fx::new();
+        for z in ["us-east-1a", "us-east-1b", "us-east-1c"] {
+            fx.add(0, z, MachineState::Running, None);
+        }
+        for z in [
+            "us-east-1a",
+            "us-east-1b",
+            "us-east-1c",
+            "us-east-1a",
+            "us-east-1b",
+            "us-east-1c",
+        ] {
+            fx.add(1, z, MachineState::Running, None);
+        }
+        fx.workload = Some(WorkloadView {
+            reachable: false,
+            error: Some("connection refused".into()),
+            ..WorkloadView::default()
+        });
+        let p = fx.plan();
+        assert!(
+            deletes(&p).is_empty() && detaches(&p).is_empty(),
+            "{:?}",
+            p.actions
+        );
+        assert!(p
+            .assessment
+            .waits
+            .iter()
+            .any(|w| matches!(w, Wait::ApiServer { .. })));
+        assert!(!p.assessment.converged);
+    }
+
+    #[test]
+    fn a_node_not_ready_past_the_timeout_is_replaced_only_when_enabled() {
+        let mut fx = Fx::new();
+        fx.spec.node_pools[0].size = 1;
+        fx.add(0, "us-east-1a", MachineState::Running, None);
+        for z in [
+            "us-east-1a",
+            "us-east-1b",
+            "us-east-1c",
+            "us-east-1a",
+            "us-east-1b",
+        ] {
+            fx.add(1, z, MachineState::Running, None);
+        }
+        let mut v = view_of(&fx.machines);
+        v.nodes[2].ready = false;
+        v.nodes[2].ready_since = Some(fx.now - chrono::Duration::seconds(3600));
+        let sick = v.nodes[2].name.clone();
+        fx.workload = Some(v);
+        fx.policy.ready_timeout = Duration::from_secs(300);
+        let p = fx.plan();
+        assert!(detaches(&p).is_empty() && deletes(&p).is_empty());
+        assert!(!p.assessment.converged);
+        let note = p.assessment.workers.note.clone().expect("note");
+        assert!(
+            note.1.contains(&sick) && note.1.contains("past the node ready timeout"),
+            "{note:?}"
+        );
+        fx.policy.replace_unready = true;
+        let p = fx.plan();
+        assert_eq!(detaches(&p), vec![(vec![sick], DeleteReason::Unhealthy)]);
+    }
+
+    #[test]
+    fn stale_etcd_members_are_removed_when_quorum_allows() {
+        let mut fx = Fx::new();
+        for z in ["us-east-1a", "us-east-1b", "us-east-1c"] {
+            fx.add(0, z, MachineState::Running, None);
+        }
+        let mut v = view_of(&fx.machines);
+        if let Some(e) = v.etcd.as_mut() {
+            e.push(crate::workload::EtcdMember {
+                id: 99,
+                name: "cp-gone".into(),
+                peer_urls: vec![],
+                healthy: false,
+                learner: false,
+            });
+        }
+        fx.workload = Some(v);
+        let p = fx.plan();
+        assert!(p.actions.iter().any(|a| matches!(a, Action::RemoveEtcdMembers { members } if members == &vec![(99, "cp-gone".to_string())])), "{:?}", p.actions);
     }
 
     #[test]
@@ -1206,6 +1802,8 @@ mod tests {
                 now: fx.now,
                 machine_timeout: Duration::from_secs(60),
                 infra_deleted: false,
+                workload: None,
+                nodes: NodePolicy::default(),
             }
         });
         assert!(matches!(p.actions.as_slice(), [Action::EnsureImage { .. }]));
@@ -1221,6 +1819,8 @@ mod tests {
             now: fx.now,
             machine_timeout: Duration::from_secs(60),
             infra_deleted: false,
+            workload: None,
+            nodes: NodePolicy::default(),
         });
         assert_eq!(p.actions, vec![Action::EnsureInfrastructure]);
         let p = fx.plan();

@@ -66,6 +66,11 @@ pub(crate) struct Inner {
     pub(crate) running: std::sync::Mutex<HashMap<Arc<str>, AccountSlots>>,
     /// The replica's name in call scopes (`local` without replicas).
     pub(crate) replica_name: Arc<str>,
+    /// Opens workload clusters (`None`: machines count as nodes).
+    pub(crate) workload: Option<Arc<dyn crate::workload::WorkloadConnector>>,
+    /// The open workload connection of each cluster, with the access it was opened for.
+    pub(crate) connections:
+        std::sync::Mutex<HashMap<ClusterId, (String, Arc<dyn crate::workload::WorkloadCluster>)>>,
 }
 
 /// A running reconcile of an account; frees its place when dropped.
@@ -117,6 +122,7 @@ impl Inner {
         clock: Arc<dyn Clock>,
         config: EngineConfig,
         random: seed::Randomness,
+        workload: Option<Arc<dyn crate::workload::WorkloadConnector>>,
     ) -> Self {
         let replica_name = config
             .replica
@@ -148,6 +154,8 @@ impl Inner {
             account_of: Default::default(),
             running: Default::default(),
             paused: Default::default(),
+            workload,
+            connections: Default::default(),
         }
     }
 

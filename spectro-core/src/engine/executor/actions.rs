@@ -27,6 +27,12 @@ pub(super) async fn execute(
         Action::DeleteMachines { machines, reason } => {
             delete_machines(p, setup, world, machines, reason).await
         }
+        Action::DetachNodes { machines, reason } => {
+            super::nodes::detach(p, world, machines, reason).await
+        }
+        Action::RemoveEtcdMembers { members } => {
+            super::nodes::remove_stale_members(p, world, members).await
+        }
         Action::DeleteInfrastructure => Ok(delete_infrastructure(p, setup, world).await),
         Action::Finalize => finalize(p).await,
     }

@@ -70,11 +70,16 @@ pub(super) fn apply_assessment(p: &mut Pass<'_>, a: &Assessment) {
             if prog.outdated > 0 {
                 msg.push_str(&format!(", {} being replaced", prog.outdated));
             }
-            let (status, reason) = if prog.done {
+            let (status, mut reason) = if prog.done {
                 (ConditionStatus::Succeeded, "Ready")
             } else {
                 (ConditionStatus::InProgress, "Provisioning")
             };
+            if let (false, Some((why, note))) = (prog.done, &prog.note) {
+                msg.push_str(": ");
+                msg.push_str(note);
+                reason = why.as_str();
+            }
             set(p, kind, status, reason, &msg);
         }
         p.status.pools = a.pools.clone();

@@ -17,6 +17,7 @@ mod actions;
 mod assess;
 mod call;
 mod create;
+mod nodes;
 mod observe;
 mod prepare;
 
@@ -93,6 +94,19 @@ impl Failure for ProviderError {
     }
 }
 
+impl Failure for crate::workload::WorkloadError {
+    fn reason(&self) -> &'static str {
+        crate::workload::WorkloadError::reason(self)
+    }
+    fn severity(&self) -> Severity {
+        match self {
+            crate::workload::WorkloadError::Unreachable { .. }
+            | crate::workload::WorkloadError::Quorum { .. } => Severity::Warning,
+            _ => Severity::Error,
+        }
+    }
+}
+
 impl Failure for CoreError {
     fn reason(&self) -> &'static str {
         CoreError::reason(self)
@@ -123,6 +137,10 @@ pub(crate) struct Pass<'a> {
     pub(crate) write: ClusterWrite,
     pub(crate) now: DateTime<Utc>,
     pub(crate) failed: Option<ConditionType>,
+    /// What the executor found the cluster waiting for (a blocked drain), beside the plan's.
+    pub(crate) waits: Vec<super::planner::Wait>,
+    /// `(role, reason, message)` of what holds a group of nodes up, for its condition.
+    pub(crate) notes: Vec<(crate::model::PoolRole, String, String)>,
 }
 
 impl Pass<'_> {
@@ -194,6 +212,8 @@ pub(crate) async fn reconcile(inner: &Inner, id: ClusterId, fence: Option<u64>) 
         rec,
         now,
         failed: None,
+        waits: Vec::new(),
+        notes: Vec::new(),
     };
     let outcome = match run(&mut pass).await {
         Ok(o) => o,
@@ -229,6 +249,10 @@ pub(crate) struct World {
     pub(crate) intents: Vec<crate::store::Intent>,
     pub(crate) infra_stale: bool,
     pub(crate) infra_deleted: bool,
+    /// The workload cluster as observed (with a workload connection).
+    pub(crate) workload: Option<crate::workload::WorkloadView>,
+    /// Its connection.
+    pub(crate) conn: Option<std::sync::Arc<dyn crate::workload::WorkloadCluster>>,
 }
 
 async fn run(p: &mut Pass<'_>) -> Result<Outcome> {
@@ -242,6 +266,7 @@ async fn run(p: &mut Pass<'_>) -> Result<Outcome> {
         Ok(w) => w,
         Err(outcome) => return Ok(outcome),
     };
+    nodes::observe(p, &mut world).await?;
     let mut assessment = Assessment::default();
     let mut outcome = None;
     let mut idle = false;
@@ -258,6 +283,8 @@ async fn run(p: &mut Pass<'_>) -> Result<Outcome> {
             now: p.now,
             machine_timeout: p.inner.config.machine_timeout,
             infra_deleted: world.infra_deleted,
+            workload: world.workload.as_ref(),
+            nodes: p.inner.config.nodes,
         };
         let plan = plan(&input);
         assessment = plan.assessment;
@@ -279,6 +306,16 @@ async fn run(p: &mut Pass<'_>) -> Result<Outcome> {
                 }
             }
         }
+    }
+    assessment.waits.append(&mut p.waits);
+    for (role, reason, msg) in std::mem::take(&mut p.notes) {
+        let prog = if role == crate::model::PoolRole::ControlPlane {
+            &mut assessment.control_plane
+        } else {
+            &mut assessment.workers
+        };
+        prog.note = Some((reason, msg));
+        prog.done = false;
     }
     p.inner
         .blockers

@@ -87,6 +87,8 @@ pub(super) async fn observe(
         intents,
         infra_stale,
         infra_deleted: false,
+        workload: None,
+        conn: None,
     }))
 }
 

@@ -1,0 +1,150 @@
+//! etcd membership through the v3 API's JSON gateway (`/v3/cluster/member/*`, `/health`):
+//! the same API as gRPC, without a protobuf toolchain at build time.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::json;
+use spectro_core::workload::{EtcdMember, WorkloadAccess, WorkloadError};
+
+use crate::unreachable;
+
+pub(crate) struct Etcd {
+    http: reqwest::Client,
+    endpoints: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct MemberList {
+    #[serde(default)]
+    members: Vec<Member>,
+}
+
+#[derive(Deserialize)]
+struct Member {
+    #[serde(rename = "ID", default)]
+    id: String,
+    #[serde(default)]
+    name: String,
+    #[serde(rename = "peerURLs", default)]
+    peer_urls: Vec<String>,
+    #[serde(rename = "clientURLs", default)]
+    client_urls: Vec<String>,
+    #[serde(rename = "isLearner", default)]
+    is_learner: bool,
+}
+
+#[derive(Deserialize)]
+struct Health {
+    #[serde(default)]
+    health: String,
+}
+
+impl Etcd {
+    /// `None` when the access names no etcd endpoint.
+    pub(crate) fn new(
+        a: &WorkloadAccess,
+        timeout: Duration,
+    ) -> Result<Option<Self>, WorkloadError> {
+        if a.etcd_endpoints.is_empty() {
+            return Ok(None);
+        }
+        let mut b = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout);
+        if a.etcd_endpoints.iter().any(|e| e.starts_with("https://")) {
+            let ca = reqwest::Certificate::from_pem(a.etcd_ca_pem.as_bytes())
+                .map_err(|e| WorkloadError::Invalid(format!("etcd CA: {e}")))?;
+            let mut pem = a.etcd_client_cert_pem.clone().into_bytes();
+            pem.extend_from_slice(b"\n");
+            pem.extend_from_slice(a.etcd_client_key.expose().as_bytes());
+            let id = reqwest::Identity::from_pem(&pem)
+                .map_err(|_| WorkloadError::Invalid("etcd client certificate unusable".into()))?;
+            b = b.tls_certs_only([ca]).identity(id);
+        }
+        let http = b
+            .build()
+            .map_err(|e| WorkloadError::Invalid(format!("etcd client: {e}")))?;
+        Ok(Some(Etcd {
+            http,
+            endpoints: a.etcd_endpoints.clone(),
+        }))
+    }
+
+    async fn post(
+        &self,
+        path: &str,
+        body: serde_json::Value,
+    ) -> Result<reqwest::Response, WorkloadError> {
+        let mut last = None;
+        for e in &self.endpoints {
+            let url = format!("{}{path}", e.trim_end_matches('/'));
+            match self.http.post(&url).json(&body).send().await {
+                Ok(r) if r.status().is_success() => return Ok(r),
+                Ok(r) => {
+                    let code = r.status().as_u16();
+                    let text = r.text().await.unwrap_or_default();
+                    return Err(WorkloadError::Refused {
+                        operation: format!("etcd {path}"),
+                        code,
+                        message: text,
+                    });
+                }
+                Err(err) => last = Some(err),
+            }
+        }
+        Err(unreachable(
+            "etcd",
+            last.map_or_else(
+                || "no endpoint".to_string(),
+                |e| e.without_url().to_string(),
+            ),
+        ))
+    }
+
+    async fn healthy(&self, m: &Member) -> bool {
+        for u in &m.client_urls {
+            let url = format!("{}/health", u.trim_end_matches('/'));
+            if let Ok(r) = self.http.get(&url).send().await {
+                if let Ok(h) = r.json::<Health>().await {
+                    return h.health == "true";
+                }
+            }
+        }
+        false
+    }
+
+    pub(crate) async fn members(&self) -> Result<Vec<EtcdMember>, WorkloadError> {
+        let list: MemberList = self
+            .post("/v3/cluster/member/list", json!({ "linearizable": true }))
+            .await?
+            .json()
+            .await
+            .map_err(|e| unreachable("etcd", e.without_url()))?;
+        let mut out = Vec::with_capacity(list.members.len());
+        for m in &list.members {
+            out.push(EtcdMember {
+                id: m.id.parse().unwrap_or_default(),
+                name: m.name.clone(),
+                peer_urls: m.peer_urls.clone(),
+                healthy: self.healthy(m).await,
+                learner: m.is_learner,
+            });
+        }
+        Ok(out)
+    }
+
+    pub(crate) async fn remove(&self, id: u64) -> Result<(), WorkloadError> {
+        match self
+            .post("/v3/cluster/member/remove", json!({ "ID": id.to_string() }))
+            .await
+        {
+            Ok(_) => Ok(()),
+            // Already removed.
+            Err(WorkloadError::Refused { message, .. }) if message.contains("member not found") => {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+}

@@ -1,0 +1,456 @@
+//! The engine managing the Kubernetes cluster, not only its machines: each test runs its own
+//! real kube-apiserver + etcd (built from their Go modules by `scripts/kube-peers`), kubelets
+//! simulated as kwok does for the simulated cloud's machines, and the engine connected
+//! through `spectro_kube::KubeConnector`. What the tests see is cross-checked with the real
+//! kubectl.
+
+mod common;
+#[path = "common/kubepeers.rs"]
+mod kubepeers;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use serde_json::json;
+use spectro::engine::status::Phase;
+use spectro::engine::BlockerKind;
+use spectro::model::document::{from_text, Format};
+use spectro::model::{Cluster, PoolRole};
+use spectro::provider::{ClusterId, MachineState};
+use spectro::records::condition::ConditionType;
+use spectro::sim::{SimCloud, SimConfig};
+use spectro::{Engine, EngineConfig, SqliteStore};
+
+use kubepeers::{connector, ApiServer, EtcdCluster, Kubelets};
+
+const T: Duration = Duration::from_secs(90);
+
+fn config() -> EngineConfig {
+    EngineConfig {
+        poll_interval: Duration::from_millis(100),
+        backoff_base: Duration::from_millis(50),
+        backoff_cap: Duration::from_secs(1),
+        ..EngineConfig::fast()
+    }
+}
+
+fn spec(name: &str, cp: u32, workers: u32) -> Cluster {
+    from_text(
+        &format!(
+            r#"
+name: {name}
+profile: {{ name: demo, version: 1.0.0 }}
+cloudAccount: sim
+cloud: {{ aws: {{ region: us-east-1 }} }}
+nodePools:
+  - {{ name: cp, role: controlPlane, size: {cp}, instanceType: m5.large, availabilityZones: [us-east-1a, us-east-1b, us-east-1c] }}
+  - {{ name: workers, role: worker, size: {workers}, instanceType: m5.large, availabilityZones: [us-east-1a, us-east-1b] }}
+"#
+        ),
+        Format::Yaml,
+    )
+    .expect("cluster spec")
+}
+
+struct Rig {
+    api: ApiServer,
+    sim: Arc<SimCloud>,
+    engine: Engine,
+    client: kube::Client,
+    _dir: tempfile::TempDir,
+}
+
+async fn rig(etcd: Option<Arc<EtcdCluster>>) -> Rig {
+    let api = ApiServer::start().await;
+    let client = api.client().await;
+    let sim = common::sim(SimConfig::default());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = Arc::new(SqliteStore::open(dir.path().join("spectro.db")).expect("store"));
+    let engine = Engine::builder(store)
+        .provider(sim.clone())
+        .workload(Arc::new(connector(&api, etcd)))
+        .config(config())
+        .start()
+        .await
+        .expect("engine");
+    engine
+        .put_profile(&common::profile())
+        .await
+        .expect("profile");
+    engine
+        .put_cloud_account(&common::account())
+        .await
+        .expect("account");
+    Rig {
+        api,
+        sim,
+        engine,
+        client,
+        _dir: dir,
+    }
+}
+
+fn running(sim: &SimCloud, id: ClusterId, role: Option<PoolRole>) -> Vec<String> {
+    let mut v: Vec<String> = sim
+        .machines(id)
+        .into_iter()
+        .map(|i| i.machine)
+        .filter(|m| m.state == MachineState::Running && role.is_none_or(|r| m.role == r))
+        .map(|m| m.name)
+        .collect();
+    v.sort();
+    v
+}
+
+async fn node_names(client: &kube::Client) -> Vec<String> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let mut v: Vec<String> = nodes
+        .list(&ListParams::default())
+        .await
+        .expect("nodes")
+        .items
+        .into_iter()
+        .filter_map(|n| n.metadata.name)
+        .collect();
+    v.sort();
+    v
+}
+
+/// `kubectl get nodes` names, as a user would see them.
+fn kubectl_nodes(api: &ApiServer) -> Vec<String> {
+    let mut v: Vec<String> = api
+        .kubectl(&["get", "nodes", "-o", "name"])
+        .lines()
+        .filter_map(|l| l.strip_prefix("node/").map(str::to_string))
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_only_when_every_node_is_ready() {
+    let r = rig(None).await;
+    let id = r
+        .engine
+        .create_cluster(&spec("nodes", 3, 2))
+        .await
+        .expect("create");
+    let kubelets = Kubelets::spawn(r.client.clone(), r.sim.clone(), id, None);
+    kubelets
+        .hold_first_of
+        .lock()
+        .unwrap()
+        .insert("workers".into());
+
+    // All five machines run and register; one Node stays NotReady.
+    let rec = r
+        .engine
+        .wait_for(id, T, |_| running(&r.sim, id, None).len() == 5)
+        .await
+        .expect("wait");
+    assert_eq!(running(&r.sim, id, None).len(), 5, "{:?}", rec.status);
+    let held = kubelets
+        .not_ready
+        .lock()
+        .unwrap()
+        .iter()
+        .next()
+        .cloned()
+        .expect("a worker held NotReady");
+    let rec = r
+        .engine
+        .wait_for(id, T, |rec| {
+            rec.status.conditions.iter().any(|c| {
+                c.kind == ConditionType::WorkersReady
+                    && c.reason == "NodeNotReady"
+                    && c.message.contains(&held)
+            })
+        })
+        .await
+        .expect("wait");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rec2 = r.engine.cluster(id).await.expect("cluster");
+    assert_eq!(
+        rec2.status.phase,
+        Phase::Provisioning,
+        "{:?}",
+        rec.status.conditions
+    );
+    let workers = rec2
+        .status
+        .conditions
+        .iter()
+        .find(|c| c.kind == ConditionType::WorkersReady)
+        .expect("workers condition");
+    assert!(
+        workers.message.contains("1/2 worker nodes ready") && workers.message.contains(&held),
+        "{workers:?}"
+    );
+    let why = r.engine.explain(id).await.expect("explain");
+    assert!(
+        why.blockers
+            .iter()
+            .any(|b| b.kind == BlockerKind::NodeNotReady && b.message.contains("not Ready")),
+        "{:?}",
+        why.blockers
+    );
+    // The real kubectl agrees: 5 Nodes, one NotReady.
+    let wide = r.api.kubectl(&["get", "nodes", "--no-headers"]);
+    assert_eq!(wide.lines().count(), 5, "{wide}");
+    assert_eq!(
+        wide.lines().filter(|l| l.contains(" NotReady ")).count(),
+        1,
+        "{wide}"
+    );
+
+    kubelets.not_ready.lock().unwrap().clear();
+    let rec = r
+        .engine
+        .wait_for_phase(id, Phase::Running, T)
+        .await
+        .expect("running once the Node is Ready");
+    assert!(rec.status.conditions.iter().all(|c| c.reason == "Ready"));
+    assert_eq!(kubectl_nodes(&r.api), running(&r.sim, id, None));
+    let wide = r.api.kubectl(&["get", "nodes", "--no-headers"]);
+    assert_eq!(
+        wide.lines().filter(|l| l.contains(" Ready ")).count(),
+        5,
+        "{wide}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_down_drains_through_the_eviction_api_and_respects_the_budget() {
+    let r = rig(None).await;
+    let id = r
+        .engine
+        .create_cluster(&spec("drain", 1, 3))
+        .await
+        .expect("create");
+    let _kubelets = Kubelets::spawn(r.client.clone(), r.sim.clone(), id, None);
+    r.engine
+        .wait_for_phase(id, Phase::Running, T)
+        .await
+        .expect("running");
+    let workers = running(&r.sim, id, Some(PoolRole::Worker));
+    assert_eq!(workers.len(), 3);
+
+    // One `web` pod per worker, all under a budget that allows no disruption (the test plays
+    // the disruption controller: no controller-manager runs), and a DaemonSet-owned pod the
+    // drain must leave alone.
+    let pods: Api<Pod> = Api::namespaced(r.client.clone(), "default");
+    for w in &workers {
+        let pod: Pod = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": { "name": format!("web-{w}"), "labels": { "app": "web" } },
+            "spec": { "nodeName": w, "containers": [{ "name": "web", "image": "nginx" }] },
+        }))
+        .expect("pod");
+        pods.create(&PostParams::default(), &pod)
+            .await
+            .expect("pod");
+    }
+    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(r.client.clone(), "default");
+    let pdb: PodDisruptionBudget = serde_json::from_value(json!({
+        "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+        "metadata": { "name": "web" },
+        "spec": { "minAvailable": 3, "selector": { "matchLabels": { "app": "web" } } },
+    }))
+    .expect("pdb");
+    let created = pdbs
+        .create(&PostParams::default(), &pdb)
+        .await
+        .expect("pdb");
+    let generation = created.metadata.generation.unwrap_or(1);
+    let budget = |allowed: i32| {
+        json!({ "status": {
+            "observedGeneration": generation, "disruptionsAllowed": allowed,
+            "currentHealthy": 3, "desiredHealthy": 3 - allowed, "expectedPods": 3,
+        }})
+    };
+    pdbs.patch_status("web", &PatchParams::default(), &Patch::Merge(budget(0)))
+        .await
+        .expect("pdb status");
+
+    let rec = r.engine.cluster(id).await.expect("cluster");
+    let mut smaller = rec.spec.clone();
+    smaller.node_pools[1].size = 2;
+    r.engine.update_cluster(id, &smaller).await.expect("update");
+
+    // The drain waits: the condition and the explanation say why; no machine went.
+    let rec = r
+        .engine
+        .wait_for(id, T, |rec| {
+            rec.status.conditions.iter().any(|c| {
+                c.kind == ConditionType::WorkersReady
+                    && c.reason == "Draining"
+                    && c.message.contains("disruption budget")
+            })
+        })
+        .await
+        .expect("wait");
+    let cond = rec
+        .status
+        .conditions
+        .iter()
+        .find(|c| c.kind == ConditionType::WorkersReady)
+        .expect("condition");
+    assert_eq!(cond.reason, "Draining", "{cond:?}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(running(&r.sim, id, Some(PoolRole::Worker)).len(), 3);
+    let why = r.engine.explain(id).await.expect("explain");
+    let draining = why
+        .blockers
+        .iter()
+        .find(|b| b.kind == BlockerKind::Draining)
+        .unwrap_or_else(|| panic!("{:?}", why.blockers));
+    let nodes: Api<Node> = Api::all(r.client.clone());
+    let cordoned: Vec<String> = nodes
+        .list(&ListParams::default())
+        .await
+        .expect("nodes")
+        .items
+        .into_iter()
+        .filter(|n| n.spec.as_ref().and_then(|s| s.unschedulable) == Some(true))
+        .filter_map(|n| n.metadata.name)
+        .collect();
+    assert_eq!(cordoned.len(), 1, "one node cordoned: {cordoned:?}");
+    let victim = cordoned[0].clone();
+    assert!(draining.message.contains(&victim), "{draining:?}");
+    let kubectl = r.api.kubectl(&["get", "node", &victim, "--no-headers"]);
+    assert!(kubectl.contains("SchedulingDisabled"), "{kubectl}");
+    // The victim's pod is still there (the budget refused its eviction).
+    assert!(pods
+        .get_opt(&format!("web-{victim}"))
+        .await
+        .expect("get")
+        .is_some());
+
+    // The budget allows one disruption: the drain goes through, the Node and the machine go.
+    pdbs.patch_status("web", &PatchParams::default(), &Patch::Merge(budget(1)))
+        .await
+        .expect("pdb status");
+    let rec = r
+        .engine
+        .wait_for_phase(id, Phase::Running, T)
+        .await
+        .expect("running after the drain");
+    assert_eq!(rec.status.pools["workers"].current, 2);
+    let left = running(&r.sim, id, Some(PoolRole::Worker));
+    assert_eq!(left.len(), 2);
+    assert!(!left.contains(&victim));
+    assert!(
+        !node_names(&r.client).await.contains(&victim),
+        "the victim's Node is gone"
+    );
+    assert_eq!(kubectl_nodes(&r.api), running(&r.sim, id, None));
+    assert!(pods
+        .get_opt(&format!("web-{victim}"))
+        .await
+        .expect("get")
+        .is_none());
+    // The other workers' pods were never touched.
+    for w in &left {
+        assert!(pods
+            .get_opt(&format!("web-{w}"))
+            .await
+            .expect("get")
+            .is_some());
+    }
+    let events = r.engine.events(Some(id), 0, 10_000).await.expect("events");
+    for reason in ["NodeCordoned", "DrainBlocked", "NodeDrained", "NodeDeleted"] {
+        assert!(
+            events.iter().any(|e| e.reason == reason),
+            "event {reason} missing: {:?}",
+            events.iter().map(|e| &e.reason).collect::<Vec<_>>()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_plane_replacement_keeps_etcd_quorum() {
+    let etcd = EtcdCluster::new();
+    let r = rig(Some(etcd.clone())).await;
+    let id = r
+        .engine
+        .create_cluster(&spec("quorum", 3, 1))
+        .await
+        .expect("create");
+    let _kubelets = Kubelets::spawn(r.client.clone(), r.sim.clone(), id, Some(etcd.clone()));
+    let rec = r
+        .engine
+        .wait_for_phase(id, Phase::Running, T)
+        .await
+        .expect("running");
+    let old_cp = running(&r.sim, id, Some(PoolRole::ControlPlane));
+    assert_eq!(old_cp.len(), 3);
+    let members = etcd.member_states().await;
+    let mut names: Vec<String> = members.iter().map(|m| m.name.clone()).collect();
+    names.sort();
+    assert_eq!(names, old_cp, "one member per control-plane machine");
+    assert!(members.iter().all(|m| m.healthy), "{members:?}");
+
+    // Sample quorum continuously while the control plane is replaced.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (samples, lost) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let sampler = {
+        let (etcd, stop, samples, lost) =
+            (etcd.clone(), stop.clone(), samples.clone(), lost.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                samples.fetch_add(1, Ordering::Relaxed);
+                if !etcd.has_quorum().await {
+                    lost.fetch_add(1, Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+    let mut bigger = rec.spec.clone();
+    bigger.node_pools[0].instance_type = Some("m5.xlarge".into());
+    r.engine.update_cluster(id, &bigger).await.expect("update");
+    let rec = r
+        .engine
+        .wait_for_phase(id, Phase::Running, Duration::from_secs(180))
+        .await
+        .expect("running after the replacement");
+    stop.store(true, Ordering::Relaxed);
+    sampler.await.expect("sampler");
+    let (n, lost) = (
+        samples.load(Ordering::Relaxed),
+        lost.load(Ordering::Relaxed),
+    );
+    println!("quorum samples during the replacement: {n}, lost: {lost}");
+    assert!(n > 10, "the sampler ran ({n} samples)");
+    assert_eq!(lost, 0, "quorum lost in {lost} of {n} samples");
+
+    let new_cp = running(&r.sim, id, Some(PoolRole::ControlPlane));
+    assert_eq!(new_cp.len(), 3);
+    assert!(
+        new_cp.iter().all(|m| !old_cp.contains(m)),
+        "every machine replaced"
+    );
+    let members = etcd.member_states().await;
+    let mut names: Vec<String> = members.iter().map(|m| m.name.clone()).collect();
+    names.sort();
+    assert_eq!(
+        names, new_cp,
+        "exactly the new machines' members: {members:?}"
+    );
+    assert!(members.iter().all(|m| m.healthy), "{members:?}");
+    assert_eq!(kubectl_nodes(&r.api), running(&r.sim, id, None));
+    let events = r.engine.events(Some(id), 0, 10_000).await.expect("events");
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e.reason == "EtcdMemberRemoved")
+            .count(),
+        3,
+        "one member removal per replaced machine"
+    );
+    assert_eq!(rec.status.pools["cp"].current, 3);
+}
