@@ -231,8 +231,9 @@ pub trait WorkloadCluster: Send + Sync {
     async fn drain(&self, node: &str) -> Result<DrainProgress, WorkloadError>;
     /// Deletes the Node object (absent: done).
     async fn delete_node(&self, node: &str) -> Result<(), WorkloadError>;
-    /// Removes etcd member `id` (absent: done).
-    async fn remove_etcd_member(&self, id: u64) -> Result<(), WorkloadError>;
+    /// Removes etcd member `id`: `Ok(true)` when removed now, `Ok(false)` when it was gone
+    /// already.
+    async fn remove_etcd_member(&self, id: u64) -> Result<bool, WorkloadError>;
     /// Server-side applies `objects` (field manager [`FIELD_MANAGER`], forced).
     async fn apply(&self, objects: &[Manifest]) -> Result<(), WorkloadError>;
     /// Deletes one object spectro applied earlier (absent: `Ok(false)`).

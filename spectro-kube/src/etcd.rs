@@ -134,15 +134,15 @@ impl Etcd {
         Ok(out)
     }
 
-    pub(crate) async fn remove(&self, id: u64) -> Result<(), WorkloadError> {
+    pub(crate) async fn remove(&self, id: u64) -> Result<bool, WorkloadError> {
         match self
             .post("/v3/cluster/member/remove", json!({ "ID": id.to_string() }))
             .await
         {
-            Ok(_) => Ok(()),
+            Ok(_) => Ok(true),
             // Already removed.
             Err(WorkloadError::Refused { message, .. }) if message.contains("member not found") => {
-                Ok(())
+                Ok(false)
             }
             Err(e) => Err(e),
         }

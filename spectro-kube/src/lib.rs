@@ -124,6 +124,9 @@ impl WorkloadConnector for KubeConnector {
         config.connect_timeout = Some(self.timeout);
         config.read_timeout = Some(self.timeout);
         config.write_timeout = Some(self.timeout);
+        // The engine retries on its own schedule (the next reconcile): an eviction refused by a
+        // PodDisruptionBudget (429) is an answer to report, not a request to repeat here.
+        config.default_retry = false;
         let client = kube::Client::try_from(config).map_err(|e| unreachable("API server", e))?;
         let etcd = etcd::Etcd::new(&access, self.timeout)?;
         Ok(Arc::new(KubeCluster { client, etcd }))
@@ -161,7 +164,7 @@ impl WorkloadCluster for KubeCluster {
         nodes::delete(&self.client, node).await
     }
 
-    async fn remove_etcd_member(&self, id: u64) -> Result<(), WorkloadError> {
+    async fn remove_etcd_member(&self, id: u64) -> Result<bool, WorkloadError> {
         match &self.etcd {
             Some(e) => e.remove(id).await,
             None => Err(WorkloadError::Invalid(

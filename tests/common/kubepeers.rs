@@ -85,9 +85,9 @@ fn etcd_cmd(
             "--initial-cluster-state",
             state,
             "--heartbeat-interval",
-            "50",
+            "100",
             "--election-timeout",
-            "500",
+            "1000",
             "--log-level",
             "warn",
         ])
@@ -175,6 +175,9 @@ impl ApiServer {
                     // No controller-manager runs: no service account controller either.
                     "--disable-admission-plugins",
                     "ServiceAccount",
+                    // Loopback only: no `kubernetes` Service endpoints to reconcile.
+                    "--endpoint-reconciler-type",
+                    "none",
                 ])
                 .stdout(Stdio::null())
                 .stderr(log)
@@ -186,13 +189,18 @@ impl ApiServer {
         );
         let kubeconfig_path = d.join("kubeconfig");
         std::fs::write(&kubeconfig_path, &kubeconfig).expect("kubeconfig");
-        let s = ApiServer {
+        let mut s = ApiServer {
             dir,
             procs: vec![store, api],
             kubeconfig,
             kubeconfig_path,
         };
         for _ in 0..240 {
+            if let Ok(Some(status)) = s.procs[1].0.try_wait() {
+                let log =
+                    std::fs::read_to_string(s.dir.path().join("apiserver.log")).unwrap_or_default();
+                panic!("kube-apiserver exited ({status}):\n{log}");
+            }
             let out = s.kubectl(&["get", "--raw", "/readyz"]);
             if out.trim() == "ok" {
                 return s;
@@ -427,7 +435,7 @@ impl Drop for Kubelets {
 }
 
 fn node_status(m: &spectro::provider::Machine, ready: bool) -> serde_json::Value {
-    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let now = spectro::clock::system_now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let mut addresses = vec![json!({ "type": "Hostname", "address": m.name })];
     if let Some(a) = m.address {
         addresses.push(json!({ "type": "InternalIP", "address": a.to_string() }));
@@ -540,15 +548,43 @@ impl Kubelets {
                     }
                 }
                 registered.retain(|n, _| live.contains(n.as_str()));
-                // Pods being deleted on a live node: the kubelet confirms at once.
+                // Pods on a live node run (Ready); pods being deleted there are confirmed
+                // gone at once.
                 if let Ok(list) = pods.list(&ListParams::default()).await {
                     for p in list.items {
                         let on = p.spec.as_ref().and_then(|s| s.node_name.clone());
-                        if p.metadata.deletion_timestamp.is_some()
-                            && on.is_some_and(|n| live.contains(n.as_str()))
+                        if !on.as_ref().is_some_and(|n| live.contains(n.as_str())) {
+                            continue;
+                        }
+                        let ns = p.metadata.namespace.clone().unwrap_or_default();
+                        let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
+                        let name = p.metadata.name.clone().unwrap_or_default();
+                        let phase = p.status.as_ref().and_then(|s| s.phase.clone());
+                        if p.metadata.deletion_timestamp.is_none()
+                            && phase.as_deref() != Some("Running")
                         {
-                            let ns = p.metadata.namespace.clone().unwrap_or_default();
-                            let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
+                            let now = spectro::clock::system_now()
+                                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+                            let status = json!({ "status": {
+                                "phase": "Running",
+                                "startTime": now,
+                                "containerStatuses": p.spec.as_ref().map(|s| s.containers.iter().map(|c| json!({
+                                    "name": c.name, "image": c.image, "imageID": "", "ready": true,
+                                    "restartCount": 0, "started": true,
+                                    "state": { "running": { "startedAt": now } },
+                                })).collect::<Vec<_>>()).unwrap_or_default(),
+                                "conditions": [
+                                    { "type": "PodScheduled", "status": "True", "lastTransitionTime": now },
+                                    { "type": "Initialized", "status": "True", "lastTransitionTime": now },
+                                    { "type": "ContainersReady", "status": "True", "lastTransitionTime": now },
+                                    { "type": "Ready", "status": "True", "lastTransitionTime": now },
+                                ],
+                            }});
+                            let _ = api
+                                .patch_status(&name, &PatchParams::default(), &Patch::Merge(status))
+                                .await;
+                        }
+                        if p.metadata.deletion_timestamp.is_some() {
                             let _ = api
                                 .delete(
                                     p.metadata.name.as_deref().unwrap_or_default(),

@@ -437,6 +437,17 @@ fn draining(input: &PlanInput<'_>, m: &Machine) -> Option<DateTime<Utc>> {
     input.workload?.node_of(m)?.drain_started
 }
 
+/// A running machine on its way out: its node is being drained, or was detached already (no
+/// Node left) when a crash or the end of a reconcile came before the machine's deletion.
+/// Such machines are the first victims, so a removal that started is finished, not repeated
+/// on another machine.
+fn leaving(input: &PlanInput<'_>, m: &Machine) -> bool {
+    m.state == MachineState::Running
+        && input
+            .workload
+            .is_some_and(|w| w.reachable && w.node_of(m).is_none_or(|n| n.drain_started.is_some()))
+}
+
 /// Removes machines: through `DetachNodes` first when a workload connection is configured and
 /// they still have a Node or an etcd member.
 fn remove(input: &PlanInput<'_>, machines: Vec<Machine>, reason: DeleteReason, plan: &mut Plan) {
@@ -714,11 +725,13 @@ fn plan_machines(input: &PlanInput<'_>, image_id: &str, plan: &mut Plan) {
             live.iter().partition(|m| shape_ok(&m.zone, &m.shape));
         rebalance(input, &mut up, &mut old, &targets, pool.size);
         let ready = up.iter().filter(|m| not_ready(input, m).is_none()).count() as u32;
-        // Joining: not a ready node yet (booting, Node not Ready, etcd member not healthy).
-        // A node being drained is leaving, not joining.
-        let booting = live
+        // Joining: an up-to-date machine that is not a ready node yet (booting, Node not
+        // Ready, etcd member not healthy), or an outdated one still booting. An outdated
+        // machine that is leaving (drained, its Node deleted) holds nothing up.
+        let booting = up
             .iter()
-            .any(|m| not_ready(input, m).is_some() && draining(input, m).is_none());
+            .any(|m| not_ready(input, m).is_some() && draining(input, m).is_none())
+            || old.iter().any(|m| m.state != MachineState::Running);
         let in_flight = !pool_pending.is_empty() || booting;
         let waits = &mut plan.assessment.waits;
         for m in live.iter().filter(|m| m.state == MachineState::Pending) {
@@ -882,7 +895,7 @@ fn plan_machines(input: &PlanInput<'_>, image_id: &str, plan: &mut Plan) {
                     .iter()
                     .max_by_key(|m| {
                         (
-                            draining(input, m).is_some(),
+                            leaving(input, m),
                             !targets.contains_key(&m.zone),
                             m.created_at,
                         )
@@ -1085,7 +1098,7 @@ fn pick_victims(
     let mut out = Vec::new();
     let mut n = n;
     while n > 0 {
-        let Some(pos) = pool.iter().position(|m| draining(input, m).is_some()) else {
+        let Some(pos) = pool.iter().position(|m| leaving(input, m)) else {
             break;
         };
         let m = pool.remove(pos);

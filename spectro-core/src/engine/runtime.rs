@@ -69,9 +69,11 @@ pub(crate) struct Inner {
     /// Opens workload clusters (`None`: machines count as nodes).
     pub(crate) workload: Option<Arc<dyn crate::workload::WorkloadConnector>>,
     /// The open workload connection of each cluster, with the access it was opened for.
-    pub(crate) connections:
-        std::sync::Mutex<HashMap<ClusterId, (String, Arc<dyn crate::workload::WorkloadCluster>)>>,
+    pub(crate) connections: std::sync::Mutex<HashMap<ClusterId, Connection>>,
 }
+
+/// An open workload connection and the access key it was opened for.
+pub(crate) type Connection = (String, Arc<dyn crate::workload::WorkloadCluster>);
 
 /// A running reconcile of an account; frees its place when dropped.
 pub(crate) struct AccountSlot<'a> {

@@ -279,24 +279,31 @@ pub(super) async fn detach(
                         p.notes.push((m.role, "EtcdQuorum".into(), e.to_string()));
                         return Ok(Step::Stop(Outcome::Waiting));
                     }
-                    if let Err(e) = conn.remove_etcd_member(member.id).await {
-                        return Ok(p.stop_on(
-                            ConditionType::ControlPlaneReady,
-                            &format!("removing etcd member {}", member.name),
-                            &e,
-                        ));
+                    let removed = match conn.remove_etcd_member(member.id).await {
+                        Ok(r) => r,
+                        Err(e) => {
+                            return Ok(p.stop_on(
+                                ConditionType::ControlPlaneReady,
+                                &format!("removing etcd member {}", member.name),
+                                &e,
+                            ))
+                        }
+                    };
+                    // Removed already (a member list answered before the removal applied
+                    // everywhere): nothing to report twice.
+                    if removed {
+                        p.event(
+                            Severity::Info,
+                            "EtcdMemberRemoved",
+                            format!(
+                                "etcd member {} ({:x}) of machine {} removed; {} member(s) left",
+                                member.name,
+                                member.id,
+                                m.name,
+                                members.len() - 1
+                            ),
+                        );
                     }
-                    p.event(
-                        Severity::Info,
-                        "EtcdMemberRemoved",
-                        format!(
-                            "etcd member {} ({:x}) of machine {} removed; {} member(s) left",
-                            member.name,
-                            member.id,
-                            m.name,
-                            members.len() - 1
-                        ),
-                    );
                 }
             }
         }
@@ -340,18 +347,21 @@ pub(super) async fn remove_stale_members(
             }
         };
         if fresh.iter().any(|e| e.id == id) && quorum_after_removal(&fresh, id) {
-            if let Err(e) = conn.remove_etcd_member(id).await {
-                return Ok(p.stop_on(
-                    ConditionType::ControlPlaneReady,
-                    &format!("removing stale etcd member {name}"),
-                    &e,
-                ));
+            match conn.remove_etcd_member(id).await {
+                Ok(true) => p.event(
+                    Severity::Info,
+                    "EtcdMemberRemoved",
+                    format!("etcd member {name} ({id:x}) belonged to no machine: removed"),
+                ),
+                Ok(false) => {}
+                Err(e) => {
+                    return Ok(p.stop_on(
+                        ConditionType::ControlPlaneReady,
+                        &format!("removing stale etcd member {name}"),
+                        &e,
+                    ))
+                }
             }
-            p.event(
-                Severity::Info,
-                "EtcdMemberRemoved",
-                format!("etcd member {name} ({id:x}) belonged to no machine: removed"),
-            );
         }
         if let Some(list) = world.workload.as_mut().and_then(|w| w.etcd.as_mut()) {
             list.retain(|e| e.id != id);
