@@ -109,6 +109,8 @@ impl Fixture {
     }
 
     fn input(&self) -> PlanInput<'_> {
+        static NO_PACKS: std::collections::BTreeMap<String, spectro::records::status::AppliedPack> =
+            std::collections::BTreeMap::new();
         PlanInput {
             spec: &self.spec,
             profile: &self.profile,
@@ -123,6 +125,7 @@ impl Fixture {
             infra_deleted: false,
             workload: None,
             nodes: Default::default(),
+            applied_packs: &NO_PACKS,
         }
     }
 }

@@ -528,3 +528,190 @@ async fn control_plane_replacement_keeps_etcd_quorum() {
     }
     assert_eq!(rec.status.pools["cp"].current, 3);
 }
+
+const PACKS_PROFILE: &str = r#"
+name: packs
+version: 1.0.0
+cloud: aws
+packs:
+  - { name: ubuntu, layer: os, version: "22.04" }
+  - { name: kubernetes, layer: kubernetes, version: 1.30.4 }
+  - name: calico
+    layer: cni
+    version: 3.28.0
+    values: |
+      mtu: 1440
+      ipPools: [10.244.0.0/16]
+    manifests: |
+      apiVersion: v1
+      kind: Namespace
+      metadata: { name: calico-system }
+      ---
+      apiVersion: v1
+      kind: ConfigMap
+      metadata: { name: calico-config, namespace: calico-system }
+      data:
+        mtu: "{{ .Values.mtu }}"
+        pools: '{{ .Values.ipPools }}'
+  - name: hello
+    layer: addon
+    version: 1.0.0
+    values: "greeting: hi"
+    manifests: |
+      apiVersion: v1
+      kind: ConfigMap
+      metadata: { name: hello, namespace: default }
+      data: { greeting: "{{ .Values.greeting }}" }
+      ---
+      apiVersion: v1
+      kind: ServiceAccount
+      metadata: { name: hello, namespace: default }
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pack_values_and_profile_updates_reach_the_running_cluster() {
+    let r = rig(None).await;
+    let mut profile: spectro::model::ClusterProfile =
+        from_text(PACKS_PROFILE, Format::Yaml).expect("profile");
+    r.engine.put_profile(&profile).await.expect("profile");
+    let mut cluster = spec("packs", 1, 1);
+    cluster.profile.name = "packs".into();
+    let id = r.engine.create_cluster(&cluster).await.expect("create");
+    let _kubelets = Kubelets::spawn(r.client.clone(), r.sim.clone(), id, None);
+    let rec = r
+        .engine
+        .wait_for_phase(id, Phase::Running, T)
+        .await
+        .expect("running");
+    let mtu = || {
+        r.api.kubectl(&[
+            "get",
+            "configmap",
+            "calico-config",
+            "-n",
+            "calico-system",
+            "-o",
+            "jsonpath={.data.mtu}",
+        ])
+    };
+    assert_eq!(mtu(), "1440");
+    assert_eq!(
+        r.api.kubectl(&[
+            "get",
+            "configmap",
+            "calico-config",
+            "-n",
+            "calico-system",
+            "-o",
+            "jsonpath={.data.pools}"
+        ]),
+        r#"["10.244.0.0/16"]"#
+    );
+    assert_eq!(
+        r.api.kubectl(&[
+            "get",
+            "configmap",
+            "hello",
+            "-o",
+            "jsonpath={.data.greeting}"
+        ]),
+        "hi"
+    );
+    // Applied by server-side apply, field manager `spectro`, labelled with pack and cluster.
+    let yaml = r.api.kubectl(&[
+        "get",
+        "configmap",
+        "hello",
+        "-o",
+        "yaml",
+        "--show-managed-fields",
+    ]);
+    assert!(
+        yaml.contains("manager: spectro") && yaml.contains("operation: Apply"),
+        "{yaml}"
+    );
+    assert!(yaml.contains("spectro.dev/pack: hello"), "{yaml}");
+    let first = rec.status.packs["calico"].revision.clone();
+    assert_eq!(rec.status.packs["hello"].objects.len(), 2);
+
+    // An override on the running cluster: the object changes before the generation counts
+    // as applied.
+    let generation = r
+        .engine
+        .set_pack_values(id, "calico", "mtu: 9000")
+        .await
+        .expect("override");
+    let rec = r
+        .engine
+        .wait_for(id, T, |rec| rec.status.observed_generation >= generation)
+        .await
+        .expect("wait");
+    assert_eq!(rec.status.observed_generation, generation);
+    assert_eq!(mtu(), "9000", "the override reached the API server");
+    assert_ne!(rec.status.packs["calico"].revision, first);
+    assert_eq!(rec.status.phase, Phase::Running);
+
+    // A profile revision without the add-on: applying the update prunes its objects.
+    profile.packs.retain(|p| p.name != "hello");
+    r.engine.put_profile(&profile).await.expect("new revision");
+    r.engine
+        .wait_for(id, T, |rec| rec.status.profile_update.is_some())
+        .await
+        .expect("notified");
+    let generation = r
+        .engine
+        .apply_profile_update(id, None)
+        .await
+        .expect("apply the update");
+    let rec = r
+        .engine
+        .wait_for(id, T, |rec| {
+            rec.status.observed_generation >= generation && rec.status.phase == Phase::Running
+        })
+        .await
+        .expect("wait");
+    assert_eq!(rec.status.observed_generation, generation);
+    assert!(
+        !rec.status.packs.contains_key("hello"),
+        "{:?}",
+        rec.status.packs
+    );
+    let gone = r.api.kubectl(&["get", "configmap", "hello"]);
+    assert!(gone.contains("NotFound"), "{gone}");
+    let gone = r.api.kubectl(&["get", "serviceaccount", "hello"]);
+    assert!(gone.contains("NotFound"), "{gone}");
+    assert_eq!(mtu(), "9000", "the other pack and its override stay");
+    let events = r.engine.events(Some(id), 0, 10_000).await.expect("events");
+    assert!(events.iter().any(|e| e.reason == "PackRemoved"));
+
+    // An override that references nothing the manifests can render is named, with the pack.
+    let mut bad = profile.clone();
+    bad.version = "1.0.1".into();
+    if let Some(p) = bad.packs.iter_mut().find(|p| p.name == "calico") {
+        p.manifests.push_str("---\napiVersion: v1\nkind: ConfigMap\nmetadata: { name: extra, namespace: calico-system }\ndata: { x: '{{ .Values.notDefined }}' }\n");
+    }
+    r.engine.put_profile(&bad).await.expect("profile 1.0.1");
+    let mut next = rec.spec.clone();
+    next.profile.version = "1.0.1".into();
+    r.engine.update_cluster(id, &next).await.expect("update");
+    let _ = r.engine.apply_profile_update(id, None).await;
+    let rec = r
+        .engine
+        .wait_for(id, T, |rec| {
+            rec.status.conditions.iter().any(|c| {
+                c.reason == "InvalidPackValues"
+                    && c.message.contains("calico")
+                    && c.message.contains("notDefined")
+            })
+        })
+        .await
+        .expect("wait");
+    assert!(
+        rec.status
+            .conditions
+            .iter()
+            .any(|c| c.reason == "InvalidPackValues"),
+        "{:?}",
+        rec.status.conditions
+    );
+}

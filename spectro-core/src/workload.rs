@@ -142,7 +142,7 @@ pub struct Manifest {
 
 /// One applied object, as the cluster's inventory records it (pruning deletes what a pack no
 /// longer renders).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ObjectRef {
     /// `apiVersion`.

@@ -47,6 +47,7 @@
 pub mod cloud_init;
 pub mod kube_vip;
 pub mod kubeadm;
+pub mod manifests;
 pub mod pki;
 
 pub use cloud_init::{

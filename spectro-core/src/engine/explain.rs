@@ -77,6 +77,8 @@ pub enum BlockerKind {
     Draining,
     /// A control-plane machine cannot go without losing etcd quorum.
     EtcdQuorum,
+    /// A pack's objects are not applied at their current revision in the running cluster.
+    Pack,
     /// A profile update is available and waits for the user to apply it.
     ProfileUpdatePending,
     /// The last reconciles failed: the engine backs off before the next.
@@ -226,6 +228,12 @@ fn from_wait(w: &Wait) -> Blocker {
             BlockerScope::Machine(machine.clone()),
             BlockerKind::EtcdQuorum,
             format!("removing its etcd member would lose quorum or another member is unhealthy ({detail})"),
+            None,
+        ),
+        Wait::Pack { pack, detail } => (
+            BlockerScope::Cluster,
+            BlockerKind::Pack,
+            format!("pack {pack}: {detail}"),
             None,
         ),
         Wait::Deleting { remaining } => (

@@ -26,7 +26,7 @@ use crate::provider::{
     BootstrapRole, Customization, ImageSpec, InfraStatus, Machine, MachineState,
 };
 use crate::records::intent::Intent;
-use crate::records::status::{Lifecycle, PoolStatus, ResolvedImage};
+use crate::records::status::{AppliedPack, Lifecycle, PoolStatus, ResolvedImage};
 use crate::workload::{quorum_after_removal, WorkloadView};
 
 /// How machines count as Kubernetes nodes, and how nodes are taken out.
@@ -83,6 +83,8 @@ pub struct PlanInput<'a> {
     pub workload: Option<&'a WorkloadView>,
     /// Node readiness and removal rules.
     pub nodes: NodePolicy,
+    /// The packs applied to the running cluster (its status).
+    pub applied_packs: &'a BTreeMap<String, AppliedPack>,
 }
 
 /// Why machines are deleted.
@@ -148,6 +150,10 @@ pub enum Action {
         /// Why they go.
         reason: DeleteReason,
     },
+    /// Apply the CNI, CSI and add-on packs whose rendered revision is not the applied one
+    /// (server-side apply), and prune what they, or packs that left the profile, no longer
+    /// have.
+    ApplyPacks,
     /// Remove etcd members that belong to no machine any more (a machine deleted before its
     /// member was removed): keeps the quorum size honest.
     RemoveEtcdMembers {
@@ -262,6 +268,13 @@ pub enum Wait {
         /// The machine.
         machine: String,
         /// The members and their health.
+        detail: String,
+    },
+    /// A pack's objects are not applied at their current revision (or cannot be rendered).
+    Pack {
+        /// The pack.
+        pack: String,
+        /// What is pending: the revision to apply, a removal, or the render error.
         detail: String,
     },
     /// A machine is being deleted.
@@ -605,6 +618,7 @@ fn stale_members(input: &PlanInput<'_>) -> Vec<(u64, String)> {
 ///     infra_deleted: false,
 ///     workload: None, // no workload connection: a running machine counts as a ready node
 ///     nodes: Default::default(),
+///     applied_packs: &Default::default(),
 /// });
 /// // Workers wait for the first control-plane node to run.
 /// assert!(matches!(
@@ -650,7 +664,58 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
         }
     }
     plan_machines(input, &image.image.id, &mut plan);
+    plan_packs(input, &mut plan);
     plan
+}
+
+/// Packs to apply or prune on the running cluster (with a reachable workload connection).
+fn plan_packs(input: &PlanInput<'_>, plan: &mut Plan) {
+    use crate::bootstrap::manifests::{applies_to_cluster, render};
+    if !input.workload.is_some_and(|w| w.reachable) {
+        return;
+    }
+    let mut stale = false;
+    let mut wanted = BTreeSet::new();
+    for pack in input
+        .profile
+        .packs
+        .iter()
+        .filter(|p| applies_to_cluster(p.layer) && !p.manifests.trim().is_empty())
+    {
+        wanted.insert(pack.name.as_str());
+        let overrides = input.spec.pack_values.get(&pack.name).map(String::as_str);
+        let detail = match render(&input.spec.name, pack, overrides) {
+            Ok(r)
+                if input
+                    .applied_packs
+                    .get(&pack.name)
+                    .is_some_and(|a| a.revision == r.revision) =>
+            {
+                continue
+            }
+            Ok(r) => format!("revision {} to apply", r.revision),
+            Err(e) => e.to_string(),
+        };
+        stale = true;
+        plan.assessment.waits.push(Wait::Pack {
+            pack: pack.name.clone(),
+            detail,
+        });
+    }
+    for name in input.applied_packs.keys() {
+        if !wanted.contains(name.as_str()) {
+            stale = true;
+            plan.assessment.waits.push(Wait::Pack {
+                pack: name.clone(),
+                detail: "removed from the profile: its objects are pruned".into(),
+            });
+        }
+    }
+    if stale {
+        plan.actions.push(Action::ApplyPacks);
+        plan.assessment.converged = false;
+        plan.assessment.workers.done = false;
+    }
 }
 
 fn plan_machines(input: &PlanInput<'_>, image_id: &str, plan: &mut Plan) {
@@ -1403,6 +1468,7 @@ mod tests {
                 infra_deleted: self.infra_deleted,
                 workload: self.workload.as_ref(),
                 nodes: self.policy,
+                applied_packs: &BTreeMap::new(),
             })
         }
     }
@@ -1817,6 +1883,7 @@ mod tests {
                 infra_deleted: false,
                 workload: None,
                 nodes: NodePolicy::default(),
+                applied_packs: &BTreeMap::new(),
             }
         });
         assert!(matches!(p.actions.as_slice(), [Action::EnsureImage { .. }]));
@@ -1834,6 +1901,7 @@ mod tests {
             infra_deleted: false,
             workload: None,
             nodes: NodePolicy::default(),
+            applied_packs: &BTreeMap::new(),
         });
         assert_eq!(p.actions, vec![Action::EnsureInfrastructure]);
         let p = fx.plan();

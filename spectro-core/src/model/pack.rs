@@ -37,6 +37,22 @@ impl PackLayer {
     }
 }
 
+impl Pack {
+    /// A pack with no values, annotations, roles or manifests.
+    #[must_use]
+    pub fn new(name: impl Into<String>, layer: PackLayer, version: impl Into<String>) -> Self {
+        Pack {
+            name: name.into(),
+            layer,
+            version: version.into(),
+            values: String::new(),
+            annotations: BTreeMap::new(),
+            ansible_roles: Vec::new(),
+            manifests: String::new(),
+        }
+    }
+}
+
 /// Annotation naming a bring-your-own image (AMI id, VHD URL, vSphere template path).
 pub const ANNOTATION_IMAGE: &str = "image";
 /// Annotation telling whether Kubernetes is already installed on a bring-your-own image.
@@ -64,8 +80,10 @@ pub struct Pack {
     /// Ansible roles run on the image to customize it (OS packs only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ansible_roles: Vec<String>,
-    /// Kubernetes manifests (YAML) the pack installs, applied after `kubeadm init`
-    /// (CNI, CSI and add-on packs).
+    /// Kubernetes manifests (YAML) the pack installs (CNI, CSI and add-on packs): written for
+    /// `kubeadm init` on the first control-plane node, and, with a workload connection,
+    /// applied and kept by the engine (server-side apply, values through
+    /// `{{ .Values.key }}`: see [`crate::bootstrap::manifests`]).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub manifests: String,
 }

@@ -126,6 +126,25 @@ pub struct ClusterStatus {
     /// details; `Engine::apply_profile_update` applies it).
     #[serde(default)]
     pub profile_update: Option<PendingProfileUpdate>,
+    /// The packs applied to the running cluster (CNI, CSI, add-ons; with a workload
+    /// connection): which revision of each, and the objects it owns there.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub packs: BTreeMap<String, AppliedPack>,
+}
+
+/// A pack as applied to the running cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AppliedPack {
+    /// The pack's version.
+    pub version: String,
+    /// The revision of its rendered objects (values and overrides included).
+    pub revision: String,
+    /// The objects it owns in the cluster (its inventory: pruning deletes what a new revision
+    /// no longer has, and everything when the pack leaves the profile).
+    pub objects: Vec<crate::workload::ObjectRef>,
+    /// When this revision was applied.
+    pub applied_at: DateTime<Utc>,
 }
 
 impl Default for ClusterStatus {
@@ -142,6 +161,7 @@ impl Default for ClusterStatus {
             pools: BTreeMap::new(),
             last_error: None,
             profile_update: None,
+            packs: BTreeMap::new(),
         }
     }
 }

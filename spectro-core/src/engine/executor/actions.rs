@@ -30,6 +30,7 @@ pub(super) async fn execute(
         Action::DetachNodes { machines, reason } => {
             super::nodes::detach(p, world, machines, reason).await
         }
+        Action::ApplyPacks => super::nodes::apply_packs(p, world).await,
         Action::RemoveEtcdMembers { members } => {
             super::nodes::remove_stale_members(p, world, members).await
         }

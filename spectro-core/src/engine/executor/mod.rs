@@ -285,6 +285,7 @@ async fn run(p: &mut Pass<'_>) -> Result<Outcome> {
             infra_deleted: world.infra_deleted,
             workload: world.workload.as_ref(),
             nodes: p.inner.config.nodes,
+            applied_packs: &p.status.packs,
         };
         let plan = plan(&input);
         assessment = plan.assessment;

@@ -369,3 +369,131 @@ pub(super) async fn remove_stale_members(
     }
     Ok(Step::Continue)
 }
+
+/// Applies every CNI, CSI and add-on pack whose rendered revision is not the applied one
+/// (server-side apply, field manager `spectro`), prunes the objects a new revision no longer
+/// has, then the objects of packs that left the profile; records each pack's revision and
+/// inventory in the status. A render or apply failure is shown on the workers' milestone,
+/// naming the pack.
+pub(super) async fn apply_packs(p: &mut Pass<'_>, world: &mut World) -> Result<Step> {
+    use crate::bootstrap::manifests::{applies_to_cluster, render};
+    use crate::records::status::AppliedPack;
+    use crate::workload::Manifest;
+    let Some(conn) = world.conn.clone() else {
+        return Ok(Step::Stop(Outcome::Waiting));
+    };
+    let packs: Vec<crate::model::Pack> = p
+        .rec
+        .profile
+        .packs
+        .iter()
+        .filter(|k| applies_to_cluster(k.layer) && !k.manifests.trim().is_empty())
+        .cloned()
+        .collect();
+    for pack in &packs {
+        let overrides = p.rec.spec.pack_values.get(&pack.name).cloned();
+        let rendered = match render(&p.rec.spec.name, pack, overrides.as_deref()) {
+            Ok(r) => r,
+            Err(e) => {
+                return Ok(p.stop_on(
+                    ConditionType::WorkersReady,
+                    &format!("rendering pack {}", pack.name),
+                    &e,
+                ))
+            }
+        };
+        let before = p.status.packs.get(&pack.name).cloned();
+        if before
+            .as_ref()
+            .is_some_and(|b| b.revision == rendered.revision)
+        {
+            continue;
+        }
+        let objects: Vec<Manifest> = rendered
+            .objects
+            .iter()
+            .map(|o| Manifest { object: o.clone() })
+            .collect();
+        if let Err(e) = conn.apply(&objects).await {
+            return Ok(p.stop_on(
+                ConditionType::WorkersReady,
+                &format!("applying pack {} {}", pack.name, pack.version),
+                &e,
+            ));
+        }
+        let refs = rendered.refs();
+        let mut pruned = 0;
+        for old in before.iter().flat_map(|b| b.objects.iter()).rev() {
+            if refs.contains(old) {
+                continue;
+            }
+            match conn.delete_object(old).await {
+                Ok(_) => pruned += 1,
+                Err(e) => {
+                    return Ok(p.stop_on(
+                        ConditionType::WorkersReady,
+                        &format!("pruning {old} of pack {}", pack.name),
+                        &e,
+                    ))
+                }
+            }
+        }
+        p.event(
+            Severity::Info,
+            "PackApplied",
+            format!(
+                "pack {} {} applied (revision {}, {} object(s){})",
+                pack.name,
+                pack.version,
+                rendered.revision,
+                refs.len(),
+                if pruned > 0 {
+                    format!(", {pruned} pruned")
+                } else {
+                    String::new()
+                }
+            ),
+        );
+        p.status.packs.insert(
+            pack.name.clone(),
+            AppliedPack {
+                version: pack.version.clone(),
+                revision: rendered.revision,
+                objects: refs,
+                applied_at: p.now,
+            },
+        );
+    }
+    let gone: Vec<String> = p
+        .status
+        .packs
+        .keys()
+        .filter(|k| !packs.iter().any(|x| &x.name == *k))
+        .cloned()
+        .collect();
+    for name in gone {
+        let Some(applied) = p.status.packs.get(&name).cloned() else {
+            continue;
+        };
+        // Reverse apply order: workloads before their namespaces and CRDs.
+        for old in applied.objects.iter().rev() {
+            if let Err(e) = conn.delete_object(old).await {
+                return Ok(p.stop_on(
+                    ConditionType::WorkersReady,
+                    &format!("pruning {old} of removed pack {name}"),
+                    &e,
+                ));
+            }
+        }
+        p.status.packs.remove(&name);
+        p.event(
+            Severity::Info,
+            "PackRemoved",
+            format!(
+                "pack {name} left the profile: its {} object(s) pruned",
+                applied.objects.len()
+            ),
+        );
+    }
+    Ok(Step::Continue)
+}
