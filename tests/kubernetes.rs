@@ -221,6 +221,29 @@ async fn running_only_when_every_node_is_ready() {
         5,
         "{wide}"
     );
+    // The joins refreshed the bootstrap token's expiration: kubeadm's 24 h from now, not
+    // "never" (a token with `ttl: 0s` would stay valid for ever).
+    let expiration = r.api.kubectl(&[
+        "get",
+        "secrets",
+        "-n",
+        "kube-system",
+        "--field-selector",
+        "type=bootstrap.kubernetes.io/token",
+        "-o",
+        "jsonpath={.items[*].data.expiration}",
+    ]);
+    use base64::Engine as _;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(expiration.trim())
+        .expect("one token, base64");
+    let at = chrono::DateTime::parse_from_rfc3339(std::str::from_utf8(&decoded).expect("utf-8"))
+        .expect("RFC 3339 expiration");
+    let left = at.signed_duration_since(spectro::clock::system_now());
+    assert!(
+        left > chrono::Duration::hours(23) && left <= chrono::Duration::hours(24),
+        "expires in {left}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -230,7 +230,9 @@ pub fn init_config(
         "kind": "InitConfiguration",
         "bootstrapTokens": [{
             "token": token,
-            "ttl": "0s",
+            // kubeadm's default lifetime: the engine refreshes the token's expiration in the
+            // running cluster before later joins (workload connection).
+            "ttl": "24h0m0s",
             "description": "spectro node joins",
             "groups": ["system:bootstrappers:kubeadm:default-node-token"],
             "usages": ["signing", "authentication"],

@@ -152,6 +152,11 @@ async fn create_machines(
     world: &mut World,
     req: CreateRequest,
 ) -> Result<Step> {
+    if req.bootstrap != crate::provider::BootstrapRole::Init {
+        if let Some(step) = super::nodes::refresh_bootstrap_token(p, world).await? {
+            return Ok(step);
+        }
+    }
     match create::create(p, setup, req, world).await? {
         Ok(created) => {
             // Intents stay until the listing shows the machines (a cloud whose listing lags

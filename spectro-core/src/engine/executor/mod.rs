@@ -253,6 +253,8 @@ pub(crate) struct World {
     pub(crate) workload: Option<crate::workload::WorkloadView>,
     /// Its connection.
     pub(crate) conn: Option<std::sync::Arc<dyn crate::workload::WorkloadCluster>>,
+    /// The bootstrap token's expiration was refreshed in this reconcile.
+    pub(crate) token_refreshed: bool,
 }
 
 async fn run(p: &mut Pass<'_>) -> Result<Outcome> {

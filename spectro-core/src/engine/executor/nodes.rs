@@ -497,3 +497,63 @@ pub(super) async fn apply_packs(p: &mut Pass<'_>, world: &mut World) -> Result<S
     }
     Ok(Step::Continue)
 }
+
+/// The bootstrap token's lifetime in the cluster, renewed before joins.
+const TOKEN_TTL: chrono::Duration = chrono::Duration::hours(24);
+
+/// Before machines join a running cluster: the bootstrap token (created by `kubeadm init` with
+/// kubeadm's 24 h lifetime) gets a fresh expiration, so a join days later still authenticates.
+/// Once per reconcile, only with a reachable workload connection; `Some(step)` stops the
+/// round (the cluster refused the write).
+pub(super) async fn refresh_bootstrap_token(
+    p: &mut Pass<'_>,
+    world: &mut World,
+) -> Result<Option<Step>> {
+    use base64::Engine as _;
+    if world.token_refreshed {
+        return Ok(None);
+    }
+    let Some(conn) = world.conn.clone() else {
+        return Ok(None);
+    };
+    if p.pki.is_none() {
+        p.pki = Some(super::ensure_pki(p.inner, p.rec.id).await?);
+    }
+    let Some(pki) = p.pki.as_ref() else {
+        return Ok(None);
+    };
+    let token = pki.bootstrap_token.expose().to_string();
+    let Some((id, secret)) = token.split_once('.') else {
+        return Ok(None);
+    };
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
+    let expiration = (p.now + TOKEN_TTL).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let object = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "bootstrap.kubernetes.io/token",
+        "metadata": {
+            "name": format!("bootstrap-token-{id}"),
+            "namespace": "kube-system",
+            "labels": { crate::workload::CLUSTER_LABEL: p.rec.spec.name },
+        },
+        "data": {
+            "description": b64("spectro node joins"),
+            "token-id": b64(id),
+            "token-secret": b64(secret),
+            "expiration": b64(&expiration),
+            "usage-bootstrap-authentication": b64("true"),
+            "usage-bootstrap-signing": b64("true"),
+            "auth-extra-groups": b64("system:bootstrappers:kubeadm:default-node-token"),
+        },
+    });
+    if let Err(e) = conn.apply(&[crate::workload::Manifest { object }]).await {
+        return Ok(Some(p.stop_on(
+            ConditionType::WorkersReady,
+            "refreshing the bootstrap token",
+            &e,
+        )));
+    }
+    world.token_refreshed = true;
+    Ok(None)
+}

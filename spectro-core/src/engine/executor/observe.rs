@@ -89,6 +89,7 @@ pub(super) async fn observe(
         infra_deleted: false,
         workload: None,
         conn: None,
+        token_refreshed: false,
     }))
 }
 
