@@ -25,7 +25,15 @@ use std::path::{Path, PathBuf};
 const RULES: &[(&str, &[&str])] = &[
     (
         "model",
-        &["engine", "store", "records", "sim", "bootstrap", "ipam"],
+        &[
+            "engine",
+            "store",
+            "records",
+            "sim",
+            "bootstrap",
+            "ipam",
+            "workload",
+        ],
     ),
     (
         "validate",
@@ -37,6 +45,11 @@ const RULES: &[(&str, &[&str])] = &[
     // `CoreError::Timeout` carries the cluster's `Phase`, plain data from `records`.
     ("error.rs", &["engine", "store"]),
     ("provider.rs", &["engine", "store"]),
+    // The workload-cluster traits and view: provider data and secrets only.
+    (
+        "workload.rs",
+        &["engine", "store", "records", "sim", "bootstrap"],
+    ),
     ("budget.rs", &["engine", "store", "records"]),
     ("records", &["engine", "store"]),
     ("ipam.rs", &["engine", "store"]),
