@@ -65,6 +65,10 @@ struct Rig {
 }
 
 async fn rig(etcd: Option<Arc<EtcdCluster>>) -> Rig {
+    rig_with(etcd, config()).await
+}
+
+async fn rig_with(etcd: Option<Arc<EtcdCluster>>, config: EngineConfig) -> Rig {
     let api = ApiServer::start().await;
     let client = api.client().await;
     let sim = common::sim(SimConfig::default());
@@ -73,7 +77,7 @@ async fn rig(etcd: Option<Arc<EtcdCluster>>) -> Rig {
     let engine = Engine::builder(store)
         .provider(sim.clone())
         .workload(Arc::new(connector(&api, etcd)))
-        .config(config())
+        .config(config)
         .start()
         .await
         .expect("engine");
@@ -737,4 +741,147 @@ async fn pack_values_and_profile_updates_reach_the_running_cluster() {
         "{:?}",
         rec.status.conditions
     );
+}
+
+/// The production path of etcd membership: TLS with client-certificate authentication, the
+/// client certificate minted by the engine from the cluster's etcd CA (`ClusterPki::etcd_client`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_membership_over_tls_with_a_certificate_from_the_cluster_etcd_ca() {
+    use spectro::bootstrap::ClusterPki;
+    use spectro::workload::{WorkloadAccess, WorkloadConnector, WorkloadError};
+
+    let pki = ClusterPki::generate().expect("pki");
+    // The etcd server's certificate, signed by the same etcd CA (as kubeadm issues it).
+    let ca_key = rcgen::KeyPair::from_pem(pki.etcd_ca.key_pem.expose()).expect("ca key");
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "etcd-ca");
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let server_key = rcgen::KeyPair::generate().expect("key");
+    let mut sp = rcgen::CertificateParams::new(vec!["localhost".to_string()]).expect("params");
+    sp.subject_alt_names
+        .push(rcgen::SanType::IpAddress("127.0.0.1".parse().expect("ip")));
+    sp.extended_key_usages = vec![
+        rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+        rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    let server = sp.signed_by(&server_key, &issuer).expect("server cert");
+    let etcd = kubepeers::TlsEtcd::start(
+        "tls-cp-1",
+        &pki.etcd_ca.cert_pem,
+        &server.pem(),
+        &server_key.serialize_pem(),
+    );
+    let access = |pki: &ClusterPki, ca_pem: &str| {
+        let (cert, key) = pki.etcd_client().expect("client cert");
+        WorkloadAccess {
+            cluster: ClusterId::new(),
+            name: "tls".into(),
+            endpoint: "127.0.0.1:6443".into(),
+            ca_pem: pki.ca.cert_pem.clone(),
+            kubeconfig: pki.admin_kubeconfig("tls", "127.0.0.1:6443"),
+            etcd_endpoints: vec![etcd.url.clone()],
+            etcd_ca_pem: ca_pem.to_string(),
+            etcd_client_cert_pem: cert,
+            etcd_client_key: key,
+        }
+    };
+    let conn = spectro_kube::KubeConnector::new()
+        .with_timeout(Duration::from_secs(2))
+        .connect(&access(&pki, &pki.etcd_ca.cert_pem))
+        .await
+        .expect("connect");
+    let mut members = Vec::new();
+    for _ in 0..100 {
+        if let Ok(Some(m)) = conn.etcd_members().await {
+            if m.iter().any(|m| m.healthy) {
+                members = m;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(members.len(), 1, "{members:?}");
+    assert_eq!(members[0].name, "tls-cp-1");
+    assert!(members[0].healthy && !members[0].learner);
+    // Removing a member that is not there: nothing to do, not an error.
+    assert_eq!(conn.remove_etcd_member(12345).await, Ok(false));
+    // The quorum rule refuses the last member before any call.
+    assert!(!spectro::workload::quorum_after_removal(
+        &members,
+        members[0].id
+    ));
+
+    // A client certificate from another cluster's etcd CA is refused by the server.
+    let other = ClusterPki::generate().expect("pki");
+    let stranger = spectro_kube::KubeConnector::new()
+        .with_timeout(Duration::from_secs(2))
+        .connect(&access(&other, &pki.etcd_ca.cert_pem))
+        .await
+        .expect("connect");
+    let refused = stranger.etcd_members().await;
+    assert!(
+        matches!(refused, Err(WorkloadError::Unreachable { .. })),
+        "{refused:?}"
+    );
+    // And the error names no credential.
+    let text = format!("{refused:?}");
+    assert!(!text.contains("PRIVATE KEY"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_stays_not_ready_is_replaced_when_the_health_check_is_on() {
+    let mut cfg = config();
+    cfg.nodes.ready_timeout = Duration::from_secs(2);
+    cfg.nodes.replace_unready = true;
+    let r = rig_with(None, cfg).await;
+    let id = r
+        .engine
+        .create_cluster(&spec("mhc", 1, 2))
+        .await
+        .expect("create");
+    let kubelets = Kubelets::spawn(r.client.clone(), r.sim.clone(), id, None);
+    // The first worker's kubelet never reports Ready.
+    kubelets
+        .hold_first_of
+        .lock()
+        .unwrap()
+        .insert("workers".into());
+    let rec = r
+        .engine
+        .wait_for_phase(id, Phase::Running, T)
+        .await
+        .expect("running with a replacement");
+    let sick = kubelets
+        .not_ready
+        .lock()
+        .unwrap()
+        .iter()
+        .next()
+        .cloned()
+        .expect("a worker was held NotReady");
+    let workers = running(&r.sim, id, Some(PoolRole::Worker));
+    assert_eq!(workers.len(), 2);
+    assert!(!workers.contains(&sick), "{sick} replaced: {workers:?}");
+    assert!(
+        !node_names(&r.client).await.contains(&sick),
+        "its Node deleted"
+    );
+    assert_eq!(kubectl_nodes(&r.api), running(&r.sim, id, None));
+    let events = r.engine.events(Some(id), 0, 10_000).await.expect("events");
+    assert!(
+        events
+            .iter()
+            .any(|e| e.reason == "NodeNotReady" && e.message.contains(&sick)),
+        "{:?}",
+        events
+            .iter()
+            .map(|e| (&e.reason, &e.message))
+            .collect::<Vec<_>>()
+    );
+    assert!(events
+        .iter()
+        .any(|e| e.reason == "MachinesDeleted" && e.message.contains("Unhealthy")));
+    assert_eq!(rec.status.pools["workers"].current, 2);
 }

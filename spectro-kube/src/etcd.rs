@@ -135,16 +135,58 @@ impl Etcd {
     }
 
     pub(crate) async fn remove(&self, id: u64) -> Result<bool, WorkloadError> {
-        match self
-            .post("/v3/cluster/member/remove", json!({ "ID": id.to_string() }))
+        // Ask another member than the one removed: the removed member applies its own removal
+        // and shuts down, its answer may never come.
+        let list: MemberList = self
+            .post("/v3/cluster/member/list", json!({ "linearizable": true }))
+            .await?
+            .json()
             .await
-        {
-            Ok(_) => Ok(true),
-            // Already removed.
-            Err(WorkloadError::Refused { message, .. }) if message.contains("member not found") => {
-                Ok(false)
+            .map_err(|e| unreachable("etcd", e.without_url()))?;
+        let Some(victim) = list.members.iter().find(|m| m.id.parse() == Ok(id)) else {
+            return Ok(false);
+        };
+        let mut endpoints: Vec<&String> = self
+            .endpoints
+            .iter()
+            .filter(|e| {
+                !victim
+                    .client_urls
+                    .iter()
+                    .any(|u| u.trim_end_matches('/') == e.trim_end_matches('/'))
+            })
+            .collect();
+        endpoints.extend(self.endpoints.iter().filter(|e| {
+            victim
+                .client_urls
+                .iter()
+                .any(|u| u.trim_end_matches('/') == e.trim_end_matches('/'))
+        }));
+        let body = json!({ "ID": id.to_string() });
+        let mut failed: Option<WorkloadError> = None;
+        for e in endpoints {
+            let url = format!("{}/v3/cluster/member/remove", e.trim_end_matches('/'));
+            match self.http.post(&url).json(&body).send().await {
+                Ok(r) if r.status().is_success() => return Ok(true),
+                Ok(r) => {
+                    let code = r.status().as_u16();
+                    let text = r.text().await.unwrap_or_default();
+                    if text.contains("member not found") {
+                        // Gone: removed by an earlier attempt of this call whose answer was
+                        // lost, or by someone else before it.
+                        return Ok(failed.is_some());
+                    }
+                    failed.get_or_insert(WorkloadError::Refused {
+                        operation: "etcd member remove".into(),
+                        code,
+                        message: text,
+                    });
+                }
+                Err(err) => {
+                    failed.get_or_insert(unreachable("etcd", err.without_url()));
+                }
             }
-            Err(e) => Err(e),
         }
+        Err(failed.unwrap_or_else(|| unreachable("etcd", "no endpoint")))
     }
 }

@@ -617,3 +617,65 @@ pub fn connector(api: &ApiServer, etcd: Option<Arc<EtcdCluster>>) -> spectro_kub
             ..a.clone()
         })
 }
+
+/// One etcd serving its clients over TLS only, requiring client certificates signed by
+/// `ca_pem` (as a kubeadm cluster's etcd does).
+pub struct TlsEtcd {
+    _dir: tempfile::TempDir,
+    _proc: Proc,
+    /// `https://127.0.0.1:PORT`.
+    pub url: String,
+}
+
+impl TlsEtcd {
+    pub fn start(name: &str, ca_pem: &str, cert_pem: &str, key_pem: &str) -> TlsEtcd {
+        let bin = bin_dir();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let d = dir.path();
+        for (f, text) in [
+            ("ca.crt", ca_pem),
+            ("server.crt", cert_pem),
+            ("server.key", key_pem),
+        ] {
+            std::fs::write(d.join(f), text).expect("write");
+        }
+        let (client, peer) = (free_port(), free_port());
+        let url = format!("https://127.0.0.1:{client}");
+        let log = std::fs::File::create(d.join("etcd.log")).expect("log");
+        let child = Command::new(bin.join("etcd"))
+            .args([
+                "--name",
+                name,
+                "--data-dir",
+                &d.join("data").to_string_lossy(),
+                "--listen-client-urls",
+                &url,
+                "--advertise-client-urls",
+                &url,
+                "--listen-peer-urls",
+                &format!("http://127.0.0.1:{peer}"),
+                "--initial-advertise-peer-urls",
+                &format!("http://127.0.0.1:{peer}"),
+                "--initial-cluster",
+                &format!("{name}=http://127.0.0.1:{peer}"),
+                "--cert-file",
+                &d.join("server.crt").to_string_lossy(),
+                "--key-file",
+                &d.join("server.key").to_string_lossy(),
+                "--trusted-ca-file",
+                &d.join("ca.crt").to_string_lossy(),
+                "--client-cert-auth",
+                "--log-level",
+                "warn",
+            ])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("etcd starts");
+        TlsEtcd {
+            _dir: dir,
+            _proc: Proc(child),
+            url,
+        }
+    }
+}

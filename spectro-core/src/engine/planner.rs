@@ -807,7 +807,9 @@ fn plan_machines(input: &PlanInput<'_>, image_id: &str, plan: &mut Plan) {
             });
         }
         let mut note = None;
-        for m in live
+        // Every running machine of the pool, those the health check replaces included (they
+        // are reported before they go).
+        for m in mine
             .iter()
             .filter(|m| m.state == MachineState::Running && draining(input, m).is_none())
         {

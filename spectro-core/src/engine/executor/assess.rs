@@ -7,6 +7,9 @@ use super::super::planner::Assessment;
 use super::super::status::{ClusterStatus, Phase};
 use super::Pass;
 
+/// What the planner's note says of a node past its ready timeout.
+const LATE: &str = "past the node ready timeout";
+
 /// The milestone being worked on: where a failure that belongs to no step is shown.
 pub(super) fn active_condition(status: &ClusterStatus, deleting: bool) -> ConditionType {
     if deleting {
@@ -79,6 +82,17 @@ pub(super) fn apply_assessment(p: &mut Pass<'_>, a: &Assessment) {
                 msg.push_str(": ");
                 msg.push_str(note);
                 reason = why.as_str();
+                // A node past its ready timeout is reported once, as an event too.
+                let before = p
+                    .status
+                    .conditions
+                    .iter()
+                    .find(|c| c.kind == kind)
+                    .map(|c| c.message.clone())
+                    .unwrap_or_default();
+                if note.contains(LATE) && before != msg {
+                    p.event(Severity::Warning, "NodeNotReady", note.clone());
+                }
             }
             set(p, kind, status, reason, &msg);
         }

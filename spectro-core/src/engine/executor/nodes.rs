@@ -184,6 +184,21 @@ pub(super) async fn detach(
     for m in machines {
         let view = world.workload.clone().unwrap_or_default();
         let node = view.node_of(&m).cloned();
+        if reason == DeleteReason::Unhealthy && m.state == MachineState::Running {
+            p.event(
+                Severity::Warning,
+                "NodeNotReady",
+                format!(
+                    "machine {}: {} past the node ready timeout ({}s): replaced (machine health check)",
+                    m.name,
+                    node.as_ref().map_or_else(
+                        || "no Node registered".to_string(),
+                        |n| format!("Node {} not Ready", n.name)
+                    ),
+                    p.inner.config.nodes.ready_timeout.as_secs()
+                ),
+            );
+        }
         if let Some(n) = node
             .as_ref()
             .filter(|n| n.ready && reason != DeleteReason::Unhealthy)
