@@ -560,9 +560,29 @@ fn stale_members(input: &PlanInput<'_>) -> Vec<(u64, String)> {
     for i in input.intents {
         names.insert(i.name.as_str());
     }
+    // A member whose peer URL is a machine's address is that machine's, whatever its name.
+    let addresses: BTreeSet<String> = input
+        .machines
+        .iter()
+        .filter_map(|m| m.address)
+        .map(|a| a.to_string())
+        .collect();
+    let on_a_machine = |e: &crate::workload::EtcdMember| {
+        e.peer_urls.iter().any(|u| {
+            let host = u
+                .split("://")
+                .nth(1)
+                .unwrap_or(u.as_str())
+                .rsplit_once(':')
+                .map_or(u.as_str(), |(h, _)| h)
+                .trim_start_matches('[')
+                .trim_end_matches(']');
+            addresses.contains(host)
+        })
+    };
     members
         .iter()
-        .filter(|e| !e.name.is_empty() && !names.contains(e.name.as_str()))
+        .filter(|e| !e.name.is_empty() && !names.contains(e.name.as_str()) && !on_a_machine(e))
         .filter(|e| quorum_after_removal(members, e.id))
         .map(|e| (e.id, e.name.clone()))
         .collect()
@@ -1787,6 +1807,20 @@ mod tests {
         fx.workload = Some(v);
         let p = fx.plan();
         assert!(p.actions.iter().any(|a| matches!(a, Action::RemoveEtcdMembers { members } if members == &vec![(99, "cp-gone".to_string())])), "{:?}", p.actions);
+        // A member named otherwise (kubeadm's host name) whose peer URL is a machine's
+        // address is that machine's: kept.
+        fx.machines[0].address = Some("10.0.1.5".parse().unwrap());
+        if let Some(e) = fx.workload.as_mut().and_then(|v| v.etcd.as_mut()) {
+            e[3].peer_urls = vec!["https://10.0.1.5:2380".into()];
+        }
+        let p = fx.plan();
+        assert!(
+            !p.actions
+                .iter()
+                .any(|a| matches!(a, Action::RemoveEtcdMembers { .. })),
+            "{:?}",
+            p.actions
+        );
     }
 
     #[test]
