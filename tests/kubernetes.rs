@@ -885,3 +885,92 @@ async fn a_node_that_stays_not_ready_is_replaced_when_the_health_check_is_on() {
         .any(|e| e.reason == "MachinesDeleted" && e.message.contains("Unhealthy")));
     assert_eq!(rec.status.pools["workers"].current, 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_blocked_past_the_drain_timeout_gives_up_with_a_warning() {
+    let mut cfg = config();
+    cfg.nodes.drain_timeout = Some(Duration::from_secs(2));
+    let r = rig_with(None, cfg).await;
+    let id = r
+        .engine
+        .create_cluster(&spec("timeout", 1, 2))
+        .await
+        .expect("create");
+    let _kubelets = Kubelets::spawn(r.client.clone(), r.sim.clone(), id, None);
+    let rec = r
+        .engine
+        .wait_for_phase(id, Phase::Running, T)
+        .await
+        .expect("running");
+    let workers = running(&r.sim, id, Some(PoolRole::Worker));
+    let pods: Api<Pod> = Api::namespaced(r.client.clone(), "default");
+    for w in &workers {
+        let pod: Pod = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": { "name": format!("db-{w}"), "labels": { "app": "db" } },
+            "spec": { "nodeName": w, "containers": [{ "name": "db", "image": "postgres" }] },
+        }))
+        .expect("pod");
+        pods.create(&PostParams::default(), &pod)
+            .await
+            .expect("pod");
+    }
+    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(r.client.clone(), "default");
+    let pdb: PodDisruptionBudget = serde_json::from_value(json!({
+        "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+        "metadata": { "name": "db" },
+        "spec": { "maxUnavailable": 0, "selector": { "matchLabels": { "app": "db" } } },
+    }))
+    .expect("pdb");
+    let created = pdbs
+        .create(&PostParams::default(), &pdb)
+        .await
+        .expect("pdb");
+    let status = json!({ "status": {
+        "observedGeneration": created.metadata.generation.unwrap_or(1),
+        "disruptionsAllowed": 0, "currentHealthy": 2, "desiredHealthy": 2, "expectedPods": 2,
+    }});
+    pdbs.patch_status("db", &PatchParams::default(), &Patch::Merge(status))
+        .await
+        .expect("pdb status");
+    for _ in 0..100 {
+        let ready = pods
+            .list(&ListParams::default())
+            .await
+            .expect("pods")
+            .items
+            .iter()
+            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+            .count();
+        if ready == workers.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut smaller = rec.spec.clone();
+    smaller.node_pools[1].size = 1;
+    r.engine.update_cluster(id, &smaller).await.expect("update");
+    // The budget never allows the eviction: after the drain timeout the node goes anyway.
+    let rec = r
+        .engine
+        .wait_for_phase(id, Phase::Running, T)
+        .await
+        .expect("running after the drain timeout");
+    assert_eq!(rec.status.pools["workers"].current, 1);
+    let events = r.engine.events(Some(id), 0, 10_000).await.expect("events");
+    let blocked = events
+        .iter()
+        .find(|e| e.reason == "DrainBlocked")
+        .expect("the drain was blocked first");
+    let gave_up = events
+        .iter()
+        .find(|e| e.reason == "DrainTimeout")
+        .expect("a DrainTimeout warning");
+    assert!(gave_up.time >= blocked.time + chrono::Duration::seconds(2));
+    assert!(
+        gave_up.message.contains("removed anyway"),
+        "{}",
+        gave_up.message
+    );
+    assert_eq!(kubectl_nodes(&r.api), running(&r.sim, id, None));
+}
