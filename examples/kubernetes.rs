@@ -13,14 +13,9 @@
 mod kubepeers;
 
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::api::{Api, Patch, PatchParams, PostParams};
-use serde_json::json;
 use spectro::engine::status::Phase;
 use spectro::model::document::{from_text, Format};
 use spectro::model::{CloudAccount, CloudType, Cluster, ClusterProfile, PoolRole};
@@ -28,7 +23,7 @@ use spectro::provider::{ClusterId, MachineState};
 use spectro::sim::{SimCloud, SimConfig};
 use spectro::{Engine, EngineConfig, SqliteStore};
 
-use kubepeers::{connector, ApiServer, EtcdCluster, Kubelets};
+use kubepeers::{connector, ApiServer, Budget, EtcdCluster, Kubelets, QuorumSampler};
 
 const PROFILE: &str = r#"
 name: kube-demo
@@ -124,38 +119,18 @@ async fn main() -> Result<ExitCode, Failure> {
 
     // Control-plane replacement, quorum sampled all along.
     let old_cp = running(&sim, id, PoolRole::ControlPlane);
-    let stop = Arc::new(AtomicBool::new(false));
-    let lost = Arc::new(AtomicU64::new(0));
-    let samples = Arc::new(AtomicU64::new(0));
-    let sampler = {
-        let (etcd, stop, lost, samples) =
-            (etcd.clone(), stop.clone(), lost.clone(), samples.clone());
-        tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                samples.fetch_add(1, Ordering::Relaxed);
-                if !etcd.has_quorum().await {
-                    lost.fetch_add(1, Ordering::Relaxed);
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        })
-    };
+    let sampler = QuorumSampler::start(etcd.clone());
     let mut spec = rec.spec.clone();
     spec.node_pools[0].instance_type = Some("m5.xlarge".into());
     engine.update_cluster(id, &spec).await?;
     let rec = engine.wait_for_phase(id, Phase::Running, t).await?;
-    stop.store(true, Ordering::Relaxed);
-    sampler.await?;
+    let (n, l) = sampler.finish().await;
     show(
         "control plane replaced (m5.large -> m5.xlarge)",
         &api,
         &etcd,
     )
     .await;
-    let (n, l) = (
-        samples.load(Ordering::Relaxed),
-        lost.load(Ordering::Relaxed),
-    );
     println!("quorum samples: {n}, lost: {l}");
     if l > 0 {
         eprintln!("FAIL: etcd quorum lost in {l} of {n} samples");
@@ -171,32 +146,7 @@ async fn main() -> Result<ExitCode, Failure> {
 
     // Worker scale-down: one pod per worker under a budget; the drain waits until it allows.
     let workers = running(&sim, id, PoolRole::Worker);
-    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
-    for w in &workers {
-        let pod: Pod = serde_json::from_value(json!({
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": { "name": format!("web-{w}"), "labels": { "app": "web" } },
-            "spec": { "nodeName": w, "containers": [{ "name": "web", "image": "nginx" }] },
-        }))?;
-        pods.create(&PostParams::default(), &pod).await?;
-    }
-    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), "default");
-    let pdb: PodDisruptionBudget = serde_json::from_value(json!({
-        "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
-        "metadata": { "name": "web" },
-        "spec": { "minAvailable": 2, "selector": { "matchLabels": { "app": "web" } } },
-    }))?;
-    let created = pdbs.create(&PostParams::default(), &pdb).await?;
-    let budget = |allowed: i32| {
-        json!({ "status": {
-            "observedGeneration": created.metadata.generation.unwrap_or(1),
-            "disruptionsAllowed": allowed, "currentHealthy": 2,
-            "desiredHealthy": 2 - allowed, "expectedPods": 2,
-        }})
-    };
-    pdbs.patch_status("web", &PatchParams::default(), &Patch::Merge(budget(0)))
-        .await?;
-    tokio::time::sleep(Duration::from_millis(500)).await; // the kubelets report the pods Ready
+    let budget = Budget::create(&client, "web", &workers).await;
     let mut spec = rec.spec.clone();
     spec.node_pools[1].size = 1;
     engine.update_cluster(id, &spec).await?;
@@ -213,8 +163,7 @@ async fn main() -> Result<ExitCode, Failure> {
     {
         println!("\n{}: {}", c.kind.label(), c.message);
     }
-    pdbs.patch_status("web", &PatchParams::default(), &Patch::Merge(budget(1)))
-        .await?;
+    budget.allow(1).await;
     let rec = engine.wait_for_phase(id, Phase::Running, t).await?;
     show("workers scaled down 2 -> 1 after the drain", &api, &etcd).await;
     let left = running(&sim, id, PoolRole::Worker);

@@ -8,14 +8,11 @@ mod common;
 #[path = "common/kubepeers.rs"]
 mod kubepeers;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
-use serde_json::json;
+use kube::api::{Api, ListParams};
 use spectro::engine::status::Phase;
 use spectro::engine::BlockerKind;
 use spectro::model::document::{from_text, Format};
@@ -25,7 +22,7 @@ use spectro::records::condition::ConditionType;
 use spectro::sim::{SimCloud, SimConfig};
 use spectro::{Engine, EngineConfig, SqliteStore};
 
-use kubepeers::{connector, ApiServer, EtcdCluster, Kubelets};
+use kubepeers::{connector, ApiServer, Budget, EtcdCluster, Kubelets, QuorumSampler};
 
 const T: Duration = Duration::from_secs(90);
 
@@ -266,62 +263,9 @@ async fn scale_down_drains_through_the_eviction_api_and_respects_the_budget() {
     let workers = running(&r.sim, id, Some(PoolRole::Worker));
     assert_eq!(workers.len(), 3);
 
-    // One `web` pod per worker, all under a budget that allows no disruption (the test plays
-    // the disruption controller: no controller-manager runs), and a DaemonSet-owned pod the
-    // drain must leave alone.
+    // One `web` pod per worker, all under a budget that allows no disruption.
+    let budget = Budget::create(&r.client, "web", &workers).await;
     let pods: Api<Pod> = Api::namespaced(r.client.clone(), "default");
-    for w in &workers {
-        let pod: Pod = serde_json::from_value(json!({
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": { "name": format!("web-{w}"), "labels": { "app": "web" } },
-            "spec": { "nodeName": w, "containers": [{ "name": "web", "image": "nginx" }] },
-        }))
-        .expect("pod");
-        pods.create(&PostParams::default(), &pod)
-            .await
-            .expect("pod");
-    }
-    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(r.client.clone(), "default");
-    let pdb: PodDisruptionBudget = serde_json::from_value(json!({
-        "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
-        "metadata": { "name": "web" },
-        "spec": { "minAvailable": 3, "selector": { "matchLabels": { "app": "web" } } },
-    }))
-    .expect("pdb");
-    let created = pdbs
-        .create(&PostParams::default(), &pdb)
-        .await
-        .expect("pdb");
-    let generation = created.metadata.generation.unwrap_or(1);
-    let budget = |allowed: i32| {
-        json!({ "status": {
-            "observedGeneration": generation, "disruptionsAllowed": allowed,
-            "currentHealthy": 3, "desiredHealthy": 3 - allowed, "expectedPods": 3,
-        }})
-    };
-    pdbs.patch_status("web", &PatchParams::default(), &Patch::Merge(budget(0)))
-        .await
-        .expect("pdb status");
-
-    // The kubelets report the pods running and Ready before the drain starts (an eviction
-    // of a Pending pod ignores budgets, as it should).
-    for _ in 0..100 {
-        let list = pods.list(&ListParams::default()).await.expect("pods");
-        let ready = list
-            .items
-            .iter()
-            .filter(|p| {
-                p.status
-                    .as_ref()
-                    .and_then(|s| s.conditions.as_ref())
-                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-            })
-            .count();
-        if ready == workers.len() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     let rec = r.engine.cluster(id).await.expect("cluster");
     let mut smaller = rec.spec.clone();
     smaller.node_pools[1].size = 2;
@@ -390,9 +334,7 @@ async fn scale_down_drains_through_the_eviction_api_and_respects_the_budget() {
         .is_some());
 
     // The budget allows one disruption: the drain goes through, the Node and the machine go.
-    pdbs.patch_status("web", &PatchParams::default(), &Patch::Merge(budget(1)))
-        .await
-        .expect("pdb status");
+    budget.allow(1).await;
     let rec = r
         .engine
         .wait_for_phase(id, Phase::Running, T)
@@ -454,21 +396,7 @@ async fn control_plane_replacement_keeps_etcd_quorum() {
     assert!(members.iter().all(|m| m.healthy), "{members:?}");
 
     // Sample quorum continuously while the control plane is replaced.
-    let stop = Arc::new(AtomicBool::new(false));
-    let (samples, lost) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let sampler = {
-        let (etcd, stop, samples, lost) =
-            (etcd.clone(), stop.clone(), samples.clone(), lost.clone());
-        tokio::spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                samples.fetch_add(1, Ordering::Relaxed);
-                if !etcd.has_quorum().await {
-                    lost.fetch_add(1, Ordering::Relaxed);
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        })
-    };
+    let sampler = QuorumSampler::start(etcd.clone());
     let mut bigger = rec.spec.clone();
     bigger.node_pools[0].instance_type = Some("m5.xlarge".into());
     r.engine.update_cluster(id, &bigger).await.expect("update");
@@ -500,12 +428,7 @@ async fn control_plane_replacement_keeps_etcd_quorum() {
             );
         }
     };
-    stop.store(true, Ordering::Relaxed);
-    sampler.await.expect("sampler");
-    let (n, lost) = (
-        samples.load(Ordering::Relaxed),
-        lost.load(Ordering::Relaxed),
-    );
+    let (n, lost) = sampler.finish().await;
     println!("quorum samples during the replacement: {n}, lost: {lost}");
     assert!(n > 10, "the sampler ran ({n} samples)");
     assert_eq!(lost, 0, "quorum lost in {lost} of {n} samples");
@@ -903,50 +826,8 @@ async fn a_drain_blocked_past_the_drain_timeout_gives_up_with_a_warning() {
         .await
         .expect("running");
     let workers = running(&r.sim, id, Some(PoolRole::Worker));
-    let pods: Api<Pod> = Api::namespaced(r.client.clone(), "default");
-    for w in &workers {
-        let pod: Pod = serde_json::from_value(json!({
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": { "name": format!("db-{w}"), "labels": { "app": "db" } },
-            "spec": { "nodeName": w, "containers": [{ "name": "db", "image": "postgres" }] },
-        }))
-        .expect("pod");
-        pods.create(&PostParams::default(), &pod)
-            .await
-            .expect("pod");
-    }
-    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(r.client.clone(), "default");
-    let pdb: PodDisruptionBudget = serde_json::from_value(json!({
-        "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
-        "metadata": { "name": "db" },
-        "spec": { "maxUnavailable": 0, "selector": { "matchLabels": { "app": "db" } } },
-    }))
-    .expect("pdb");
-    let created = pdbs
-        .create(&PostParams::default(), &pdb)
-        .await
-        .expect("pdb");
-    let status = json!({ "status": {
-        "observedGeneration": created.metadata.generation.unwrap_or(1),
-        "disruptionsAllowed": 0, "currentHealthy": 2, "desiredHealthy": 2, "expectedPods": 2,
-    }});
-    pdbs.patch_status("db", &PatchParams::default(), &Patch::Merge(status))
-        .await
-        .expect("pdb status");
-    for _ in 0..100 {
-        let ready = pods
-            .list(&ListParams::default())
-            .await
-            .expect("pods")
-            .items
-            .iter()
-            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
-            .count();
-        if ready == workers.len() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // A budget that never allows the eviction.
+    let _budget = Budget::create(&r.client, "db", &workers).await;
     let mut smaller = rec.spec.clone();
     smaller.node_pools[1].size = 1;
     r.engine.update_cluster(id, &smaller).await.expect("update");

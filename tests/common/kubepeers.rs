@@ -679,3 +679,114 @@ impl TlsEtcd {
         }
     }
 }
+
+/// Samples etcd quorum (a linearizable write within 1 s) every 50 ms until stopped.
+pub struct QuorumSampler {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<(u64, u64)>,
+}
+
+impl QuorumSampler {
+    pub fn start(etcd: Arc<EtcdCluster>) -> QuorumSampler {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let task = tokio::spawn(async move {
+            let (mut samples, mut lost) = (0, 0);
+            while !flag.load(Ordering::Relaxed) {
+                samples += 1;
+                if !etcd.has_quorum().await {
+                    lost += 1;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            (samples, lost)
+        });
+        QuorumSampler { stop, task }
+    }
+
+    /// Stops sampling: `(samples, samples without quorum)`.
+    pub async fn finish(self) -> (u64, u64) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.task.await.unwrap_or((0, 0))
+    }
+}
+
+/// One pod per node labelled `app`, under a PodDisruptionBudget (`minAvailable` = all of
+/// them) whose status the test sets, playing the disruption controller (no controller-manager
+/// runs). Created with no disruption allowed; returns once the kubelets report the pods
+/// Ready (an eviction of a Pending pod ignores budgets, as it should).
+pub struct Budget {
+    pdbs: Api<k8s_openapi::api::policy::v1::PodDisruptionBudget>,
+    app: String,
+    generation: i64,
+    pods: i32,
+}
+
+impl Budget {
+    pub async fn create(client: &kube::Client, app: &str, nodes: &[String]) -> Budget {
+        use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+        let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+        for n in nodes {
+            let pod: Pod = serde_json::from_value(json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": { "name": format!("{app}-{n}"), "labels": { "app": app } },
+                "spec": { "nodeName": n, "containers": [{ "name": app, "image": "nginx" }] },
+            }))
+            .expect("pod");
+            pods.create(&PostParams::default(), &pod)
+                .await
+                .expect("pod");
+        }
+        let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), "default");
+        let pdb: PodDisruptionBudget = serde_json::from_value(json!({
+            "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+            "metadata": { "name": app },
+            "spec": { "minAvailable": nodes.len(), "selector": { "matchLabels": { "app": app } } },
+        }))
+        .expect("pdb");
+        let created = pdbs
+            .create(&PostParams::default(), &pdb)
+            .await
+            .expect("pdb");
+        let b = Budget {
+            pdbs,
+            app: app.to_string(),
+            generation: created.metadata.generation.unwrap_or(1),
+            pods: nodes.len() as i32,
+        };
+        b.allow(0).await;
+        for _ in 0..100 {
+            let list = pods.list(&ListParams::default()).await.expect("pods");
+            let ready = list
+                .items
+                .iter()
+                .filter(|p| p.metadata.labels.as_ref().and_then(|l| l.get("app")) == Some(&b.app))
+                .filter(|p| {
+                    p.status
+                        .as_ref()
+                        .and_then(|s| s.conditions.as_ref())
+                        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+                })
+                .count();
+            if ready == nodes.len() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        b
+    }
+
+    /// Sets the budget's status: `allowed` disruptions.
+    pub async fn allow(&self, allowed: i32) {
+        let status = json!({ "status": {
+            "observedGeneration": self.generation, "disruptionsAllowed": allowed,
+            "currentHealthy": self.pods, "desiredHealthy": self.pods - allowed,
+            "expectedPods": self.pods,
+        }});
+        self.pdbs
+            .patch_status(&self.app, &PatchParams::default(), &Patch::Merge(status))
+            .await
+            .expect("pdb status");
+    }
+}
