@@ -114,13 +114,17 @@ impl Etcd {
         false
     }
 
-    pub(crate) async fn members(&self) -> Result<Vec<EtcdMember>, WorkloadError> {
-        let list: MemberList = self
-            .post("/v3/cluster/member/list", json!({ "linearizable": true }))
+    /// The member list, linearizable (never a lagging follower's view).
+    async fn list(&self) -> Result<MemberList, WorkloadError> {
+        self.post("/v3/cluster/member/list", json!({ "linearizable": true }))
             .await?
             .json()
             .await
-            .map_err(|e| unreachable("etcd", e.without_url()))?;
+            .map_err(|e| unreachable("etcd", e.without_url()))
+    }
+
+    pub(crate) async fn members(&self) -> Result<Vec<EtcdMember>, WorkloadError> {
+        let list = self.list().await?;
         let mut out = Vec::with_capacity(list.members.len());
         for m in &list.members {
             out.push(EtcdMember {
@@ -137,31 +141,19 @@ impl Etcd {
     pub(crate) async fn remove(&self, id: u64) -> Result<bool, WorkloadError> {
         // Ask another member than the one removed: the removed member applies its own removal
         // and shuts down, its answer may never come.
-        let list: MemberList = self
-            .post("/v3/cluster/member/list", json!({ "linearizable": true }))
-            .await?
-            .json()
-            .await
-            .map_err(|e| unreachable("etcd", e.without_url()))?;
+        let list = self.list().await?;
         let Some(victim) = list.members.iter().find(|m| m.id.parse() == Ok(id)) else {
             return Ok(false);
         };
-        let mut endpoints: Vec<&String> = self
-            .endpoints
-            .iter()
-            .filter(|e| {
-                !victim
-                    .client_urls
-                    .iter()
-                    .any(|u| u.trim_end_matches('/') == e.trim_end_matches('/'))
-            })
-            .collect();
-        endpoints.extend(self.endpoints.iter().filter(|e| {
+        let own = |e: &&String| {
             victim
                 .client_urls
                 .iter()
                 .any(|u| u.trim_end_matches('/') == e.trim_end_matches('/'))
-        }));
+        };
+        // A stable sort: the victim's own endpoints last, the others in their order.
+        let mut endpoints: Vec<&String> = self.endpoints.iter().collect();
+        endpoints.sort_by_key(own);
         let body = json!({ "ID": id.to_string() });
         let mut failed: Option<WorkloadError> = None;
         for e in endpoints {

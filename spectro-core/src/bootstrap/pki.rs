@@ -85,6 +85,37 @@ fn ca_params(cn: &str, years: i32) -> Result<CertificateParams> {
     Ok(p)
 }
 
+/// A client-auth certificate (`O=org`, `CN=cn`) with a fresh key, signed by `issuer`, valid
+/// from an hour ago (clock skew) until `until`.
+#[cfg(feature = "engine")]
+fn client_cert(
+    issuer: &Issuer<'_, KeyPair>,
+    org: Option<&str>,
+    cn: &str,
+    until: time::OffsetDateTime,
+) -> Result<CertKey> {
+    let key = KeyPair::generate().map_err(pki_err)?;
+    let mut p = CertificateParams::new(Vec::<String>::new()).map_err(pki_err)?;
+    let mut dn = DistinguishedName::new();
+    if let Some(o) = org {
+        dn.push(DnType::OrganizationName, o);
+    }
+    dn.push(DnType::CommonName, cn);
+    p.distinguished_name = dn;
+    p.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    p.not_before = years_from_now(0) - std::time::Duration::from_secs(3600);
+    p.not_after = until;
+    let cert = p.signed_by(&key, issuer).map_err(pki_err)?;
+    Ok(CertKey {
+        cert_pem: cert.pem(),
+        key_pem: Secret::new(key.serialize_pem()),
+    })
+}
+
 #[cfg(feature = "engine")]
 fn random_token() -> String {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
@@ -122,20 +153,12 @@ impl ClusterPki {
         let issuer = ca_issuer.ok_or_else(|| CoreError::Pki {
             message: "cluster CA missing".into(),
         })?;
-        let admin_key = KeyPair::generate().map_err(pki_err)?;
-        let mut p = CertificateParams::new(Vec::<String>::new()).map_err(pki_err)?;
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::OrganizationName, "system:masters");
-        dn.push(DnType::CommonName, "spectro-admin");
-        p.distinguished_name = dn;
-        p.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
-        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        p.not_before = years_from_now(0) - std::time::Duration::from_secs(3600);
-        p.not_after = years_from_now(1);
-        let admin_cert = p.signed_by(&admin_key, &issuer).map_err(pki_err)?;
+        let admin = client_cert(
+            &issuer,
+            Some("system:masters"),
+            "spectro-admin",
+            years_from_now(1),
+        )?;
         let sa = KeyPair::generate().map_err(pki_err)?;
         let mut it = cas.into_iter();
         let (ca, etcd_ca, front_proxy_ca) = match (it.next(), it.next(), it.next()) {
@@ -152,10 +175,7 @@ impl ClusterPki {
             front_proxy_ca,
             service_account_key: Secret::new(sa.serialize_pem()),
             service_account_pub: sa.public_key_pem(),
-            admin: CertKey {
-                cert_pem: admin_cert.pem(),
-                key_pem: Secret::new(admin_key.serialize_pem()),
-            },
+            admin,
             bootstrap_token: Secret::new(random_token()),
         })
     }
@@ -185,20 +205,13 @@ impl ClusterPki {
         let ca_key = KeyPair::from_pem(self.etcd_ca.key_pem.expose()).map_err(pki_err)?;
         // The issuer is the CA's subject name and key: the same as when it was generated.
         let issuer = Issuer::new(ca_params("etcd-ca", 10)?, ca_key);
-        let key = KeyPair::generate().map_err(pki_err)?;
-        let mut p = CertificateParams::new(Vec::<String>::new()).map_err(pki_err)?;
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, "spectro-etcd-client");
-        p.distinguished_name = dn;
-        p.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
-        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        p.not_before = years_from_now(0) - std::time::Duration::from_secs(3600);
-        p.not_after = years_from_now(0) + std::time::Duration::from_secs(7 * 86_400);
-        let cert = p.signed_by(&key, &issuer).map_err(pki_err)?;
-        Ok((cert.pem(), Secret::new(key.serialize_pem())))
+        let c = client_cert(
+            &issuer,
+            None,
+            "spectro-etcd-client",
+            years_from_now(0) + std::time::Duration::from_secs(7 * 86_400),
+        )?;
+        Ok((c.cert_pem, c.key_pem))
     }
 
     /// The admin kubeconfig (YAML) for `cluster` at `endpoint` (`host:port`).

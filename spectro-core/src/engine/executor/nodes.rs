@@ -34,9 +34,16 @@ async fn connection(
     else {
         return Ok(None);
     };
-    let mut etcd_endpoints: Vec<String> = machines
+    let running_cp: Vec<&Machine> = machines
         .iter()
         .filter(|m| m.role == PoolRole::ControlPlane && m.state == MachineState::Running)
+        .collect();
+    if running_cp.is_empty() {
+        // No control-plane machine runs: nothing to connect to yet.
+        return Ok(None);
+    }
+    let mut etcd_endpoints: Vec<String> = running_cp
+        .iter()
         .filter_map(|m| m.address)
         .map(|a| match a {
             std::net::IpAddr::V6(v6) => format!("https://[{v6}]:2379"),
@@ -44,14 +51,6 @@ async fn connection(
         })
         .collect();
     etcd_endpoints.sort();
-    if etcd_endpoints.is_empty()
-        && !machines
-            .iter()
-            .any(|m| m.role == PoolRole::ControlPlane && m.state == MachineState::Running)
-    {
-        // No control-plane machine runs: nothing to connect to yet.
-        return Ok(None);
-    }
     let key = format!("{endpoint}|{}", etcd_endpoints.join(","));
     let cached = p
         .inner
