@@ -206,6 +206,16 @@ pub enum CoreError {
     /// The engine is shut down.
     #[error("the engine is shut down")]
     Shutdown,
+    /// A cluster agent's credential is wrong, or is another cluster's; nothing it sent
+    /// was recorded.
+    #[error("agent of cluster {cluster}: credential refused (not this cluster's)")]
+    Unauthorized {
+        /// The cluster the caller claimed to be.
+        cluster: String,
+    },
+    /// The store (or the engine's configuration) does not offer this.
+    #[error("not supported here: {0}")]
+    Unsupported(&'static str),
 }
 
 fn join(v: &[Violation]) -> String {
@@ -241,6 +251,8 @@ impl CoreError {
             CoreError::PackValues { .. } => "InvalidPackValues",
             CoreError::UserDataTooLarge { .. } => "UserDataTooLarge",
             CoreError::Shutdown => "Shutdown",
+            CoreError::Unauthorized { .. } => "Unauthorized",
+            CoreError::Unsupported(_) => "Unsupported",
         }
     }
 

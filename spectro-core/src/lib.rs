@@ -46,6 +46,7 @@ pub mod engine;
 pub mod error;
 pub mod ipam;
 pub mod model;
+pub mod monitoring;
 pub mod provider;
 pub mod records;
 pub mod schema;

@@ -23,6 +23,7 @@ pub struct EngineBuilder {
     clock: Arc<dyn Clock>,
     config: EngineConfig,
     workload: Option<Arc<dyn WorkloadConnector>>,
+    agent: Option<super::monitoring::AgentSettings>,
 }
 
 impl std::fmt::Debug for EngineBuilder {
@@ -31,6 +32,7 @@ impl std::fmt::Debug for EngineBuilder {
             .field("providers", &self.providers.keys().collect::<Vec<_>>())
             .field("config", &self.config)
             .field("workload", &self.workload.is_some())
+            .field("agent", &self.agent)
             .finish()
     }
 }
@@ -43,6 +45,7 @@ impl EngineBuilder {
             clock: Arc::new(TokioClock::new()),
             config: EngineConfig::default(),
             workload: None,
+            agent: None,
         }
     }
 
@@ -52,6 +55,15 @@ impl EngineBuilder {
     /// removed before their machines go. Without it the engine manages machines only.
     pub fn workload(mut self, c: Arc<dyn WorkloadConnector>) -> Self {
         self.workload = Some(c);
+        self
+    }
+
+    /// Monitors the clusters through their agents: `Engine::agent_report` takes their
+    /// reports (authenticated by credentials derived from `settings.key`), and with
+    /// `settings.deployment` (and a workload connection) the engine deploys the agent into
+    /// every cluster it builds, as a system pack. Starts the heartbeat sweep.
+    pub fn agent(mut self, settings: super::monitoring::AgentSettings) -> Self {
+        self.agent = Some(settings);
         self
     }
 
@@ -92,6 +104,7 @@ impl EngineBuilder {
             self.config,
             random,
             self.workload,
+            self.agent,
         ));
         for rec in inner.store.list_clusters(false).await? {
             inner.queue.add(rec.id);
@@ -100,6 +113,9 @@ impl EngineBuilder {
         let mut workers: Vec<JoinHandle<()>> = (0..reconcilers)
             .map(|_| tokio::spawn(inner.clone().worker()))
             .collect();
+        if inner.agent.is_some() {
+            workers.push(tokio::spawn(inner.clone().health_loop()));
+        }
         if let Some(rc) = inner.config.replica.clone() {
             if let Some(changes) = inner.store.changes().await? {
                 workers.push(tokio::spawn(inner.clone().change_loop(changes)));

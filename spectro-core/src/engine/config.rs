@@ -27,6 +27,9 @@ pub struct EngineConfig {
     /// Node readiness and removal (with a workload connection, [`EngineBuilder::workload`](super::EngineBuilder::workload)):
     /// the ready timeout, the machine health check, the drain timeout.
     pub nodes: super::planner::NodePolicy,
+    /// Cluster health, usage retention, the heartbeat sweep (with an agent key,
+    /// [`EngineBuilder::agent`](super::EngineBuilder::agent)).
+    pub monitoring: super::monitoring::MonitoringConfig,
     /// Replica mode: share the clusters with other engines on the same database through
     /// leases. `None`: this engine owns every cluster (one process).
     pub replica: Option<ReplicaConfig>,
@@ -60,6 +63,7 @@ impl Default for EngineConfig {
             infra_resync: Duration::from_secs(3600),
             machine_timeout: Duration::from_secs(20 * 60),
             nodes: super::planner::NodePolicy::default(),
+            monitoring: super::monitoring::MonitoringConfig::default(),
             replica: None,
             seed: None,
         }

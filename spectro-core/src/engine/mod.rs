@@ -54,6 +54,7 @@ pub mod executor;
 mod explain;
 mod lease;
 pub mod metrics;
+mod monitoring;
 pub mod planner;
 pub mod queue;
 mod runtime;
@@ -77,6 +78,7 @@ pub use self::apply::{Applied, ApplyAction};
 pub use self::builder::EngineBuilder;
 pub use self::config::{EngineConfig, ReplicaConfig};
 pub use self::explain::{Blocker, BlockerKind, BlockerScope, Explanation};
+pub use self::monitoring::{AgentSettings, HealthChange, MonitoringConfig};
 pub use self::update::UpdateNotification;
 pub use self::watch::{ReconcileOutcome, ReconcileReport};
 

@@ -85,6 +85,9 @@ pub struct PlanInput<'a> {
     pub nodes: NodePolicy,
     /// The packs applied to the running cluster (its status).
     pub applied_packs: &'a BTreeMap<String, AppliedPack>,
+    /// The system packs the engine adds to the profile's (the cluster agent): name and
+    /// rendered revision only — their objects carry credentials.
+    pub system_packs: &'a [(String, String)],
 }
 
 /// Why machines are deleted.
@@ -639,6 +642,7 @@ fn stale_members(input: &PlanInput<'_>) -> Vec<(u64, String)> {
 ///     workload: None, // no workload connection: a running machine counts as a ready node
 ///     nodes: Default::default(),
 ///     applied_packs: &Default::default(),
+///     system_packs: &[],
 /// });
 /// // Workers wait for the first control-plane node to run.
 /// assert!(matches!(
@@ -720,6 +724,21 @@ fn plan_packs(input: &PlanInput<'_>, plan: &mut Plan) {
         plan.assessment.waits.push(Wait::Pack {
             pack: pack.name.clone(),
             detail,
+        });
+    }
+    for (name, revision) in input.system_packs {
+        wanted.insert(name.as_str());
+        if input
+            .applied_packs
+            .get(name)
+            .is_some_and(|a| &a.revision == revision)
+        {
+            continue;
+        }
+        stale = true;
+        plan.assessment.waits.push(Wait::Pack {
+            pack: name.clone(),
+            detail: format!("revision {revision} to apply"),
         });
     }
     for name in input.applied_packs.keys() {
@@ -1491,6 +1510,7 @@ mod tests {
                 workload: self.workload.as_ref(),
                 nodes: self.policy,
                 applied_packs: &BTreeMap::new(),
+                system_packs: &[],
             })
         }
     }
@@ -1920,6 +1940,7 @@ mod tests {
                 workload: None,
                 nodes: NodePolicy::default(),
                 applied_packs: &BTreeMap::new(),
+                system_packs: &[],
             }
         });
         assert!(matches!(p.actions.as_slice(), [Action::EnsureImage { .. }]));
@@ -1938,6 +1959,7 @@ mod tests {
             workload: None,
             nodes: NodePolicy::default(),
             applied_packs: &BTreeMap::new(),
+            system_packs: &[],
         });
         assert_eq!(p.actions, vec![Action::EnsureInfrastructure]);
         let p = fx.plan();

@@ -70,6 +70,10 @@ pub(crate) struct Inner {
     pub(crate) workload: Option<Arc<dyn crate::workload::WorkloadConnector>>,
     /// The open workload connection of each cluster, with the access it was opened for.
     pub(crate) connections: std::sync::Mutex<HashMap<ClusterId, Connection>>,
+    /// The cluster agents' key and deployment (`None`: no monitoring).
+    pub(crate) agent: Option<super::monitoring::AgentSettings>,
+    /// Health transitions (wakes `watch_health`).
+    pub(crate) health_tx: broadcast::Sender<super::monitoring::HealthChange>,
 }
 
 /// An open workload connection and the access key it was opened for.
@@ -125,6 +129,7 @@ impl Inner {
         config: EngineConfig,
         random: seed::Randomness,
         workload: Option<Arc<dyn crate::workload::WorkloadConnector>>,
+        agent: Option<super::monitoring::AgentSettings>,
     ) -> Self {
         let replica_name = config
             .replica
@@ -158,6 +163,8 @@ impl Inner {
             paused: Default::default(),
             workload,
             connections: Default::default(),
+            agent,
+            health_tx: broadcast::channel(1024).0,
         }
     }
 

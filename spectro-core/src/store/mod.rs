@@ -14,6 +14,7 @@ pub mod postgres;
 pub mod sqlite;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 
 use crate::error::Result;
 use crate::provider::ClusterId;
@@ -54,6 +55,9 @@ pub enum ObjectKind {
     Gateway,
     /// A cluster's PKI (CA keys: secrets), keyed by cluster id.
     ClusterPki,
+    /// What the cluster's agent last reported and the health judged from it
+    /// ([`MonitorState`](crate::monitoring::MonitorState)), keyed by cluster id.
+    Monitor,
 }
 
 impl ObjectKind {
@@ -66,6 +70,7 @@ impl ObjectKind {
             ObjectKind::IpPool => "ipPool",
             ObjectKind::Gateway => "gateway",
             ObjectKind::ClusterPki => "clusterPki",
+            ObjectKind::Monitor => "monitor",
         }
     }
 }
@@ -162,6 +167,16 @@ pub struct IpLease {
     pub cluster: ClusterId,
     /// The holder (machine name or `vip`).
     pub owner: String,
+}
+
+/// One stored usage sample: its time and the sample as JSON
+/// ([`UsageSample`](crate::monitoring::UsageSample)).
+#[derive(Debug, Clone, PartialEq)]
+pub struct UsageRow {
+    /// The sample's time (a bucket's start for averages).
+    pub at: DateTime<Utc>,
+    /// The sample.
+    pub body: serde_json::Value,
 }
 
 /// Where the engine keeps everything. Implementations: `SqliteStore` (feature `sqlite`,
@@ -264,6 +279,37 @@ pub trait Store: Send + Sync + 'static {
         pool: Option<&str>,
         cluster: Option<ClusterId>,
     ) -> Result<Vec<IpLease>>;
+
+    /// Writes usage samples of a cluster at a resolution (`step` seconds; 0 = raw), one row
+    /// per time; a row at an existing (cluster, step, time) replaces it.
+    async fn put_usage(&self, cluster: ClusterId, step: u32, rows: &[UsageRow]) -> Result<()> {
+        let _ = (cluster, step, rows);
+        Err(crate::error::CoreError::Unsupported("usage samples"))
+    }
+
+    /// Usage rows of a cluster at a resolution with `from <= at < to`, oldest first.
+    async fn usage(
+        &self,
+        cluster: ClusterId,
+        step: u32,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<UsageRow>> {
+        let _ = (cluster, step, from, to);
+        Err(crate::error::CoreError::Unsupported("usage samples"))
+    }
+
+    /// Deletes a cluster's usage rows older than `before` (of one resolution, or all);
+    /// returns how many.
+    async fn delete_usage(
+        &self,
+        cluster: ClusterId,
+        step: Option<u32>,
+        before: DateTime<Utc>,
+    ) -> Result<u64> {
+        let _ = (cluster, step, before);
+        Err(crate::error::CoreError::Unsupported("usage samples"))
+    }
 
     /// Cluster ids whose spec or lifecycle changed, from any process sharing the database
     /// (PostgreSQL LISTEN/NOTIFY). `None` when the store has no cross-process notifications

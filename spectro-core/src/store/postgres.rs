@@ -19,7 +19,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::{
     from_json, to_json, ClusterWrite, Intent, IpLease, IpRequest, Lease, ObjectKind, Store,
-    StoredObject,
+    StoredObject, UsageRow,
 };
 use crate::error::{CoreError, Result};
 use crate::provider::ClusterId;
@@ -87,6 +87,15 @@ CREATE TABLE ip_alloc (
     UNIQUE (pool, cluster_id, owner)
 );
 CREATE INDEX ip_alloc_cluster ON ip_alloc(cluster_id, owner);
+"#,
+    r#"
+CREATE TABLE usage (
+    cluster_id TEXT NOT NULL,
+    step INT NOT NULL,
+    at BIGINT NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (cluster_id, step, at)
+);
 "#,
 ];
 
@@ -386,6 +395,88 @@ impl Store for PostgresStore {
                 })
             })
             .collect()
+    }
+
+    async fn put_usage(&self, cluster: ClusterId, step: u32, rows: &[UsageRow]) -> Result<()> {
+        let cluster = cluster.to_string();
+        let step = step as i32;
+        let mut c = self.pool.get().await.db("put usage")?;
+        let tx = c.transaction().await.db("put usage")?;
+        let st = tx
+            .prepare_cached(
+                "INSERT INTO usage (cluster_id, step, at, body) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (cluster_id, step, at) DO UPDATE SET body = excluded.body",
+            )
+            .await
+            .db("put usage")?;
+        for r in rows {
+            let body = to_json(&r.body)?;
+            tx.execute(&st, &[&cluster, &step, &r.at.timestamp(), &body])
+                .await
+                .db("put usage")?;
+        }
+        tx.commit().await.db("put usage")
+    }
+
+    async fn usage(
+        &self,
+        cluster: ClusterId,
+        step: u32,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<UsageRow>> {
+        let c = self.pool.get().await.db("usage")?;
+        let rows = c
+            .query(
+                "SELECT at, body FROM usage WHERE cluster_id = $1 AND step = $2
+                 AND at >= $3 AND at < $4 ORDER BY at",
+                &[
+                    &cluster.to_string(),
+                    &(step as i32),
+                    &from.timestamp(),
+                    &to.timestamp(),
+                ],
+            )
+            .await
+            .db("usage")?;
+        rows.iter()
+            .map(|r| {
+                let at: i64 = r.get(0);
+                let body: String = r.get(1);
+                Ok(UsageRow {
+                    at: DateTime::from_timestamp(at, 0).unwrap_or_default(),
+                    body: from_json("usage sample", &body)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn delete_usage(
+        &self,
+        cluster: ClusterId,
+        step: Option<u32>,
+        before: DateTime<Utc>,
+    ) -> Result<u64> {
+        let c = self.pool.get().await.db("delete usage")?;
+        let id = cluster.to_string();
+        let n = match step {
+            Some(step) => {
+                c.execute(
+                    "DELETE FROM usage WHERE cluster_id = $1 AND step = $2 AND at < $3",
+                    &[&id, &(step as i32), &before.timestamp()],
+                )
+                .await
+            }
+            None => {
+                c.execute(
+                    "DELETE FROM usage WHERE cluster_id = $1 AND at < $2",
+                    &[&id, &before.timestamp()],
+                )
+                .await
+            }
+        }
+        .db("delete usage")?;
+        Ok(n)
     }
 
     async fn delete_object(&self, kind: ObjectKind, name: &str) -> Result<bool> {

@@ -11,7 +11,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{
     from_json, to_json, ClusterWrite, Intent, IpLease, IpRequest, Lease, ObjectKind, Store,
-    StoredObject,
+    StoredObject, UsageRow,
 };
 use crate::error::{CoreError, Result};
 use crate::provider::ClusterId;
@@ -77,6 +77,15 @@ CREATE TABLE ip_alloc (
     UNIQUE (pool, cluster_id, owner)
 );
 CREATE INDEX ip_alloc_cluster ON ip_alloc(cluster_id, owner);
+"#,
+    r#"
+CREATE TABLE usage (
+    cluster_id TEXT NOT NULL,
+    step INTEGER NOT NULL,
+    at INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (cluster_id, step, at)
+) WITHOUT ROWID;
 "#,
 ];
 
@@ -399,6 +408,92 @@ impl Store for SqliteStore {
                 })
             })
             .collect()
+    }
+
+    async fn put_usage(&self, cluster: ClusterId, step: u32, rows: &[UsageRow]) -> Result<()> {
+        let cluster = cluster.to_string();
+        let rows: Vec<(i64, String)> = rows
+            .iter()
+            .map(|r| Ok((r.at.timestamp(), to_json(&r.body)?)))
+            .collect::<Result<_>>()?;
+        self.run(true, move |c| {
+            let tx = c.transaction().db("put usage")?;
+            {
+                let mut st = tx
+                    .prepare_cached(
+                        "INSERT INTO usage (cluster_id, step, at, body) VALUES (?1, ?2, ?3, ?4)
+                         ON CONFLICT (cluster_id, step, at) DO UPDATE SET body = excluded.body",
+                    )
+                    .db("put usage")?;
+                for (at, body) in &rows {
+                    st.execute(params![cluster, step, at, body])
+                        .db("put usage")?;
+                }
+            }
+            tx.commit().db("put usage")
+        })
+        .await
+    }
+
+    async fn usage(
+        &self,
+        cluster: ClusterId,
+        step: u32,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<UsageRow>> {
+        let cluster = cluster.to_string();
+        let rows: Vec<(i64, String)> = self
+            .run(false, move |c| {
+                let mut st = c
+                    .prepare_cached(
+                        "SELECT at, body FROM usage WHERE cluster_id = ?1 AND step = ?2
+                         AND at >= ?3 AND at < ?4 ORDER BY at",
+                    )
+                    .db("usage")?;
+                let r = st
+                    .query_map(
+                        params![cluster, step, from.timestamp(), to.timestamp()],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .db("usage")?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+                    .db("usage")?;
+                Ok(r)
+            })
+            .await?;
+        rows.into_iter()
+            .map(|(at, body)| {
+                Ok(UsageRow {
+                    at: DateTime::from_timestamp(at, 0).unwrap_or_default(),
+                    body: from_json("usage sample", &body)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn delete_usage(
+        &self,
+        cluster: ClusterId,
+        step: Option<u32>,
+        before: DateTime<Utc>,
+    ) -> Result<u64> {
+        let cluster = cluster.to_string();
+        self.run(true, move |c| {
+            let n = match step {
+                Some(step) => c.execute(
+                    "DELETE FROM usage WHERE cluster_id = ?1 AND step = ?2 AND at < ?3",
+                    params![cluster, step, before.timestamp()],
+                ),
+                None => c.execute(
+                    "DELETE FROM usage WHERE cluster_id = ?1 AND at < ?2",
+                    params![cluster, before.timestamp()],
+                ),
+            }
+            .db("delete usage")?;
+            Ok(n as u64)
+        })
+        .await
     }
 
     async fn delete_object(&self, kind: ObjectKind, name: &str) -> Result<bool> {

@@ -279,6 +279,20 @@ async fn finalize(p: &mut Pass<'_>) -> Result<Step> {
         .store
         .delete_object(ObjectKind::ClusterPki, &p.rec.id.to_string())
         .await?;
+    // What the agent reported goes with the cluster (a store without usage rows is fine).
+    p.inner
+        .store
+        .delete_object(ObjectKind::Monitor, &p.rec.id.to_string())
+        .await?;
+    match p
+        .inner
+        .store
+        .delete_usage(p.rec.id, None, chrono::DateTime::<chrono::Utc>::MAX_UTC)
+        .await
+    {
+        Ok(_) | Err(crate::error::CoreError::Unsupported(_)) => {}
+        Err(e) => return Err(e),
+    }
     p.inner.store.release_ips(p.rec.id, None, p.fence).await?;
     p.write.clear_intents = true;
     p.status.phase = Phase::Deleted;

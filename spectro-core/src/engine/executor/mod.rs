@@ -269,6 +269,16 @@ async fn run(p: &mut Pass<'_>) -> Result<Outcome> {
         Err(outcome) => return Ok(outcome),
     };
     nodes::observe(p, &mut world).await?;
+    let system_packs: Vec<(String, String)> = p
+        .inner
+        .system_packs(p.rec.id)
+        .iter()
+        .filter_map(|k| {
+            crate::bootstrap::manifests::render(&p.rec.spec.name, k, None)
+                .ok()
+                .map(|r| (r.pack, r.revision))
+        })
+        .collect();
     let mut assessment = Assessment::default();
     let mut outcome = None;
     let mut idle = false;
@@ -288,6 +298,7 @@ async fn run(p: &mut Pass<'_>) -> Result<Outcome> {
             workload: world.workload.as_ref(),
             nodes: p.inner.config.nodes,
             applied_packs: &p.status.packs,
+            system_packs: &system_packs,
         };
         let plan = plan(&input);
         assessment = plan.assessment;

@@ -404,8 +404,16 @@ pub(super) async fn apply_packs(p: &mut Pass<'_>, world: &mut World) -> Result<S
         .filter(|k| applies_to_cluster(k.layer) && !k.manifests.trim().is_empty())
         .cloned()
         .collect();
+    // System packs (the cluster agent) after the profile's; no overrides apply to them.
+    let system = p.inner.system_packs(p.rec.id);
+    let system_names: Vec<String> = system.iter().map(|k| k.name.clone()).collect();
+    let packs: Vec<crate::model::Pack> = packs.into_iter().chain(system).collect();
     for pack in &packs {
-        let overrides = p.rec.spec.pack_values.get(&pack.name).cloned();
+        let overrides = if system_names.contains(&pack.name) {
+            None
+        } else {
+            p.rec.spec.pack_values.get(&pack.name).cloned()
+        };
         let rendered = match render(&p.rec.spec.name, pack, overrides.as_deref()) {
             Ok(r) => r,
             Err(e) => {
