@@ -68,6 +68,11 @@
 
 pub use spectro_core::*;
 
+/// The cluster agent's endpoint (feature `monitoring`): where the agents the engine deploys
+/// report heartbeats, node conditions, usage and services
+/// ([`EngineBuilder::agent`](spectro_core::engine::EngineBuilder::agent)).
+#[cfg(feature = "monitoring")]
+pub use spectro_agent as agent;
 /// The AWS provider (feature `aws`).
 #[cfg(feature = "aws")]
 pub use spectro_aws as aws;

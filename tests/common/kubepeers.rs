@@ -502,6 +502,12 @@ impl Kubelets {
                         continue;
                     }
                     if !registered.contains_key(&m.name) {
+                        // kubeadm labels control-plane Nodes.
+                        let role_label = if m.role == PoolRole::ControlPlane {
+                            "node-role.kubernetes.io/control-plane"
+                        } else {
+                            "node-role.kubernetes.io/worker"
+                        };
                         let node: Node = serde_json::from_value(json!({
                             "apiVersion": "v1",
                             "kind": "Node",
@@ -511,6 +517,7 @@ impl Kubelets {
                                     "kubernetes.io/hostname": m.name,
                                     "spectro.dev/pool": m.pool,
                                     "topology.kubernetes.io/zone": m.zone,
+                                    role_label: "",
                                 },
                             },
                             "spec": { "providerID": format!("sim:///{}/{}", m.zone, m.id) },
