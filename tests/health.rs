@@ -16,29 +16,27 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
-use k8s_openapi::api::core::v1::{Node, Service};
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::Service;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use spectro::clock::Clock;
 use spectro::engine::status::Phase;
 use spectro::engine::{AgentSettings, MonitoringConfig};
 use spectro::model::document::{from_text, Format};
 use spectro::model::Cluster;
 use spectro::model::PoolRole;
-use spectro::monitoring::agent_pack::AgentDeployment;
 use spectro::monitoring::credential::AgentKey;
 use spectro::monitoring::health::HealthPolicy;
 use spectro::monitoring::report::{
     AgentReport, NodeConditionReport, NodeReport, ReportBatch, Resources,
 };
 use spectro::monitoring::{HealthReasonKind, HealthStatus, NodeScope, UsageRetention};
-use spectro::provider::{ClusterId, MachineState};
+use spectro::provider::ClusterId;
 use spectro::sim::SimConfig;
 use spectro::store::{ObjectKind, Store};
 use spectro::{Engine, EngineConfig, SqliteStore};
 use spectro_agent::endpoint::{tls_config, AgentEndpoint};
 
-use kubepeers::{connector, ApiServer, Kubelets};
-use monitorpeers::{localhost_cert, AgentProcess, MetricsApi};
+use monitorpeers::{localhost_cert, wait_health, MonitorRig};
 
 const T: Duration = Duration::from_secs(90);
 
@@ -85,118 +83,24 @@ async fn endpoint(engine: &Engine) -> (String, String) {
     (format!("https://localhost:{port}"), cert)
 }
 
-async fn wait_health(
-    engine: &Engine,
-    id: ClusterId,
-    what: &str,
-    pred: impl Fn(&spectro::monitoring::Health) -> bool,
-) -> spectro::monitoring::Health {
-    let deadline = spectro::clock::instant_now() + T;
-    loop {
-        let h = engine.health(id).await.expect("health");
-        if pred(&h) {
-            return h;
-        }
-        assert!(
-            spectro::clock::instant_now() < deadline,
-            "{what}: health stayed {h:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-async fn set_condition(nodes: &Api<Node>, node: &str, kind: &str, status: &str) {
-    let now = spectro::clock::system_now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let patch = serde_json::json!({ "status": { "conditions": [{
-        "type": kind, "status": status, "reason": format!("Kubelet{kind}{status}"),
-        "message": format!("{kind} is {status}"), "lastHeartbeatTime": now, "lastTransitionTime": now,
-    }]}});
-    nodes
-        .patch_status(node, &PatchParams::default(), &Patch::Strategic(patch))
-        .await
-        .expect("node condition");
-}
-
-/// A kubeconfig for the agent's service account (a token from the TokenRequest API, as a
-/// pod's projected token): the agent gets exactly the agent pack's RBAC.
-fn agent_kubeconfig(api: &ApiServer) -> std::path::PathBuf {
-    let token = api.kubectl(&[
-        "create",
-        "token",
-        "spectro-agent",
-        "-n",
-        "spectro-system",
-        "--duration",
-        "1h",
-    ]);
-    let token = token.trim();
-    assert!(
-        !token.is_empty() && !token.contains(' '),
-        "token request: {token}"
-    );
-    let server = api
-        .kubeconfig
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("server: "))
-        .expect("server");
-    let kc = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {server}\n    insecure-skip-tls-verify: true\nusers:\n- name: agent\n  user:\n    token: {token}\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: agent\ncurrent-context: c\n"
-    );
-    let path = api.dir.path().join("agent.kubeconfig");
-    std::fs::write(&path, kc).expect("agent kubeconfig");
-    path
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_reports_health_usage_and_services_from_a_real_apiserver() {
-    let api = ApiServer::start().await;
-    let metrics = MetricsApi::start(&api).await;
-    let client = api.client().await;
-    let sim = common::sim(SimConfig::default());
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store = Arc::new(SqliteStore::open(dir.path().join("spectro.db")).expect("store"));
-    let key = AgentKey::random();
-    // The endpoint needs the engine, the engine's agent deployment the endpoint's URL: bind
-    // first, then start the engine with the URL.
-    let (cert, tls_key) = localhost_cert();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let url = format!(
-        "https://localhost:{}",
-        listener.local_addr().unwrap().port()
+    let r = MonitorRig::start(
+        &common::profile(),
+        &common::account(),
+        &spec("monitored"),
+        monitoring(),
+        Duration::from_secs(1),
+    )
+    .await;
+    let (api, engine, id, client, sim, metrics) = (
+        &r.api,
+        &r.engine,
+        r.id,
+        r.client.clone(),
+        &r.sim,
+        &r.metrics,
     );
-    let mut deployment = AgentDeployment::new(url.clone());
-    deployment.ca_pem = Some(cert.clone());
-    deployment.interval = Duration::from_secs(1);
-    let engine = Engine::builder(store.clone())
-        .provider(sim.clone())
-        .workload(Arc::new(connector(&api, None)))
-        .agent(AgentSettings {
-            key: key.clone(),
-            deployment: Some(deployment),
-        })
-        .config(EngineConfig {
-            poll_interval: Duration::from_millis(100),
-            backoff_base: Duration::from_millis(50),
-            backoff_cap: Duration::from_secs(1),
-            monitoring: monitoring(),
-            ..EngineConfig::fast()
-        })
-        .start()
-        .await
-        .expect("engine");
-    tokio::spawn(
-        AgentEndpoint::new(engine.clone()).serve(listener, tls_config(&cert, &tls_key).unwrap()),
-    );
-    engine.put_profile(&common::profile()).await.unwrap();
-    engine.put_cloud_account(&common::account()).await.unwrap();
-    let id = engine.create_cluster(&spec("monitored")).await.unwrap();
-    let _kubelets = Kubelets::spawn(client.clone(), sim.clone(), id, None);
-    engine
-        .wait_for_phase(id, Phase::Running, T)
-        .await
-        .expect("running");
     assert_eq!(
         engine.health(id).await.unwrap().status,
         HealthStatus::Unknown,
@@ -204,10 +108,7 @@ async fn agent_reports_health_usage_and_services_from_a_real_apiserver() {
     );
 
     // The agent pack is in the cluster: least-privilege RBAC, the credential in a Secret.
-    let rec = engine
-        .wait_for(id, T, |r| r.status.packs.contains_key("spectro-agent"))
-        .await
-        .expect("agent pack applied");
+    let rec = engine.cluster(id).await.unwrap();
     assert!(rec.status.packs["spectro-agent"].objects.len() == 6);
     let role = api.kubectl(&[
         "get",
@@ -249,17 +150,11 @@ async fn agent_reports_health_usage_and_services_from_a_real_apiserver() {
         ])
         .contains("spectro-agent"));
 
-    let workers: Vec<String> = {
-        let mut v: Vec<_> = sim
-            .machines(id)
-            .into_iter()
-            .map(|i| i.machine)
-            .filter(|m| m.state == MachineState::Running && m.role == PoolRole::Worker)
-            .map(|m| m.name)
-            .collect();
-        v.sort();
-        v
-    };
+    let workers: Vec<String> = r
+        .machines(PoolRole::Worker)
+        .into_iter()
+        .map(|m| m.name)
+        .collect();
     let all_nodes = {
         let mut v: Vec<String> = api
             .kubectl(&["get", "nodes", "-o", "name"])
@@ -274,27 +169,13 @@ async fn agent_reports_health_usage_and_services_from_a_real_apiserver() {
     }
 
     // The agent as a process with the pack's service account and the pack's CA.
-    let ca = dir.path().join("ca.crt");
-    std::fs::write(&ca, &cert).unwrap();
-    let agent_log = dir.path().join("agent.log");
-    let kubeconfig = agent_kubeconfig(&api);
     let token = engine.agent_token(id).unwrap();
-    let start_agent = || {
-        AgentProcess::start(
-            &kubeconfig,
-            &url,
-            &id.to_string(),
-            token.expose(),
-            &ca,
-            1,
-            &agent_log,
-        )
-    };
-    let mut agent = start_agent();
-    let h = wait_health(&engine, id, "first heartbeat", |h| {
+    let mut agent = r.start_agent();
+    let h = wait_health(engine, id, "first heartbeat", |h| {
         h.status == HealthStatus::Healthy
     })
-    .await;
+    .await
+    .unwrap();
     assert!(h.last_heartbeat.is_some());
 
     // Nodes as kubectl lists them; usage as kubectl top shows it.
@@ -357,20 +238,21 @@ async fn agent_reports_health_usage_and_services_from_a_real_apiserver() {
     );
 
     // DiskPressure on a worker: unhealthy naming the node and the condition; cleared: healthy.
-    let nodes: Api<Node> = Api::all(client.clone());
-    set_condition(&nodes, &workers[0], "DiskPressure", "True").await;
-    let h = wait_health(&engine, id, "DiskPressure", |h| {
+    r.set_condition(&workers[0], "DiskPressure", "True").await;
+    let h = wait_health(engine, id, "DiskPressure", |h| {
         h.status == HealthStatus::Unhealthy
     })
-    .await;
+    .await
+    .unwrap();
     assert_eq!(h.reasons[0].kind, HealthReasonKind::NodeCondition);
     assert_eq!(h.reasons[0].node.as_deref(), Some(workers[0].as_str()));
     assert_eq!(h.reasons[0].subject, "DiskPressure");
-    set_condition(&nodes, &workers[0], "DiskPressure", "False").await;
-    wait_health(&engine, id, "DiskPressure cleared", |h| {
+    r.set_condition(&workers[0], "DiskPressure", "False").await;
+    wait_health(engine, id, "DiskPressure cleared", |h| {
         h.status == HealthStatus::Healthy
     })
-    .await;
+    .await
+    .unwrap();
 
     // CPU over 90% for less than the sustain period: still healthy; longer: unhealthy.
     metrics.set(&workers[1], 1950, 2 << 30);
@@ -389,20 +271,22 @@ async fn agent_reports_health_usage_and_services_from_a_real_apiserver() {
         HealthStatus::Healthy
     );
     metrics.set(&workers[1], 1950, 2 << 30);
-    let h = wait_health(&engine, id, "sustained CPU", |h| {
+    let h = wait_health(engine, id, "sustained CPU", |h| {
         h.status == HealthStatus::Unhealthy
     })
-    .await;
+    .await
+    .unwrap();
     assert_eq!(
         (h.reasons[0].kind, h.reasons[0].subject.as_str()),
         (HealthReasonKind::Metric, "cpu")
     );
     assert_eq!(h.reasons[0].node.as_deref(), Some(workers[1].as_str()));
     metrics.set(&workers[1], 300, 2 << 30);
-    wait_health(&engine, id, "CPU back under", |h| {
+    wait_health(engine, id, "CPU back under", |h| {
         h.status == HealthStatus::Healthy
     })
-    .await;
+    .await
+    .unwrap();
 
     // Services: NodePort and LoadBalancer appear with links, ClusterIP does not.
     let svcs: Api<Service> = Api::namespaced(client.clone(), "default");
@@ -411,14 +295,7 @@ async fn agent_reports_health_usage_and_services_from_a_real_apiserver() {
         ("lb", "LoadBalancer"),
         ("internal", "ClusterIP"),
     ] {
-        let s: Service = serde_json::from_value(serde_json::json!({
-            "metadata": { "name": name },
-            "spec": { "type": kind, "selector": { "app": name }, "ports": [{ "name": "http", "port": 80, "protocol": "TCP" }] },
-        }))
-        .unwrap();
-        svcs.create(&PostParams::default(), &s)
-            .await
-            .expect("service");
+        r.create_service(name, kind).await;
     }
     svcs.patch_status(
         "lb",
@@ -486,16 +363,18 @@ async fn agent_reports_health_usage_and_services_from_a_real_apiserver() {
     // Heartbeats stop (agent killed): unhealthy after the window; restarted: healthy.
     agent.0.kill().unwrap();
     agent.0.wait().unwrap();
-    let h = wait_health(&engine, id, "heartbeat missing", |h| {
+    let h = wait_health(engine, id, "heartbeat missing", |h| {
         h.status == HealthStatus::Unhealthy
     })
-    .await;
+    .await
+    .unwrap();
     assert_eq!(h.reasons[0].kind, HealthReasonKind::HeartbeatMissing);
-    agent = start_agent();
-    wait_health(&engine, id, "agent back", |h| {
+    agent = r.start_agent();
+    wait_health(engine, id, "agent back", |h| {
         h.status == HealthStatus::Healthy
     })
-    .await;
+    .await
+    .unwrap();
     drop(agent);
 
     // Every transition is in the event stream, recorded by the sweep or the report.
@@ -516,7 +395,7 @@ async fn agent_reports_health_usage_and_services_from_a_real_apiserver() {
         .find(|e| e.message.contains("no heartbeat since"))
         .expect("heartbeat event");
     assert_eq!(missing.reason, "ClusterUnhealthy");
-    let log = std::fs::read_to_string(&agent_log).unwrap_or_default();
+    let log = std::fs::read_to_string(&r.agent_log).unwrap_or_default();
     assert!(
         !log.contains(token.expose()),
         "the agent never logs its credential"

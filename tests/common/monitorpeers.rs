@@ -253,3 +253,224 @@ impl AgentProcess {
         )
     }
 }
+
+/// A monitored cluster on the real apiserver: the engine (simulated cloud, workload
+/// connection, agent deployment to its loopback HTTPS endpoint), metrics.k8s.io, kwok-like
+/// kubelets, the cluster Running with its agent pack applied.
+pub struct MonitorRig {
+    pub api: super::kubepeers::ApiServer,
+    pub metrics: MetricsApi,
+    pub client: kube::Client,
+    pub sim: Arc<spectro::sim::SimCloud>,
+    pub engine: spectro::Engine,
+    pub id: spectro::provider::ClusterId,
+    pub dir: tempfile::TempDir,
+    pub url: String,
+    pub ca_file: PathBuf,
+    pub agent_log: PathBuf,
+    pub kubeconfig: PathBuf,
+    _kubelets: super::kubepeers::Kubelets,
+}
+
+/// Waits up to 90 s for the cluster's health to satisfy `pred`.
+pub async fn wait_health(
+    engine: &spectro::Engine,
+    id: spectro::provider::ClusterId,
+    what: &str,
+    pred: impl Fn(&spectro::monitoring::Health) -> bool,
+) -> Result<spectro::monitoring::Health, String> {
+    let deadline = spectro::clock::instant_now() + Duration::from_secs(90);
+    loop {
+        let h = engine.health(id).await.map_err(|e| e.to_string())?;
+        if pred(&h) {
+            return Ok(h);
+        }
+        if spectro::clock::instant_now() >= deadline {
+            return Err(format!("{what}: health stayed {h:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+impl MonitorRig {
+    pub async fn start(
+        profile: &spectro::model::ClusterProfile,
+        account: &spectro::model::CloudAccount,
+        spec: &spectro::model::Cluster,
+        monitoring: spectro::engine::MonitoringConfig,
+        interval: Duration,
+    ) -> MonitorRig {
+        use spectro::engine::AgentSettings;
+        use spectro::monitoring::agent_pack::AgentDeployment;
+        use spectro::monitoring::credential::AgentKey;
+        let api = super::kubepeers::ApiServer::start().await;
+        let metrics = MetricsApi::start(&api).await;
+        let client = api.client().await;
+        let sim = Arc::new(spectro::sim::SimCloud::new(
+            spectro::model::CloudType::Aws,
+            spectro::sim::SimConfig::default(),
+        ));
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store =
+            Arc::new(spectro::SqliteStore::open(dir.path().join("spectro.db")).expect("store"));
+        // The endpoint needs the engine, the engine's agent deployment the endpoint's URL:
+        // bind first, then start the engine with the URL.
+        let (cert, key) = localhost_cert();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!(
+            "https://localhost:{}",
+            listener.local_addr().expect("addr").port()
+        );
+        let mut deployment = AgentDeployment::new(url.clone());
+        deployment.ca_pem = Some(cert.clone());
+        deployment.interval = interval;
+        let engine = spectro::Engine::builder(store)
+            .provider(sim.clone())
+            .workload(Arc::new(super::kubepeers::connector(&api, None)))
+            .agent(AgentSettings {
+                key: AgentKey::random(),
+                deployment: Some(deployment),
+            })
+            .config(spectro::EngineConfig {
+                poll_interval: Duration::from_millis(100),
+                backoff_base: Duration::from_millis(50),
+                backoff_cap: Duration::from_secs(1),
+                monitoring,
+                ..spectro::EngineConfig::fast()
+            })
+            .start()
+            .await
+            .expect("engine");
+        let tls = spectro_agent::endpoint::tls_config(&cert, &key).expect("tls");
+        tokio::spawn(
+            spectro_agent::endpoint::AgentEndpoint::new(engine.clone()).serve(listener, tls),
+        );
+        engine.put_profile(profile).await.expect("profile");
+        engine.put_cloud_account(account).await.expect("account");
+        let id = engine.create_cluster(spec).await.expect("cluster");
+        let kubelets = super::kubepeers::Kubelets::spawn(client.clone(), sim.clone(), id, None);
+        engine
+            .wait_for_phase(
+                id,
+                spectro::engine::status::Phase::Running,
+                Duration::from_secs(90),
+            )
+            .await
+            .expect("running");
+        engine
+            .wait_for(id, Duration::from_secs(90), |r| {
+                r.status.packs.contains_key("spectro-agent")
+            })
+            .await
+            .expect("agent pack applied");
+        let ca_file = dir.path().join("ca.crt");
+        std::fs::write(&ca_file, &cert).expect("ca");
+        let kubeconfig = agent_kubeconfig(&api);
+        MonitorRig {
+            agent_log: dir.path().join("agent.log"),
+            api,
+            metrics,
+            client,
+            sim,
+            engine,
+            id,
+            dir,
+            url,
+            ca_file,
+            kubeconfig,
+            _kubelets: kubelets,
+        }
+    }
+
+    /// Starts the agent as a process, reporting every second.
+    pub fn start_agent(&self) -> AgentProcess {
+        let token = self.engine.agent_token(self.id).expect("agent token");
+        AgentProcess::start(
+            &self.kubeconfig,
+            &self.url,
+            &self.id.to_string(),
+            token.expose(),
+            &self.ca_file,
+            1,
+            &self.agent_log,
+        )
+    }
+
+    /// Running machines of a role, sorted.
+    pub fn machines(&self, role: spectro::model::PoolRole) -> Vec<spectro::provider::Machine> {
+        let mut v: Vec<_> = self
+            .sim
+            .machines(self.id)
+            .into_iter()
+            .map(|i| i.machine)
+            .filter(|m| m.state == spectro::provider::MachineState::Running && m.role == role)
+            .collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// Sets a Node condition as the kubelet would.
+    pub async fn set_condition(&self, node: &str, kind: &str, status: &str) {
+        let now = spectro::clock::system_now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let patch = json!({ "status": { "conditions": [{
+            "type": kind, "status": status, "reason": format!("Kubelet{kind}{status}"),
+            "message": format!("{kind} is {status}"), "lastHeartbeatTime": now, "lastTransitionTime": now,
+        }]}});
+        let nodes: kube::Api<k8s_openapi::api::core::v1::Node> =
+            kube::Api::all(self.client.clone());
+        nodes
+            .patch_status(
+                node,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Strategic(patch),
+            )
+            .await
+            .expect("node condition");
+    }
+
+    /// Creates a Service of `kind` with port 80 in `default`.
+    pub async fn create_service(&self, name: &str, kind: &str) {
+        let svcs: kube::Api<k8s_openapi::api::core::v1::Service> =
+            kube::Api::namespaced(self.client.clone(), "default");
+        let s = serde_json::from_value(json!({
+            "metadata": { "name": name },
+            "spec": { "type": kind, "selector": { "app": name }, "ports": [{ "name": "http", "port": 80, "protocol": "TCP" }] },
+        }))
+        .expect("service");
+        svcs.create(&kube::api::PostParams::default(), &s)
+            .await
+            .expect("service");
+    }
+}
+
+/// A kubeconfig for the agent's service account (a token from the TokenRequest API, as a
+/// pod's projected token): the agent gets exactly the agent pack's RBAC.
+pub fn agent_kubeconfig(api: &super::kubepeers::ApiServer) -> PathBuf {
+    let token = api.kubectl(&[
+        "create",
+        "token",
+        "spectro-agent",
+        "-n",
+        "spectro-system",
+        "--duration",
+        "1h",
+    ]);
+    let token = token.trim();
+    assert!(
+        !token.is_empty() && !token.contains(' '),
+        "token request: {token}"
+    );
+    let server = api
+        .kubeconfig
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("server: "))
+        .expect("server");
+    let kc = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {server}\n    insecure-skip-tls-verify: true\nusers:\n- name: agent\n  user:\n    token: {token}\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: agent\ncurrent-context: c\n"
+    );
+    let path = api.dir.path().join("agent.kubeconfig");
+    std::fs::write(&path, kc).expect("agent kubeconfig");
+    path
+}
