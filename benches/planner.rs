@@ -126,6 +126,7 @@ impl Fixture {
             workload: None,
             nodes: Default::default(),
             applied_packs: &NO_PACKS,
+            system_packs: &[],
         }
     }
 }

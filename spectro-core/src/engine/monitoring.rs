@@ -283,6 +283,18 @@ impl Engine {
             let Some(newest) = reports.last().map(|r| r.collected_at) else {
                 return Ok(evaluate(policy, &state, now));
             };
+            // Heartbeats that stopped and resumed between two sweeps: the lapse is recorded
+            // (its own transition and event) before the report ends it.
+            let mut events = Vec::new();
+            let lapsed = evaluate(policy, &state, now);
+            if state.last_heartbeat.is_some() && !lapsed.same_as(&state.health) {
+                events.push(inner.health_event(id, &state.health, &lapsed, now));
+                let _ = inner.health_tx.send(HealthChange {
+                    cluster: id,
+                    health: lapsed.clone(),
+                });
+                state.health = lapsed;
+            }
             // The agent's clock may be off: place its newest report at now, the others
             // at their distance before it.
             let skew = now - newest;
@@ -304,7 +316,6 @@ impl Engine {
             state.last_collected = Some(newest);
             let last = reports.last().copied().cloned().unwrap_or_default();
             state.unscheduled_requests = last.unscheduled_requests;
-            let mut events = Vec::new();
             let services = app_services(&last.services, &last.nodes);
             let old: BTreeSet<String> = state.services.iter().map(AppService::key).collect();
             let new: BTreeSet<String> = services.iter().map(AppService::key).collect();
@@ -331,9 +342,8 @@ impl Engine {
             events.extend(transition.clone());
             state.health = health.clone();
             let retention = &inner.config.monitoring.retention;
-            let roll = state.rolled_up.is_none_or(|t| {
-                now - t >= chrono::Duration::from_std(retention.step).unwrap_or_default()
-            });
+            // Once per bucket: when the cut moved past the last one.
+            let roll = state.rolled_up.is_none_or(|t| retention.raw_cut(now) > t);
             if !rows.is_empty() {
                 inner.store.put_usage(id, 0, &rows).await?;
             }

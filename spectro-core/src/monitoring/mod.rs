@@ -2,7 +2,7 @@
 //! sections of those names describe them, from what the in-cluster agent reports.
 //!
 //! The agent (crate `spectro-agent`) runs inside each workload cluster and dials out to the
-//! engine: every interval it sends an [`AgentReport`](report::AgentReport) — a heartbeat with
+//! engine: every interval it sends an [`AgentReport`] — a heartbeat with
 //! the nodes' conditions, capacity, usage (from `metrics.k8s.io`) and pod requests, and every
 //! Service of type LoadBalancer or NodePort. Everything here is pure: the engine
 //! (`Engine::agent_report`) authenticates the report ([`credential`]), folds it into the
@@ -67,7 +67,8 @@ pub struct MonitorState {
     /// Requests of pods not scheduled yet, as last reported.
     #[serde(default)]
     pub unscheduled_requests: report::Resources,
-    /// When raw samples were last rolled up (the cut then: older raw samples are averages).
+    /// The cut of the last roll-up: raw samples before it are averages now (the next roll-up
+    /// runs once the cut moves past it, once per bucket).
     #[serde(default)]
     pub rolled_up: Option<DateTime<Utc>>,
 }
