@@ -170,6 +170,7 @@ async fn agent_reports_health_usage_and_services_from_a_real_apiserver() {
 
     // The agent as a process with the pack's service account and the pack's CA.
     let token = engine.agent_token(id).unwrap();
+    let mut transitions = engine.watch_health(Some(id));
     let mut agent = r.start_agent();
     let h = wait_health(engine, id, "first heartbeat", |h| {
         h.status == HealthStatus::Healthy
@@ -247,6 +248,19 @@ async fn agent_reports_health_usage_and_services_from_a_real_apiserver() {
     assert_eq!(h.reasons[0].kind, HealthReasonKind::NodeCondition);
     assert_eq!(h.reasons[0].node.as_deref(), Some(workers[0].as_str()));
     assert_eq!(h.reasons[0].subject, "DiskPressure");
+    // The status carries it too (the condition `Healthy` False, with the reasons).
+    let rec = engine
+        .wait_for(id, T, |r| {
+            r.status
+                .health
+                .as_ref()
+                .is_some_and(|h| h.status == HealthStatus::Unhealthy)
+        })
+        .await
+        .expect("health in the status");
+    let mirrored = rec.status.health.unwrap();
+    assert_eq!(mirrored.condition_status(), "False");
+    assert_eq!(mirrored.reasons[0].subject, "DiskPressure");
     r.set_condition(&workers[0], "DiskPressure", "False").await;
     wait_health(engine, id, "DiskPressure cleared", |h| {
         h.status == HealthStatus::Healthy
@@ -377,6 +391,19 @@ async fn agent_reports_health_usage_and_services_from_a_real_apiserver() {
     .unwrap();
     drop(agent);
 
+    // Transitions as they happened, through watch_health.
+    use futures_util::StreamExt;
+    let mut seen = Vec::new();
+    while let Ok(Some(c)) =
+        tokio::time::timeout(Duration::from_millis(500), transitions.next()).await
+    {
+        assert_eq!(c.cluster, id);
+        seen.push(c.health.status);
+    }
+    assert!(
+        seen.len() >= 7 && seen[0] == HealthStatus::Healthy && seen[1] == HealthStatus::Unhealthy,
+        "watched transitions: {seen:?}"
+    );
     // Every transition is in the event stream, recorded by the sweep or the report.
     let events = engine.events(Some(id), 0, 10_000).await.unwrap();
     let reasons: Vec<&str> = events.iter().map(|e| e.reason.as_str()).collect();

@@ -118,6 +118,26 @@ impl Inner {
         }
     }
 
+    /// The health of a cluster judged now.
+    pub(crate) async fn health_now(&self, id: ClusterId) -> Result<Health> {
+        let (state, _) = self.monitor(id).await?;
+        Ok(evaluate(
+            &self.config.monitoring.health,
+            &state,
+            self.clock.now(),
+        ))
+    }
+
+    /// Announces a transition: `watch_health` subscribers, and a reconcile that mirrors it
+    /// into the cluster's status.
+    fn announce(&self, id: ClusterId, health: Health) {
+        let _ = self.health_tx.send(HealthChange {
+            cluster: id,
+            health,
+        });
+        self.queue.add(id);
+    }
+
     async fn record(&self, id: ClusterId, events: Vec<NewEvent>) -> Result<()> {
         if events.is_empty() {
             return Ok(());
@@ -179,10 +199,7 @@ impl Inner {
                 Ok(_) => {
                     self.record(id, vec![self.health_event(id, &before, &h, now)])
                         .await?;
-                    let _ = self.health_tx.send(HealthChange {
-                        cluster: id,
-                        health: h,
-                    });
+                    self.announce(id, h);
                     changed += 1;
                 }
                 Err(CoreError::Conflict { .. }) => {}
@@ -286,13 +303,11 @@ impl Engine {
             // Heartbeats that stopped and resumed between two sweeps: the lapse is recorded
             // (its own transition and event) before the report ends it.
             let mut events = Vec::new();
+            let mut lapse = None;
             let lapsed = evaluate(policy, &state, now);
             if state.last_heartbeat.is_some() && !lapsed.same_as(&state.health) {
                 events.push(inner.health_event(id, &state.health, &lapsed, now));
-                let _ = inner.health_tx.send(HealthChange {
-                    cluster: id,
-                    health: lapsed.clone(),
-                });
+                lapse = Some(lapsed.clone());
                 state.health = lapsed;
             }
             // The agent's clock may be off: place its newest report at now, the others
@@ -358,11 +373,11 @@ impl Engine {
             {
                 Ok(_) => {
                     inner.record(id, events).await?;
+                    if let Some(l) = lapse {
+                        inner.announce(id, l);
+                    }
                     if transition.is_some() {
-                        let _ = inner.health_tx.send(HealthChange {
-                            cluster: id,
-                            health: health.clone(),
-                        });
+                        inner.announce(id, health.clone());
                     }
                     return Ok(health);
                 }
@@ -375,12 +390,7 @@ impl Engine {
     /// The cluster's health now (heartbeat window judged at the time of asking).
     pub async fn health(&self, id: ClusterId) -> Result<Health> {
         self.cluster(id).await?;
-        let (state, _) = self.inner.monitor(id).await?;
-        Ok(evaluate(
-            &self.inner.config.monitoring.health,
-            &state,
-            self.inner.clock.now(),
-        ))
+        self.inner.health_now(id).await
     }
 
     /// The nodes as the agent last reported them (conditions, capacity, usage, requests):

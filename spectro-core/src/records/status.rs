@@ -130,6 +130,13 @@ pub struct ClusterStatus {
     /// connection): which revision of each, and the objects it owns there.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub packs: BTreeMap<String, AppliedPack>,
+    /// Health as the cluster's agent last showed it (with an agent key,
+    /// `EngineBuilder::agent`): the condition `Healthy` — `True`, `False` with the reasons
+    /// (node, condition or metric, since when), or `Unknown` before the first heartbeat.
+    /// Mirrored by each reconcile (a transition queues one); `Engine::health` judges at the
+    /// time of asking.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<crate::monitoring::Health>,
 }
 
 /// A pack as applied to the running cluster.
@@ -162,6 +169,7 @@ impl Default for ClusterStatus {
             last_error: None,
             profile_update: None,
             packs: BTreeMap::new(),
+            health: None,
         }
     }
 }

@@ -228,6 +228,15 @@ pub(crate) async fn reconcile(inner: &Inner, id: ClusterId, fence: Option<u64>) 
             Outcome::Failed(None)
         }
     };
+    if inner.agent.is_some() && pass.status.phase != Phase::Deleted {
+        // The health condition, as the agent's reports show it (time of the last heartbeat
+        // left out: the status changes only with the health).
+        let h = inner.health_now(id).await?;
+        pass.status.health = Some(crate::monitoring::Health {
+            last_heartbeat: None,
+            ..h
+        });
+    }
     if pass.status != pass.rec.status {
         pass.write.status = Some(pass.status.clone());
     }
