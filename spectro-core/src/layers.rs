@@ -4,8 +4,8 @@
 //! 1. `model`, `validate`, `secret`, `schema`, `clock`, `error`: plain data and pure rules;
 //!    they import neither `engine` nor `store` (nor `records`, `sim`, `bootstrap`).
 //! 2. `provider` (the cloud contract), `records` (what the store keeps: cluster record,
-//!    status, conditions, events, intents), `ipam`, `bootstrap`: import neither `engine` nor
-//!    `store`.
+//!    status, conditions, events, intents), `ipam`, `bootstrap`, `monitoring` (health, usage
+//!    and services from the agent's reports): import neither `engine` nor `store`.
 //! 3. `store` (the trait and the SQLite and PostgreSQL stores): imports `records`, never
 //!    `engine`.
 //! 4. `engine::planner`: pure, imports `records`, never `store` (nor the executor, the work
@@ -54,6 +54,8 @@ const RULES: &[(&str, &[&str])] = &[
     ("records", &["engine", "store"]),
     ("ipam.rs", &["engine", "store"]),
     ("bootstrap", &["engine", "store"]),
+    // Health, usage and services: pure judgements over the agent's reports.
+    ("monitoring", &["engine", "store", "records", "sim"]),
     ("sim", &["engine", "store"]),
     ("store", &["engine"]),
     ("engine/planner.rs", &["store", "sim"]),
