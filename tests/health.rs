@@ -61,8 +61,8 @@ nodePools:
 fn monitoring() -> MonitoringConfig {
     MonitoringConfig {
         health: HealthPolicy {
-            heartbeat_window: Duration::from_secs(4),
-            sustain: Duration::from_secs(4),
+            heartbeat_window: Duration::from_secs(10),
+            sustain: Duration::from_secs(8),
             ..HealthPolicy::default()
         },
         sweep_interval: Duration::from_millis(300),
@@ -390,6 +390,67 @@ async fn agent_reports_health_usage_and_services_from_a_real_apiserver() {
     .await
     .unwrap();
     drop(agent);
+
+    // While the engine is unreachable the agent buffers (bounded) and sends everything at
+    // once when it is back.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut config = spectro_agent::agent::AgentConfig::new(
+        format!("https://localhost:{port}"),
+        id.to_string(),
+        engine.agent_token(id).unwrap(),
+    );
+    config.ca_pem = Some(std::fs::read_to_string(&r.ca_file).unwrap());
+    config.buffer = 3;
+    let mut offline = spectro_agent::agent::Agent::new(client.clone(), config).unwrap();
+    let samples_before = engine
+        .usage(
+            id,
+            chrono::DateTime::<chrono::Utc>::MIN_UTC..chrono::DateTime::<chrono::Utc>::MAX_UTC,
+            &NodeScope::All,
+        )
+        .await
+        .unwrap()
+        .series
+        .len();
+    for _ in 0..4 {
+        let report = offline.collect().await.expect("collect");
+        offline.push(report);
+        let e = offline.send().await.unwrap_err();
+        assert!(
+            matches!(e, spectro_agent::agent::SendError::Unreachable(_)),
+            "{e}"
+        );
+        // Samples are kept per second.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+    }
+    assert_eq!(offline.buffered(), 3, "the buffer is bounded");
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    tokio::spawn(AgentEndpoint::new(engine.clone()).serve(listener, r.tls.clone()));
+    offline
+        .send()
+        .await
+        .expect("delivered once the engine is back");
+    assert_eq!(offline.buffered(), 0);
+    let samples_after = engine
+        .usage(
+            id,
+            chrono::DateTime::<chrono::Utc>::MIN_UTC..chrono::DateTime::<chrono::Utc>::MAX_UTC,
+            &NodeScope::All,
+        )
+        .await
+        .unwrap()
+        .series
+        .len();
+    assert_eq!(
+        samples_after,
+        samples_before + 3,
+        "every buffered report became a sample"
+    );
 
     // Transitions as they happened, through watch_health.
     use futures_util::StreamExt;

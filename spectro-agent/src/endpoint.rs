@@ -208,6 +208,7 @@ fn from_core(e: &CoreError) -> Answer {
     match e {
         CoreError::Unauthorized { .. } => error(401, "credential refused"),
         CoreError::NotFound { .. } => error(404, e.to_string()),
+        CoreError::WrongLifecycle { .. } => error(410, e.to_string()),
         CoreError::Shutdown => error(503, e.to_string()),
         CoreError::Unsupported(_) => error(501, e.to_string()),
         e if e.is_transient() => error(503, e.to_string()),

@@ -14,7 +14,7 @@
 //! <credential>`, a JSON [`ReportBatch`](spectro_core::monitoring::ReportBatch); answers `200`
 //! with the cluster's health, `401` for a wrong credential (or another cluster's: nothing
 //! is recorded), `400` for a malformed body (naming the field), `413` over the size limit,
-//! `404` for a deleted cluster, `503` while the engine shuts down.
+//! `404` for a deleted cluster, `410` while it is being deleted, `503` while the engine shuts down.
 
 #[cfg(feature = "agent")]
 pub mod agent;

@@ -269,6 +269,8 @@ pub struct MonitorRig {
     pub ca_file: PathBuf,
     pub agent_log: PathBuf,
     pub kubeconfig: PathBuf,
+    /// The endpoint's TLS configuration (to serve it on another port too).
+    pub tls: Arc<rustls::ServerConfig>,
     _kubelets: super::kubepeers::Kubelets,
 }
 
@@ -345,7 +347,8 @@ impl MonitorRig {
             .expect("engine");
         let tls = spectro_agent::endpoint::tls_config(&cert, &key).expect("tls");
         tokio::spawn(
-            spectro_agent::endpoint::AgentEndpoint::new(engine.clone()).serve(listener, tls),
+            spectro_agent::endpoint::AgentEndpoint::new(engine.clone())
+                .serve(listener, tls.clone()),
         );
         engine.put_profile(profile).await.expect("profile");
         engine.put_cloud_account(account).await.expect("account");
@@ -380,6 +383,7 @@ impl MonitorRig {
             url,
             ca_file,
             kubeconfig,
+            tls,
             _kubelets: kubelets,
         }
     }

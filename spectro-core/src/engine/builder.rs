@@ -92,7 +92,20 @@ impl EngineBuilder {
     }
 
     /// Starts the workers and queues every live cluster (a restart resumes everything).
+    /// Fails with `Invalid` (every broken rule, by field) for a monitoring configuration or
+    /// agent deployment that breaks a rule.
     pub async fn start(self) -> Result<Engine> {
+        let mut violations = self.config.monitoring.health.validate();
+        violations.extend(self.config.monitoring.retention.validate());
+        if let Some(d) = self.agent.as_ref().and_then(|a| a.deployment.as_ref()) {
+            violations.extend(d.validate());
+        }
+        if !violations.is_empty() {
+            return Err(crate::error::CoreError::Invalid {
+                kind: "engine configuration".into(),
+                violations,
+            });
+        }
         let fallback = crate::clock::system_now()
             .timestamp_nanos_opt()
             .unwrap_or(7) as u64;

@@ -149,14 +149,7 @@ impl Inner {
         Ok(())
     }
 
-    fn health_event(
-        &self,
-        id: ClusterId,
-        before: &Health,
-        after: &Health,
-        at: DateTime<Utc>,
-    ) -> NewEvent {
-        let _ = id;
+    fn health_event(&self, before: &Health, after: &Health, at: DateTime<Utc>) -> NewEvent {
         let (severity, reason) = match after.status {
             HealthStatus::Unhealthy => (Severity::Warning, "ClusterUnhealthy"),
             HealthStatus::Healthy => (Severity::Info, "ClusterHealthy"),
@@ -197,7 +190,7 @@ impl Inner {
                 .await
             {
                 Ok(_) => {
-                    self.record(id, vec![self.health_event(id, &before, &h, now)])
+                    self.record(id, vec![self.health_event(&before, &h, now)])
                         .await?;
                     self.announce(id, h);
                     changed += 1;
@@ -279,10 +272,19 @@ impl Engine {
             });
         }
         let rec = self.cluster(id).await?;
+        // A cluster being deleted takes no more reports: its monitor state goes with it.
         if rec.status.phase == super::status::Phase::Deleted {
             return Err(CoreError::NotFound {
                 kind: "cluster",
                 name: id.to_string(),
+            });
+        }
+        if rec.lifecycle.is_deleting() {
+            return Err(CoreError::WrongLifecycle {
+                op: "report",
+                cluster: rec.spec.name.clone(),
+                state: "being deleted",
+                hint: None,
             });
         }
         let policy = &inner.config.monitoring.health;
@@ -306,7 +308,7 @@ impl Engine {
             let mut lapse = None;
             let lapsed = evaluate(policy, &state, now);
             if state.last_heartbeat.is_some() && !lapsed.same_as(&state.health) {
-                events.push(inner.health_event(id, &state.health, &lapsed, now));
+                events.push(inner.health_event(&state.health, &lapsed, now));
                 lapse = Some(lapsed.clone());
                 state.health = lapsed;
             }
@@ -353,7 +355,7 @@ impl Engine {
             state.services = services;
             let health = evaluate(policy, &state, now);
             let transition = (!health.same_as(&state.health))
-                .then(|| inner.health_event(id, &state.health, &health, now));
+                .then(|| inner.health_event(&state.health, &health, now));
             events.extend(transition.clone());
             state.health = health.clone();
             let retention = &inner.config.monitoring.retention;

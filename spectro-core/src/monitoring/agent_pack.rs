@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 use crate::model::{Pack, PackLayer};
 use crate::provider::ClusterId;
 use crate::secret::Secret;
+use crate::validate::Violation;
 
 /// The system pack's name.
 pub const AGENT_PACK: &str = "spectro-agent";
@@ -49,6 +50,44 @@ impl AgentDeployment {
             ),
             interval: Duration::from_secs(30),
         }
+    }
+}
+
+impl AgentDeployment {
+    /// Every rule it breaks (paths under `agent.deployment`).
+    #[must_use]
+    pub fn validate(&self) -> Vec<Violation> {
+        let mut v = Vec::new();
+        let p = |f: &str| format!("agent.deployment.{f}");
+        let e = self.endpoint.trim();
+        let rest = e
+            .strip_prefix("https://")
+            .or_else(|| e.strip_prefix("http://"));
+        match rest {
+            None => v.push(Violation::new(
+                p("endpoint"),
+                "must be an https:// (or http://) URL",
+            )),
+            Some(r) if r.is_empty() || r.starts_with('/') => {
+                v.push(Violation::new(p("endpoint"), "must name a host"))
+            }
+            Some(_) => {}
+        }
+        if self.image.trim().is_empty() || self.image.contains(char::is_whitespace) {
+            v.push(Violation::new(
+                p("image"),
+                "must be a container image reference",
+            ));
+        }
+        if self.interval < Duration::from_secs(1) {
+            v.push(Violation::new(p("interval"), "must be at least 1 second"));
+        }
+        if let Some(pem) = &self.ca_pem {
+            if !pem.contains("-----BEGIN CERTIFICATE-----") {
+                v.push(Violation::new(p("caPem"), "must be PEM certificates"));
+            }
+        }
+        v
     }
 }
 
@@ -178,5 +217,22 @@ mod tests {
         assert_eq!(r.objects[4]["stringData"]["token"], "tok-123");
         assert_eq!(r.objects[4]["stringData"]["cluster-id"], id.to_string());
         assert!(!format!("{pack:?}").is_empty());
+    }
+
+    #[test]
+    fn deployment_rules_name_the_field() {
+        let mut d = AgentDeployment::new("ftp://x");
+        d.interval = Duration::from_millis(10);
+        d.ca_pem = Some("nope".into());
+        d.image = " ".into();
+        let v: Vec<String> = d.validate().iter().map(ToString::to_string).collect();
+        assert_eq!(v.len(), 4, "{v:?}");
+        assert!(
+            v[0].starts_with("agent.deployment.endpoint: must be an https://"),
+            "{v:?}"
+        );
+        assert!(AgentDeployment::new("https://spectro.example.com:8443")
+            .validate()
+            .is_empty());
     }
 }

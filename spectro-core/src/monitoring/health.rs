@@ -79,6 +79,34 @@ impl Default for HealthPolicy {
     }
 }
 
+impl HealthPolicy {
+    /// Every rule it breaks (paths under `monitoring.health`).
+    #[must_use]
+    pub fn validate(&self) -> Vec<crate::validate::Violation> {
+        use crate::validate::Violation;
+        let mut v = Vec::new();
+        for (name, t) in [
+            ("cpu", self.cpu),
+            ("memory", self.memory),
+            ("disk", self.disk),
+        ] {
+            if !(t > 0.0 && t <= 1.0) {
+                v.push(Violation::new(
+                    format!("monitoring.health.{name}"),
+                    format!("must be a fraction of capacity in (0, 1], got {t}"),
+                ));
+            }
+        }
+        if self.heartbeat_window.is_zero() {
+            v.push(Violation::new(
+                "monitoring.health.heartbeatWindow",
+                "must be longer than 0",
+            ));
+        }
+        v
+    }
+}
+
 /// Overall health.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]

@@ -38,6 +38,32 @@ impl Default for UsageRetention {
 }
 
 impl UsageRetention {
+    /// Every rule it breaks (paths under `monitoring.retention`).
+    #[must_use]
+    pub fn validate(&self) -> Vec<crate::validate::Violation> {
+        use crate::validate::Violation;
+        let mut v = Vec::new();
+        if self.step.as_secs() < 1 {
+            v.push(Violation::new(
+                "monitoring.retention.step",
+                "must be at least 1 second",
+            ));
+        }
+        if self.raw < self.step {
+            v.push(Violation::new(
+                "monitoring.retention.raw",
+                "must be at least one step",
+            ));
+        }
+        if self.rollup < self.step {
+            v.push(Violation::new(
+                "monitoring.retention.rollup",
+                "must be at least one step",
+            ));
+        }
+        v
+    }
+
     /// The step in whole seconds (at least 1).
     #[must_use]
     pub fn step_secs(&self) -> i64 {
