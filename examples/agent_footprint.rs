@@ -152,10 +152,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ),
     )?;
     let report = collector.collect().await?;
-    let report_bytes = serde_json::to_vec(&spectro::monitoring::ReportBatch {
+    let batch = spectro::monitoring::ReportBatch {
         reports: vec![report.clone()],
-    })?
-    .len();
+    };
+    let json_bytes = serde_json::to_vec(&batch)?.len();
+    let report_bytes = spectro_agent::agent::gzip_json(&batch)?.len();
     let sample_bytes = serde_json::to_vec(&UsageSample::from_report(
         &report,
         spectro::clock::system_now(),
@@ -198,7 +199,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         cpu_s * 100.0 / (minutes * 60) as f64
     );
     println!(
-        "  one report: {report_bytes} bytes of JSON; per minute: {} bytes",
+        "  one report: {json_bytes} bytes of JSON, {report_bytes} bytes gzip on the wire; per minute: {} bytes",
         report_bytes as u64 * 60 / interval.max(1)
     );
     println!("  store: one usage sample {sample_bytes} bytes; per cluster ≤ {raw_rows} raw rows (last hour) + {per_day_rows} averages per day (≤ {} rows over the week), ~{} KiB per cluster-day of averages",

@@ -756,6 +756,21 @@ async fn a_wrong_or_other_clusters_credential_is_refused_and_records_nothing() {
         .await
         .unwrap()
         .is_none());
+    // An encoding the endpoint does not take: 415, nothing recorded.
+    let br = http
+        .post(format!("{url}/v1/clusters/{a}/reports"))
+        .bearer_auth(engine.agent_token(a).unwrap().expose())
+        .header("content-encoding", "br")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(br.status(), 415);
+    assert!(store
+        .get_object(ObjectKind::Monitor, &a.to_string())
+        .await
+        .unwrap()
+        .is_none());
     // The right one is taken; sending it again (a lost answer) records nothing twice.
     let ok = post(
         a,

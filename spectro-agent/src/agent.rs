@@ -427,11 +427,14 @@ impl Agent {
             self.config.endpoint.trim_end_matches('/'),
             crate::report_path(&self.config.cluster_id)
         );
+        let body = gzip_json(&batch).map_err(|e| SendError::Unreachable(e.to_string()))?;
         let res = self
             .http
             .post(&url)
             .bearer_auth(self.config.token.expose())
-            .json(&batch)
+            .header("content-type", "application/json")
+            .header("content-encoding", "gzip")
+            .body(body)
             .send()
             .await
             .map_err(|e| SendError::Unreachable(error_chain(&e)))?;
@@ -488,6 +491,15 @@ impl Agent {
             }
         }
     }
+}
+
+/// The batch as gzip-compressed JSON.
+pub fn gzip_json(batch: &ReportBatch) -> std::io::Result<Vec<u8>> {
+    use std::io::Write as _;
+    let json = serde_json::to_vec(batch)?;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&json)?;
+    gz.finish()
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

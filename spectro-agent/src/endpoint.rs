@@ -88,6 +88,7 @@ impl AgentEndpoint {
         method: &str,
         path: &str,
         authorization: Option<&str>,
+        content_encoding: Option<&str>,
         body: &[u8],
     ) -> Answer {
         if path == "/healthz" {
@@ -119,6 +120,27 @@ impl AgentEndpoint {
         {
             return from_core(&e);
         }
+        let inflated;
+        let body = match content_encoding.map(str::trim) {
+            None | Some("") | Some("identity") => body,
+            Some(e) if e.eq_ignore_ascii_case("gzip") => {
+                use std::io::Read as _;
+                let mut out = Vec::new();
+                let mut gz = flate2::read::GzDecoder::new(body).take(self.max_body as u64 + 1);
+                if let Err(e) = gz.read_to_end(&mut out) {
+                    return error(400, format!("report batch: not gzip: {e}"));
+                }
+                if out.len() > self.max_body {
+                    return error(
+                        413,
+                        format!("body over {} bytes once inflated", self.max_body),
+                    );
+                }
+                inflated = out;
+                &inflated
+            }
+            Some(other) => return error(415, format!("content encoding {other:?}: gzip or none")),
+        };
         let de = &mut serde_json::Deserializer::from_slice(body);
         let batch: ReportBatch = match serde_path_to_error::deserialize(de) {
             Ok(b) => b,
@@ -135,11 +157,15 @@ impl AgentEndpoint {
 
     async fn hyper(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
         let (parts, body) = req.into_parts();
-        let auth = parts
-            .headers
-            .get(hyper::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
+        let header = |name| {
+            parts
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let auth = header(hyper::header::AUTHORIZATION);
+        let encoding = header(hyper::header::CONTENT_ENCODING);
         let a = if parts.method == Method::POST || parts.method == Method::GET {
             match Limited::new(body, self.max_body).collect().await {
                 Ok(b) => {
@@ -147,6 +173,7 @@ impl AgentEndpoint {
                         parts.method.as_str(),
                         parts.uri.path(),
                         auth.as_deref(),
+                        encoding.as_deref(),
                         &b.to_bytes(),
                     )
                     .await

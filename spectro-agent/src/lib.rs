@@ -11,7 +11,8 @@
 //!   in its own server ([`endpoint::AgentEndpoint::handle`]).
 //!
 //! The wire protocol: `POST /v1/clusters/{cluster id}/reports`, `Authorization: Bearer
-//! <credential>`, a JSON [`ReportBatch`](spectro_core::monitoring::ReportBatch); answers `200`
+//! <credential>`, a JSON [`ReportBatch`](spectro_core::monitoring::ReportBatch) (gzip with
+//! `Content-Encoding: gzip`, as the agent sends it); answers `200`
 //! with the cluster's health, `401` for a wrong credential (or another cluster's: nothing
 //! is recorded), `400` for a malformed body (naming the field), `413` over the size limit,
 //! `404` for a deleted cluster, `410` while it is being deleted, `503` while the engine shuts down.
