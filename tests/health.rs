@@ -390,6 +390,8 @@ async fn agent_reports_health_usage_and_services_from_a_real_apiserver() {
     .await
     .unwrap();
     drop(agent);
+    // A report of the killed process still in flight lands before anything is counted.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
 
     // While the engine is unreachable the agent buffers (bounded) and sends everything at
     // once when it is back.
@@ -494,6 +496,8 @@ async fn agent_reports_health_usage_and_services_from_a_real_apiserver() {
 fn report(at: DateTime<Utc>, nodes: usize) -> AgentReport {
     AgentReport {
         agent_version: "test".into(),
+        agent_id: "test-agent".into(),
+        seq: at.timestamp() as u64,
         collected_at: at,
         nodes: (0..nodes)
             .map(|i| NodeReport {
@@ -792,6 +796,32 @@ async fn a_wrong_or_other_clusters_credential_is_refused_and_records_nothing() {
         .await
         .unwrap();
     assert_eq!(rows.len(), 1, "a re-sent report is recognised");
+    // The agent's clock went back an hour (rescheduled pod, NTP): its next report still
+    // counts — reports are recognised by process and number, not by the agent's clock.
+    let mut late = report(spectro::clock::system_now() - chrono::Duration::hours(1), 2);
+    late.seq = batch.reports[0].seq + 1;
+    let late_body = serde_json::to_string(&ReportBatch {
+        reports: vec![late],
+    })
+    .unwrap();
+    let took = post(
+        a,
+        engine.agent_token(a).unwrap().expose().to_string(),
+        late_body,
+    )
+    .await;
+    assert_eq!(took.status(), 200);
+    let state = store
+        .get_object(ObjectKind::Monitor, &a.to_string())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        state.body["lastReport"][1],
+        batch.reports[0].seq + 1,
+        "{}",
+        state.body
+    );
     assert_eq!(
         engine.health(a).await.unwrap().status,
         HealthStatus::Healthy

@@ -164,7 +164,13 @@ pub struct Agent {
     http: reqwest::Client,
     config: AgentConfig,
     buffer: VecDeque<AgentReport>,
+    /// This process's id in its reports, and the last report number.
+    id: String,
+    seq: u64,
 }
+
+/// Most reports in one request (a long outage's buffer goes in several).
+pub const BATCH: usize = 20;
 
 impl std::fmt::Debug for Agent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -228,6 +234,8 @@ impl Agent {
             http,
             config,
             buffer: VecDeque::new(),
+            id: uuid::Uuid::new_v4().simple().to_string(),
+            seq: 0,
         })
     }
 
@@ -361,6 +369,8 @@ impl Agent {
             .collect();
         Ok(AgentReport {
             agent_version: VERSION.into(),
+            agent_id: self.id.clone(),
+            seq: 0,
             collected_at: spectro_core::clock::system_now(),
             nodes,
             unscheduled_requests: unscheduled,
@@ -406,28 +416,49 @@ impl Agent {
         )
     }
 
-    /// Appends a report to the buffer (the oldest goes past the bound).
-    pub fn push(&mut self, report: AgentReport) {
+    /// Numbers a report and appends it to the buffer (the oldest goes past the bound).
+    pub fn push(&mut self, mut report: AgentReport) {
+        self.seq += 1;
+        report.agent_id = self.id.clone();
+        report.seq = self.seq;
         self.buffer.push_back(report);
         while self.buffer.len() > self.config.buffer.max(1) {
             self.buffer.pop_front();
         }
     }
 
-    /// Sends every buffered report in one request; the buffer empties on success.
+    /// Sends the buffered reports, oldest first, at most [`BATCH`] per request; each
+    /// request's reports leave the buffer once taken. Reports the engine refuses as
+    /// malformed or too large (400, 413) are dropped (logged) rather than sent forever; on
+    /// any other failure the rest stay buffered.
     pub async fn send(&mut self) -> Result<(), SendError> {
-        if self.buffer.is_empty() {
-            return Ok(());
+        while !self.buffer.is_empty() {
+            let n = self.buffer.len().min(BATCH);
+            let batch = ReportBatch {
+                reports: self.buffer.iter().take(n).cloned().collect(),
+            };
+            match self.post(&batch).await {
+                Ok(()) => {}
+                Err(SendError::Status {
+                    status: 400 | 413,
+                    body,
+                }) => {
+                    tracing::warn!(reports = n, answer = %body, "reports refused by the engine: dropped");
+                }
+                Err(e) => return Err(e),
+            }
+            self.buffer.drain(..n);
         }
-        let batch = ReportBatch {
-            reports: self.buffer.iter().cloned().collect(),
-        };
+        Ok(())
+    }
+
+    async fn post(&self, batch: &ReportBatch) -> Result<(), SendError> {
         let url = format!(
             "{}{}",
             self.config.endpoint.trim_end_matches('/'),
             crate::report_path(&self.config.cluster_id)
         );
-        let body = gzip_json(&batch).map_err(|e| SendError::Unreachable(e.to_string()))?;
+        let body = gzip_json(batch).map_err(|e| SendError::Unreachable(e.to_string()))?;
         let res = self
             .http
             .post(&url)
@@ -446,7 +477,6 @@ impl Agent {
             let body = res.text().await.unwrap_or_default();
             return Err(SendError::Status { status, body });
         }
-        self.buffer.clear();
         Ok(())
     }
 

@@ -113,11 +113,7 @@ impl AgentEndpoint {
             return error(413, format!("body over {} bytes", self.max_body));
         }
         // Authenticate before parsing anything the caller sent.
-        if let Err(e) = self
-            .engine
-            .agent_report(id, token, &ReportBatch::default())
-            .await
-        {
+        if let Err(e) = self.engine.agent_authorized(id, token).await {
             return from_core(&e);
         }
         let inflated;
@@ -166,7 +162,31 @@ impl AgentEndpoint {
         };
         let auth = header(hyper::header::AUTHORIZATION);
         let encoding = header(hyper::header::CONTENT_ENCODING);
-        let a = if parts.method == Method::POST || parts.method == Method::GET {
+        // A report's credential is checked before its body is read: an unauthenticated
+        // client cannot make the endpoint buffer a body.
+        let refused = match parts
+            .uri
+            .path()
+            .strip_prefix("/v1/clusters/")
+            .and_then(|p| p.strip_suffix("/reports"))
+        {
+            Some(id) if parts.method == Method::POST => {
+                let token = auth.as_deref().and_then(|a| a.strip_prefix("Bearer "));
+                match (id.parse::<ClusterId>(), token) {
+                    (Ok(id), Some(token)) => self
+                        .engine
+                        .agent_authorized(id, token)
+                        .await
+                        .err()
+                        .map(|e| from_core(&e)),
+                    _ => Some(error(401, "credential refused")),
+                }
+            }
+            _ => None,
+        };
+        let a = if let Some(refused) = refused {
+            refused
+        } else if parts.method == Method::POST || parts.method == Method::GET {
             match Limited::new(body, self.max_body).collect().await {
                 Ok(b) => {
                     self.handle(

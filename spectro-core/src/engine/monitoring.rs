@@ -28,7 +28,7 @@ use crate::error::{CoreError, Result};
 use crate::monitoring::agent_pack::AgentDeployment;
 use crate::monitoring::credential::AgentKey;
 use crate::monitoring::health::{evaluate, observe, HealthPolicy};
-use crate::monitoring::report::{NodeReport, ReportBatch};
+use crate::monitoring::report::{AgentReport, NodeReport, ReportBatch};
 use crate::monitoring::services::app_services;
 use crate::monitoring::usage::{downsample, UsageRetention, UsageSample};
 use crate::monitoring::{
@@ -92,17 +92,15 @@ impl Inner {
             ))
     }
 
-    /// The system packs of a cluster (the agent, when the engine deploys it).
-    pub(crate) fn system_packs(&self, id: ClusterId) -> Vec<crate::model::Pack> {
+    /// The system packs of a cluster (the agent, when the engine deploys it), each with the
+    /// values its render takes as overrides (the credential: kept out of the `Pack`).
+    pub(crate) fn system_packs(&self, id: ClusterId) -> Vec<(crate::model::Pack, Secret)> {
+        use crate::monitoring::agent_pack::{agent_pack, agent_values};
         match &self.agent {
             Some(AgentSettings {
                 key,
                 deployment: Some(d),
-            }) => vec![crate::monitoring::agent_pack::agent_pack(
-                id,
-                &key.token(id),
-                d,
-            )],
+            }) => vec![(agent_pack(id, d), agent_values(&key.token(id)))],
             _ => Vec::new(),
         }
     }
@@ -176,7 +174,13 @@ impl Inner {
             let Ok(id) = o.name.parse::<ClusterId>() else {
                 continue;
             };
-            let mut state: MonitorState = super::decode("monitor state", o.body)?;
+            let mut state: MonitorState = match super::decode("monitor state", o.body) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(cluster = %id, error = %e, "monitor state unreadable: skipped");
+                    continue;
+                }
+            };
             let now = self.clock.now();
             let h = evaluate(&self.config.monitoring.health, &state, now);
             if h.same_as(&state.health) {
@@ -253,19 +257,13 @@ impl Engine {
         Ok(self.inner.agent_key()?.token(id))
     }
 
-    /// Takes a batch of reports from `id`'s agent: checks its credential (`Unauthorized`,
-    /// nothing recorded, for a wrong one or another cluster's), folds every report not seen
-    /// before into the cluster's state, stores the usage samples, and judges health.
-    /// Returns the cluster's health after it.
-    pub async fn agent_report(
-        &self,
-        id: ClusterId,
-        token: &str,
-        batch: &ReportBatch,
-    ) -> Result<Health> {
+    /// Checks an agent's credential and that its cluster takes reports: `Unauthorized`
+    /// for a wrong credential or another cluster's (nothing read), `NotFound` for a deleted
+    /// cluster, `WrongLifecycle` while it is being deleted. The endpoint asks this before
+    /// it reads a request's body.
+    pub async fn agent_authorized(&self, id: ClusterId, token: &str) -> Result<()> {
         self.running()?;
-        let inner = &self.inner;
-        if !inner.agent_key()?.verify(id, token) {
+        if !self.inner.agent_key()?.verify(id, token) {
             tracing::warn!(cluster = %id, "agent credential refused");
             return Err(CoreError::Unauthorized {
                 cluster: id.to_string(),
@@ -287,21 +285,42 @@ impl Engine {
                 hint: None,
             });
         }
+        Ok(())
+    }
+
+    /// Takes a batch of reports from `id`'s agent: checks its credential
+    /// ([`Engine::agent_authorized`]: nothing is recorded for a refused one), folds every
+    /// report not seen before into the cluster's state (a re-sent one is recognised by the
+    /// agent's process id and report number), stores the usage samples, and judges health.
+    /// Any report is a heartbeat. Returns the cluster's health after it.
+    pub async fn agent_report(
+        &self,
+        id: ClusterId,
+        token: &str,
+        batch: &ReportBatch,
+    ) -> Result<Health> {
+        self.agent_authorized(id, token).await?;
+        let inner = &self.inner;
         let policy = &inner.config.monitoring.health;
+        let retention = &inner.config.monitoring.retention;
+        // One time for every attempt: a retried write stores the same rows.
+        let now = inner.clock.now();
         let mut attempt = 0;
         loop {
             attempt += 1;
             let (mut state, revision) = inner.monitor(id).await?;
-            let now = inner.clock.now();
-            let mut reports: Vec<_> = batch
-                .reports
-                .iter()
-                .filter(|r| state.last_collected.is_none_or(|t| r.collected_at > t))
-                .collect();
-            reports.sort_by_key(|r| r.collected_at);
-            let Some(newest) = reports.last().map(|r| r.collected_at) else {
+            if batch.reports.is_empty() {
                 return Ok(evaluate(policy, &state, now));
+            }
+            let seen = |r: &AgentReport| match &state.last_report {
+                Some((agent, seq)) if !r.agent_id.is_empty() => {
+                    *agent == r.agent_id && r.seq <= *seq
+                }
+                _ => false,
             };
+            let mut reports: Vec<&AgentReport> =
+                batch.reports.iter().filter(|r| !seen(r)).collect();
+            reports.sort_by_key(|r| (r.collected_at, r.seq));
             // Heartbeats that stopped and resumed between two sweeps: the lapse is recorded
             // (its own transition and event) before the report ends it.
             let mut events = Vec::new();
@@ -312,15 +331,24 @@ impl Engine {
                 lapse = Some(lapsed.clone());
                 state.health = lapsed;
             }
-            // The agent's clock may be off: place its newest report at now, the others
-            // at their distance before it.
-            let skew = now - newest;
-            let floor = state.last_sample.unwrap_or(DateTime::<Utc>::MIN_UTC);
+            // The agent's clock may be off: place its newest report at now, the others at
+            // their distance before it (a distance past the retention, or absurd: no sample).
+            let newest = reports.last().map(|r| r.collected_at);
+            let oldest_kept = retention.rollup_cut(now);
+            let floor = state
+                .last_sample
+                .unwrap_or(DateTime::<Utc>::MIN_UTC)
+                .max(state.rolled_up.unwrap_or(DateTime::<Utc>::MIN_UTC));
             let mut rows = Vec::new();
             for r in &reports {
-                let at = (r.collected_at + skew).min(now);
+                let at = newest
+                    .map(|n| n.signed_duration_since(r.collected_at))
+                    .and_then(|age| now.checked_sub_signed(age))
+                    .filter(|at| *at >= oldest_kept)
+                    .unwrap_or(now)
+                    .min(now);
                 observe(policy, &mut state, r, at);
-                if at > floor && at >= state.rolled_up.unwrap_or(DateTime::<Utc>::MIN_UTC) {
+                if at > floor && state.last_sample.is_none_or(|t| at > t) {
                     let sample = UsageSample::from_report(r, at);
                     rows.push(UsageRow {
                         at,
@@ -328,44 +356,51 @@ impl Engine {
                     });
                     state.last_sample = Some(at);
                 }
+                if !r.agent_id.is_empty() {
+                    state.last_report = Some((r.agent_id.clone(), r.seq));
+                }
             }
             state.last_heartbeat = Some(now);
-            state.last_collected = Some(newest);
-            let last = reports.last().copied().cloned().unwrap_or_default();
-            state.unscheduled_requests = last.unscheduled_requests;
-            let services = app_services(&last.services, &last.nodes);
-            let old: BTreeSet<String> = state.services.iter().map(AppService::key).collect();
-            let new: BTreeSet<String> = services.iter().map(AppService::key).collect();
-            for s in services.iter().filter(|s| !old.contains(&s.key())) {
-                events.push(NewEvent {
-                    time: now,
-                    severity: Severity::Info,
-                    reason: "ServiceAdded".into(),
-                    message: format!("{} service {} ({})", s.kind, s.key(), s.links.join(", ")),
-                });
+            if let Some(last) = reports.last() {
+                state.unscheduled_requests = last.unscheduled_requests;
+                let services = app_services(&last.services, &last.nodes);
+                let old: BTreeSet<String> = state.services.iter().map(AppService::key).collect();
+                let new: BTreeSet<String> = services.iter().map(AppService::key).collect();
+                for s in services.iter().filter(|s| !old.contains(&s.key())) {
+                    events.push(NewEvent {
+                        time: now,
+                        severity: Severity::Info,
+                        reason: "ServiceAdded".into(),
+                        message: format!("{} service {} ({})", s.kind, s.key(), s.links.join(", ")),
+                    });
+                }
+                for s in state.services.iter().filter(|s| !new.contains(&s.key())) {
+                    events.push(NewEvent {
+                        time: now,
+                        severity: Severity::Info,
+                        reason: "ServiceRemoved".into(),
+                        message: format!("{} service {} removed", s.kind, s.key()),
+                    });
+                }
+                state.services = services;
             }
-            for s in state.services.iter().filter(|s| !new.contains(&s.key())) {
-                events.push(NewEvent {
-                    time: now,
-                    severity: Severity::Info,
-                    reason: "ServiceRemoved".into(),
-                    message: format!("{} service {} removed", s.kind, s.key()),
-                });
-            }
-            state.services = services;
             let health = evaluate(policy, &state, now);
             let transition = (!health.same_as(&state.health))
                 .then(|| inner.health_event(&state.health, &health, now));
             events.extend(transition.clone());
             state.health = health.clone();
-            let retention = &inner.config.monitoring.retention;
-            // Once per bucket: when the cut moved past the last one.
-            let roll = state.rolled_up.is_none_or(|t| retention.raw_cut(now) > t);
+            // Rows first (keyed by time: a retry rewrites the same rows), then the state.
             if !rows.is_empty() {
-                inner.store.put_usage(id, 0, &rows).await?;
+                match inner.store.put_usage(id, 0, &rows).await {
+                    Ok(()) | Err(CoreError::Unsupported(_)) => {}
+                    Err(e) => return Err(e),
+                }
             }
+            // Once per bucket: when the cut moved past the last one.
+            let cut = retention.raw_cut(now);
+            let roll = state.rolled_up.is_none_or(|t| cut > t);
             if roll {
-                state.rolled_up = Some(inner.roll_up(id, now).await?);
+                state.rolled_up = Some(cut);
             }
             let body = super::encode(&state)?;
             match inner
@@ -380,6 +415,16 @@ impl Engine {
                     }
                     if transition.is_some() {
                         inner.announce(id, health.clone());
+                    }
+                    if roll {
+                        // A failed roll-up is done with the next bucket's (everything
+                        // before the newer cut).
+                        match inner.roll_up(id, now).await {
+                            Ok(_) | Err(CoreError::Unsupported(_)) => {}
+                            Err(e) => {
+                                tracing::warn!(cluster = %id, error = %e, "usage roll-up failed")
+                            }
+                        }
                     }
                     return Ok(health);
                 }

@@ -91,9 +91,17 @@ impl AgentDeployment {
     }
 }
 
-/// The agent pack of `cluster`, carrying its credential.
+/// The values that carry `cluster`'s credential into its agent pack (the pack itself holds
+/// only the reference `{{ .Values.token }}`: a `Pack` never holds the secret). Pass them as
+/// the render's overrides.
 #[must_use]
-pub fn agent_pack(cluster: ClusterId, token: &Secret, d: &AgentDeployment) -> Pack {
+pub fn agent_values(token: &Secret) -> Secret {
+    Secret::new(format!("token: \"{}\"\n", token.expose()))
+}
+
+/// The agent pack of `cluster` (its credential comes from [`agent_values`] at render time).
+#[must_use]
+pub fn agent_pack(cluster: ClusterId, d: &AgentDeployment) -> Pack {
     let ns = AGENT_NAMESPACE;
     let name = AGENT_PACK;
     let labels = json!({ "app.kubernetes.io/name": name });
@@ -119,7 +127,7 @@ pub fn agent_pack(cluster: ClusterId, token: &Secret, d: &AgentDeployment) -> Pa
         "stringData": {
             "endpoint": d.endpoint,
             "cluster-id": cluster.to_string(),
-            "token": token.expose(),
+            "token": "{{ .Values.token }}",
             "ca.crt": d.ca_pem.clone().unwrap_or_default(),
         }}),
         json!({"apiVersion": "apps/v1", "kind": "Deployment",
@@ -164,6 +172,7 @@ pub fn agent_pack(cluster: ClusterId, token: &Secret, d: &AgentDeployment) -> Pa
         .join("\n---\n");
     let mut pack = Pack::new(name, PackLayer::Addon, env!("CARGO_PKG_VERSION"));
     pack.manifests = manifests;
+    pack.values = "token: \"\"\n".into();
     pack
 }
 
@@ -175,12 +184,10 @@ mod tests {
     #[test]
     fn renders_six_objects_least_privilege_with_the_credential() {
         let id = ClusterId::new();
-        let pack = agent_pack(
-            id,
-            &Secret::new("tok-123"),
-            &AgentDeployment::new("https://e:8443"),
-        );
-        let r = render("c1", &pack, None).unwrap();
+        let pack = agent_pack(id, &AgentDeployment::new("https://e:8443"));
+        assert!(!format!("{pack:?}").contains("tok-123"));
+        let values = agent_values(&Secret::new("tok-123"));
+        let r = render("c1", &pack, Some(values.expose())).unwrap();
         let kinds: Vec<_> = r
             .objects
             .iter()
@@ -216,7 +223,6 @@ mod tests {
         );
         assert_eq!(r.objects[4]["stringData"]["token"], "tok-123");
         assert_eq!(r.objects[4]["stringData"]["cluster-id"], id.to_string());
-        assert!(!format!("{pack:?}").is_empty());
     }
 
     #[test]

@@ -206,10 +206,17 @@ impl Health {
         }
     }
 
-    /// Same status and reasons (ignoring times).
+    /// Same status and the same reasons — factor, node and subject: a metric whose level
+    /// moves while it stays over its threshold is no new transition.
     #[must_use]
     pub fn same_as(&self, other: &Health) -> bool {
-        self.status == other.status && self.reasons == other.reasons
+        let key = |h: &Health| {
+            h.reasons
+                .iter()
+                .map(|r| (r.kind, r.node.clone(), r.subject.clone()))
+                .collect::<Vec<_>>()
+        };
+        self.status == other.status && key(self) == key(other)
     }
 }
 
@@ -525,5 +532,10 @@ mod tests {
         s.health = h.clone();
         let again = evaluate(&p, &s, t(660));
         assert_eq!(again.since, h.since, "unchanged health keeps its since");
+        // The level moves while it stays over: the same health (no new transition).
+        observe(&p, &mut s, &with(990), t(690));
+        let moved = evaluate(&p, &s, t(690));
+        assert_ne!(moved.reasons[0].message, h.reasons[0].message);
+        assert!(moved.same_as(&h));
     }
 }

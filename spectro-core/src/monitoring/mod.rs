@@ -60,10 +60,10 @@ pub struct MonitorState {
     /// Time of the newest usage sample stored.
     #[serde(default)]
     pub last_sample: Option<DateTime<Utc>>,
-    /// The agent's collection time of the newest report taken (a re-sent report is
-    /// recognised by it and skipped).
+    /// The agent process (`AgentReport::agent_id`) and number of the newest report taken:
+    /// a re-sent report is recognised by them and skipped.
     #[serde(default)]
-    pub last_collected: Option<DateTime<Utc>>,
+    pub last_report: Option<(String, u64)>,
     /// Requests of pods not scheduled yet, as last reported.
     #[serde(default)]
     pub unscheduled_requests: report::Resources,

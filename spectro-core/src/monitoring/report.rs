@@ -20,6 +20,13 @@ pub struct ReportBatch {
 pub struct AgentReport {
     /// The agent's version.
     pub agent_version: String,
+    /// A random id the agent process picks at start: with `seq`, what recognises a report
+    /// sent twice (its clock may go backwards; its counter does not).
+    #[serde(default)]
+    pub agent_id: String,
+    /// The report's number in that process (1, 2, ...).
+    #[serde(default)]
+    pub seq: u64,
     /// When the agent collected it (its own clock: the engine corrects the skew).
     pub collected_at: DateTime<Utc>,
     /// Every node.

@@ -74,7 +74,9 @@ impl UsageRetention {
     /// `now - raw` (only whole buckets are averaged).
     #[must_use]
     pub fn raw_cut(&self, now: DateTime<Utc>) -> DateTime<Utc> {
-        let edge = now.timestamp() - self.raw.as_secs() as i64;
+        let edge = now
+            .timestamp()
+            .saturating_sub(i64::try_from(self.raw.as_secs()).unwrap_or(i64::MAX));
         let step = self.step_secs();
         DateTime::from_timestamp(edge.div_euclid(step) * step, 0).unwrap_or(now)
     }
@@ -82,7 +84,10 @@ impl UsageRetention {
     /// Averages before this instant are dropped.
     #[must_use]
     pub fn rollup_cut(&self, now: DateTime<Utc>) -> DateTime<Utc> {
-        now - chrono::Duration::from_std(self.rollup).unwrap_or(chrono::Duration::MAX / 2)
+        chrono::Duration::from_std(self.rollup)
+            .ok()
+            .and_then(|d| now.checked_sub_signed(d))
+            .unwrap_or(DateTime::<Utc>::MIN_UTC)
     }
 
     /// The most rows one cluster can hold at a steady `interval` between reports: raw

@@ -231,11 +231,16 @@ pub(crate) async fn reconcile(inner: &Inner, id: ClusterId, fence: Option<u64>) 
     if inner.agent.is_some() && pass.status.phase != Phase::Deleted {
         // The health condition, as the agent's reports show it (time of the last heartbeat
         // left out: the status changes only with the health).
-        let h = inner.health_now(id).await?;
-        pass.status.health = Some(crate::monitoring::Health {
-            last_heartbeat: None,
-            ..h
-        });
+        // A failed read keeps the health the status has: it must not cost the write.
+        match inner.health_now(id).await {
+            Ok(h) => {
+                pass.status.health = Some(crate::monitoring::Health {
+                    last_heartbeat: None,
+                    ..h
+                })
+            }
+            Err(e) => tracing::warn!(cluster = %id, error = %e, "health not mirrored"),
+        }
     }
     if pass.status != pass.rec.status {
         pass.write.status = Some(pass.status.clone());
@@ -282,8 +287,8 @@ async fn run(p: &mut Pass<'_>) -> Result<Outcome> {
         .inner
         .system_packs(p.rec.id)
         .iter()
-        .filter_map(|k| {
-            crate::bootstrap::manifests::render(&p.rec.spec.name, k, None)
+        .filter_map(|(k, values)| {
+            crate::bootstrap::manifests::render(&p.rec.spec.name, k, Some(values.expose()))
                 .ok()
                 .map(|r| (r.pack, r.revision))
         })

@@ -406,13 +406,15 @@ pub(super) async fn apply_packs(p: &mut Pass<'_>, world: &mut World) -> Result<S
         .collect();
     // System packs (the cluster agent) after the profile's; no overrides apply to them.
     let system = p.inner.system_packs(p.rec.id);
-    let system_names: Vec<String> = system.iter().map(|k| k.name.clone()).collect();
-    let packs: Vec<crate::model::Pack> = packs.into_iter().chain(system).collect();
-    for pack in &packs {
-        let overrides = if system_names.contains(&pack.name) {
-            None
-        } else {
-            p.rec.spec.pack_values.get(&pack.name).cloned()
+    let packs: Vec<(crate::model::Pack, Option<crate::secret::Secret>)> = packs
+        .into_iter()
+        .map(|k| (k, None))
+        .chain(system.into_iter().map(|(k, v)| (k, Some(v))))
+        .collect();
+    for (pack, system_values) in &packs {
+        let overrides = match system_values {
+            Some(v) => Some(v.expose().to_string()),
+            None => p.rec.spec.pack_values.get(&pack.name).cloned(),
         };
         let rendered = match render(&p.rec.spec.name, pack, overrides.as_deref()) {
             Ok(r) => r,
@@ -490,7 +492,7 @@ pub(super) async fn apply_packs(p: &mut Pass<'_>, world: &mut World) -> Result<S
         .status
         .packs
         .keys()
-        .filter(|k| !packs.iter().any(|x| &x.name == *k))
+        .filter(|k| !packs.iter().any(|(x, _)| &x.name == *k))
         .cloned()
         .collect();
     for name in gone {
