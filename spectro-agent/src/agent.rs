@@ -19,8 +19,8 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};
 use spectro_core::monitoring::report::{
-    AgentReport, NodeAddressReport, NodeConditionReport, NodeReport, ReportBatch, Resources,
-    ServicePortReport, ServiceReport,
+    AgentReport, DiskUsage, NodeAddressReport, NodeConditionReport, NodeReport, ReportBatch,
+    Resources, ServicePortReport, ServiceReport,
 };
 use spectro_core::secret::Secret;
 
@@ -46,6 +46,9 @@ pub struct AgentConfig {
     pub buffer: usize,
     /// Timeout of one send.
     pub timeout: Duration,
+    /// Read each node's root filesystem usage from the kubelet's summary API (through the
+    /// API server's node proxy; needs `get` on `nodes/proxy`).
+    pub disk_usage: bool,
 }
 
 /// A configuration error, naming the variable.
@@ -71,12 +74,13 @@ impl AgentConfig {
             interval: Duration::from_secs(30),
             buffer: 240,
             timeout: Duration::from_secs(10),
+            disk_usage: false,
         }
     }
 
     /// From the environment the agent pack sets: `SPECTRO_ENDPOINT`, `SPECTRO_CLUSTER_ID`,
     /// `SPECTRO_TOKEN`, optional `SPECTRO_CA_FILE` (an empty file: system roots),
-    /// `SPECTRO_INTERVAL_SECS`, `SPECTRO_BUFFER`.
+    /// `SPECTRO_INTERVAL_SECS`, `SPECTRO_BUFFER`, `SPECTRO_DISK_USAGE`.
     pub fn from_env() -> Result<Self, ConfigError> {
         let var = |name: &'static str| {
             std::env::var(name)
@@ -125,6 +129,18 @@ impl AgentConfig {
         }
         if let Some(n) = num("SPECTRO_BUFFER")? {
             c.buffer = n as usize;
+        }
+        if let Ok(v) = var("SPECTRO_DISK_USAGE") {
+            c.disk_usage = match v.trim() {
+                "true" | "1" => true,
+                "false" | "0" => false,
+                other => {
+                    return Err(ConfigError {
+                        var: "SPECTRO_DISK_USAGE",
+                        rule: format!("must be true or false, got {other:?}"),
+                    })
+                }
+            };
         }
         Ok(c)
     }
@@ -270,6 +286,12 @@ impl Agent {
                 source,
             })?;
         let metrics = self.node_metrics().await;
+        let disks = if self.config.disk_usage {
+            self.node_disks(nodes.items.iter().filter_map(|n| n.metadata.name.clone()))
+                .await
+        } else {
+            BTreeMap::new()
+        };
         let mut requests: BTreeMap<String, (Resources, u32)> = BTreeMap::new();
         let mut unscheduled = Resources::default();
         for pod in &pods.items {
@@ -324,7 +346,7 @@ impl Agent {
                         capacity: resources(status.and_then(|s| s.capacity.as_ref())),
                         allocatable: resources(status.and_then(|s| s.allocatable.as_ref())),
                         usage: metrics.as_ref().and_then(|m| m.get(&name).copied()),
-                        disk: None,
+                        disk: disks.get(&name).copied(),
                         requests: req,
                         pods,
                         name,
@@ -414,6 +436,28 @@ impl Agent {
                 })
                 .collect(),
         )
+    }
+
+    /// Root filesystem usage by node, from each kubelet's summary API through the API
+    /// server (8 at a time); a node whose kubelet does not answer has none.
+    async fn node_disks(&self, names: impl Iterator<Item = String>) -> BTreeMap<String, DiskUsage> {
+        use futures_util::stream::{self, StreamExt};
+        stream::iter(names)
+            .map(|name| async move {
+                let path = format!("/api/v1/nodes/{name}/proxy/stats/summary");
+                let req = http::Request::get(&path).body(Vec::new()).ok()?;
+                match self.kube.request_text(req).await {
+                    Ok(text) => disk_from_summary(&text).map(|d| (name, d)),
+                    Err(e) => {
+                        tracing::debug!(node = %name, error = %e, "kubelet summary not read");
+                        None
+                    }
+                }
+            })
+            .buffer_unordered(8)
+            .filter_map(std::future::ready)
+            .collect()
+            .await
     }
 
     /// Numbers a report and appends it to the buffer (the oldest goes past the bound).
@@ -532,6 +576,17 @@ pub fn gzip_json(batch: &ReportBatch) -> std::io::Result<Vec<u8>> {
     gz.finish()
 }
 
+/// The node's root filesystem from a kubelet summary (`/stats/summary`): `node.fs`.
+#[must_use]
+pub fn disk_from_summary(text: &str) -> Option<DiskUsage> {
+    let v: serde_json::Value = serde_json::from_str(text).ok()?;
+    let fs = v.get("node")?.get("fs")?;
+    Some(DiskUsage {
+        used_bytes: fs.get("usedBytes")?.as_u64()?,
+        capacity_bytes: fs.get("capacityBytes")?.as_u64()?,
+    })
+}
+
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut src = e.source();
@@ -583,6 +638,22 @@ mod tests {
                 memory_bytes: 128 << 20
             }
         );
+    }
+
+    #[test]
+    fn disk_usage_from_a_kubelet_summary() {
+        let summary = r#"{"node":{"nodeName":"n1","fs":{"time":"2026-01-01T00:00:00Z",
+            "availableBytes":60000,"capacityBytes":100000,"usedBytes":40000,
+            "inodesFree":1,"inodes":2,"inodesUsed":1},"runtime":{}},"pods":[]}"#;
+        assert_eq!(
+            disk_from_summary(summary),
+            Some(DiskUsage {
+                used_bytes: 40000,
+                capacity_bytes: 100000
+            })
+        );
+        assert_eq!(disk_from_summary(r#"{"node":{}}"#), None);
+        assert_eq!(disk_from_summary("not json"), None);
     }
 
     #[test]

@@ -35,6 +35,12 @@ pub struct AgentDeployment {
     pub image: String,
     /// Time between reports.
     pub interval: Duration,
+    /// Report each node's root filesystem usage, read from the kubelet's summary API through
+    /// the API server (`/api/v1/nodes/{node}/proxy/stats/summary`). Off by default: it
+    /// grants the agent `get` on `nodes/proxy`, which reaches the kubelet's API — give it
+    /// only where that is acceptable. Without it, disk health rests on the kubelet's own
+    /// `DiskPressure` condition.
+    pub disk_usage: bool,
 }
 
 impl AgentDeployment {
@@ -49,6 +55,7 @@ impl AgentDeployment {
                 env!("CARGO_PKG_VERSION")
             ),
             interval: Duration::from_secs(30),
+            disk_usage: false,
         }
     }
 }
@@ -105,18 +112,21 @@ pub fn agent_pack(cluster: ClusterId, d: &AgentDeployment) -> Pack {
     let ns = AGENT_NAMESPACE;
     let name = AGENT_PACK;
     let labels = json!({ "app.kubernetes.io/name": name });
+    let mut rules = vec![
+        json!({"apiGroups": [""], "resources": ["nodes", "pods", "services"],
+               "verbs": ["get", "list", "watch"]}),
+        json!({"apiGroups": ["metrics.k8s.io"], "resources": ["nodes"], "verbs": ["get", "list"]}),
+    ];
+    if d.disk_usage {
+        rules.push(json!({"apiGroups": [""], "resources": ["nodes/proxy"], "verbs": ["get"]}));
+    }
     let docs: Vec<Value> = vec![
         json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
         json!({"apiVersion": "v1", "kind": "ServiceAccount",
                "metadata": {"name": name, "namespace": ns}}),
         json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
         "metadata": {"name": name},
-        "rules": [
-            {"apiGroups": [""], "resources": ["nodes", "pods", "services"],
-             "verbs": ["get", "list", "watch"]},
-            {"apiGroups": ["metrics.k8s.io"], "resources": ["nodes"],
-             "verbs": ["get", "list"]}
-        ]}),
+        "rules": rules}),
         json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
                "metadata": {"name": name},
                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
@@ -152,7 +162,8 @@ pub fn agent_pack(cluster: ClusterId, d: &AgentDeployment) -> Pack {
                             {"name": "SPECTRO_CLUSTER_ID", "valueFrom": {"secretKeyRef": {"name": name, "key": "cluster-id"}}},
                             {"name": "SPECTRO_TOKEN", "valueFrom": {"secretKeyRef": {"name": name, "key": "token"}}},
                             {"name": "SPECTRO_CA_FILE", "value": "/etc/spectro/ca.crt"},
-                            {"name": "SPECTRO_INTERVAL_SECS", "value": d.interval.as_secs().max(1).to_string()}
+                            {"name": "SPECTRO_INTERVAL_SECS", "value": d.interval.as_secs().max(1).to_string()},
+                            {"name": "SPECTRO_DISK_USAGE", "value": d.disk_usage.to_string()}
                         ],
                         "volumeMounts": [{"name": "config", "mountPath": "/etc/spectro", "readOnly": true}],
                         "resources": {"requests": {"cpu": "10m", "memory": "32Mi"},
@@ -221,6 +232,14 @@ mod tests {
             verbs.iter().all(|v| ["get", "list", "watch"].contains(v)),
             "{verbs:?}"
         );
+        assert!(
+            !r.objects[2].to_string().contains("nodes/proxy"),
+            "off by default"
+        );
+        let mut d = AgentDeployment::new("https://e:8443");
+        d.disk_usage = true;
+        let with_disk = render("c1", &agent_pack(id, &d), Some(values.expose())).unwrap();
+        assert!(with_disk.objects[2].to_string().contains("nodes/proxy"));
         assert_eq!(r.objects[4]["stringData"]["token"], "tok-123");
         assert_eq!(r.objects[4]["stringData"]["cluster-id"], id.to_string());
     }

@@ -506,6 +506,31 @@ mod tests {
     }
 
     #[test]
+    fn disk_over_its_threshold_for_the_period_names_the_node() {
+        let p = HealthPolicy::default();
+        let mut s = MonitorState::default();
+        let mut n = node("w", &[("Ready", "True")]);
+        n.disk = Some(crate::monitoring::report::DiskUsage {
+            used_bytes: 95,
+            capacity_bytes: 100,
+        });
+        for i in 0..=10 {
+            observe(&p, &mut s, &report(vec![n.clone()]), t(30 * i));
+        }
+        let h = evaluate(&p, &s, t(300));
+        assert_eq!(h.status, HealthStatus::Unhealthy);
+        assert_eq!(
+            (h.reasons[0].node.as_deref(), h.reasons[0].subject.as_str()),
+            (Some("w"), "disk")
+        );
+        assert!(
+            h.message().contains("disk at 95% over 90%"),
+            "{}",
+            h.message()
+        );
+    }
+
+    #[test]
     fn a_sample_under_the_threshold_resets_the_clock_and_since_is_kept_while_unchanged() {
         let p = HealthPolicy::default();
         let mut s = MonitorState::default();
