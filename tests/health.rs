@@ -407,16 +407,7 @@ async fn agent_reports_health_usage_and_services_from_a_real_apiserver() {
     config.ca_pem = Some(std::fs::read_to_string(&r.ca_file).unwrap());
     config.buffer = 3;
     let mut offline = spectro_agent::agent::Agent::new(client.clone(), config).unwrap();
-    let samples_before = engine
-        .usage(
-            id,
-            chrono::DateTime::<chrono::Utc>::MIN_UTC..chrono::DateTime::<chrono::Utc>::MAX_UTC,
-            &NodeScope::All,
-        )
-        .await
-        .unwrap()
-        .series
-        .len();
+    let samples_before = all_samples(engine, id).await;
     for _ in 0..4 {
         let report = offline.collect().await.expect("collect");
         offline.push(report);
@@ -438,16 +429,7 @@ async fn agent_reports_health_usage_and_services_from_a_real_apiserver() {
         .await
         .expect("delivered once the engine is back");
     assert_eq!(offline.buffered(), 0);
-    let samples_after = engine
-        .usage(
-            id,
-            chrono::DateTime::<chrono::Utc>::MIN_UTC..chrono::DateTime::<chrono::Utc>::MAX_UTC,
-            &NodeScope::All,
-        )
-        .await
-        .unwrap()
-        .series
-        .len();
+    let samples_after = all_samples(engine, id).await;
     assert_eq!(
         samples_after,
         samples_before + 3,
@@ -491,6 +473,17 @@ async fn agent_reports_health_usage_and_services_from_a_real_apiserver() {
         "the agent never logs its credential"
     );
     engine.shutdown().await;
+}
+
+/// Every usage sample the engine keeps for a cluster, all nodes.
+async fn all_samples(engine: &Engine, id: ClusterId) -> usize {
+    let all = DateTime::<Utc>::MIN_UTC..DateTime::<Utc>::MAX_UTC;
+    engine
+        .usage(id, all, &NodeScope::All)
+        .await
+        .unwrap()
+        .series
+        .len()
 }
 
 fn report(at: DateTime<Utc>, nodes: usize) -> AgentReport {
