@@ -179,6 +179,17 @@ pub struct UsageRow {
     pub body: serde_json::Value,
 }
 
+impl UsageRow {
+    /// A row as both databases store it: Unix seconds and JSON text.
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
+    pub(crate) fn decode(at: i64, body: &str) -> Result<UsageRow> {
+        Ok(UsageRow {
+            at: DateTime::from_timestamp(at, 0).unwrap_or_default(),
+            body: from_json("usage sample", body)?,
+        })
+    }
+}
+
 /// Where the engine keeps everything. Implementations: `SqliteStore` (feature `sqlite`,
 /// the embedded default) and `PostgresStore` (feature `postgres`, a networked database
 /// shared by several engine replicas); an application may supply its own.

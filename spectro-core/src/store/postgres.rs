@@ -440,14 +440,7 @@ impl Store for PostgresStore {
             .await
             .db("usage")?;
         rows.iter()
-            .map(|r| {
-                let at: i64 = r.get(0);
-                let body: String = r.get(1);
-                Ok(UsageRow {
-                    at: DateTime::from_timestamp(at, 0).unwrap_or_default(),
-                    body: from_json("usage sample", &body)?,
-                })
-            })
+            .map(|r| UsageRow::decode(r.get(0), r.get::<_, &str>(1)))
             .collect()
     }
 

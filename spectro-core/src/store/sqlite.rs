@@ -463,12 +463,7 @@ impl Store for SqliteStore {
             })
             .await?;
         rows.into_iter()
-            .map(|(at, body)| {
-                Ok(UsageRow {
-                    at: DateTime::from_timestamp(at, 0).unwrap_or_default(),
-                    body: from_json("usage sample", &body)?,
-                })
-            })
+            .map(|(at, body)| UsageRow::decode(at, &body))
             .collect()
     }
 
