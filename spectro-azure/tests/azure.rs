@@ -322,3 +322,489 @@ async fn engine_lifecycle_behind_prism_leaves_nothing_behind() {
     assert!(v.is_empty(), "Prism refused: {v:#?}");
     engine.shutdown().await;
 }
+
+/// Successful writes per resource path in `rg` (PUT answered 200/201).
+async fn writes_in(p: &AzurePeer, rg: &str) -> BTreeMap<String, usize> {
+    let needle = format!("/resourcegroups/{rg}/");
+    let mut out = BTreeMap::new();
+    for (m, path, status) in p.requests().await {
+        if m == "PUT"
+            && (status == 200 || status == 201)
+            && path.to_ascii_lowercase().contains(&needle)
+        {
+            *out.entry(path).or_default() += 1;
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_operations_throttling_and_a_lost_answer_converge_without_duplicates() {
+    let Some(p) = peer() else { return };
+    let rg = "rg-faults";
+    // The next 3 writes in the group are throttled (Retry-After: 1 s); the answer to the
+    // first VM's PUT is lost after the VM was made.
+    p.hook("throttle", serde_json::json!({"count": 3, "retryAfter": 1, "method": "PUT", "path": format!("/resourceGroups/{rg}/")})).await;
+    p.hook("lose", serde_json::json!({"count": 1, "method": "PUT", "path": format!("/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachines/")})).await;
+    let provider = Arc::new(AzureProvider::new(p.connector()));
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path().join("az.db")).unwrap());
+    let engine = engine_with(store, provider.clone()).await;
+    let spec: Cluster =
+        from_text(&cluster_yaml("faults", rg, SMALL_POOLS, ""), Format::Yaml).unwrap();
+    let id = engine.create_cluster(&spec).await.unwrap();
+    engine
+        .wait_for_phase(id, Phase::Running, Duration::from_secs(180))
+        .await
+        .unwrap();
+    let calls = provider.calls().snapshot();
+    eprintln!("faults: {calls:?}");
+
+    // Long-running operations: the fake finishes each after 0.2 s and its third poll, the
+    // provider polls every 50 ms: several polls per write, never a second PUT of the same
+    // resource.
+    let most_polls = calls
+        .iter()
+        .filter(|(k, _)| k.ends_with(".poll"))
+        .map(|(_, v)| *v)
+        .max()
+        .unwrap_or(0);
+    assert!(
+        most_polls >= 3,
+        "an operation followed over several polls: {calls:?}"
+    );
+    for (op, n) in calls
+        .iter()
+        .filter(|(k, _)| k.ends_with(".CreateOrUpdate") && !k.starts_with("VirtualMachines"))
+    {
+        let polls = calls.get(&format!("{op}.poll")).copied().unwrap_or(0);
+        assert!(
+            polls >= 3 * n.min(&1),
+            "{op}: {polls} polls for {n} write(s)"
+        );
+    }
+    let writes = writes_in(p, rg).await;
+    assert!(
+        writes.values().all(|n| *n == 1),
+        "a resource written twice: {writes:#?}"
+    );
+    // The VM whose answer was lost (the fake made it, then answered 500) was never sent
+    // again: 7 infrastructure resources and 2 VMs answered, 1 VM lost, 10 resources.
+    let lost: Vec<String> = p
+        .requests()
+        .await
+        .into_iter()
+        .filter(|(m, path, s)| m == "PUT" && *s == 500 && path.contains(rg))
+        .map(|(_, path, _)| path)
+        .collect();
+    assert_eq!(lost.len(), 1, "{lost:?}");
+    assert!(!writes.contains_key(&lost[0]), "the lost VM was sent again");
+    assert_eq!(writes.len() + lost.len(), 10, "{writes:#?}");
+    let throttled = p
+        .requests()
+        .await
+        .iter()
+        .filter(|(_, path, s)| *s == 429 && path.contains(rg))
+        .count();
+    assert_eq!(throttled, 3);
+    let rs = p.resources_in(rg).await;
+    assert_eq!(of_type(&rs, VM).len(), 3, "no duplicate VM");
+    assert_eq!(of_type(&rs, NIC).len(), 3, "no duplicate NIC");
+    assert_eq!(of_type(&rs, DISK).len(), 3, "no duplicate disk");
+    let budget = provider.connector().budgets().stats();
+    eprintln!("budgets: {budget:?}");
+    engine.delete_cluster(id).await.unwrap();
+    engine
+        .wait_for_phase(id, Phase::Deleted, Duration::from_secs(180))
+        .await
+        .unwrap();
+    assert!(p.resources_in(rg).await.is_empty());
+    let v = p.violations_in(rg);
+    assert!(v.is_empty(), "Prism refused: {v:#?}");
+    engine.shutdown().await;
+}
+
+/// Hangs the engine forever right after the first successful `create_machines`: the VM
+/// exists, the engine never records the answer (a crash).
+struct HangAfterFirstCreate {
+    inner: Arc<AzureProvider>,
+    hung: std::sync::atomic::AtomicBool,
+    crashed: Arc<tokio::sync::Notify>,
+}
+
+#[async_trait::async_trait]
+impl CloudProvider for HangAfterFirstCreate {
+    fn cloud(&self) -> spectro_core::model::CloudType {
+        self.inner.cloud()
+    }
+    fn user_data_limit(&self) -> Option<usize> {
+        self.inner.user_data_limit()
+    }
+    async fn validate_account(
+        &self,
+        a: &spectro_core::model::CloudAccount,
+    ) -> Result<(), spectro_core::provider::ProviderError> {
+        self.inner.validate_account(a).await
+    }
+    async fn ensure_image(
+        &self,
+        c: &ClusterContext,
+        s: &spectro_core::provider::ImageSpec,
+    ) -> Result<spectro_core::provider::ImageRef, spectro_core::provider::ProviderError> {
+        self.inner.ensure_image(c, s).await
+    }
+    async fn ensure_infrastructure(
+        &self,
+        c: &ClusterContext,
+    ) -> Result<spectro_core::provider::InfraStatus, spectro_core::provider::ProviderError> {
+        self.inner.ensure_infrastructure(c).await
+    }
+    async fn list_machines(
+        &self,
+        c: &ClusterContext,
+    ) -> Result<Vec<spectro_core::provider::Machine>, spectro_core::provider::ProviderError> {
+        self.inner.list_machines(c).await
+    }
+    async fn create_machines(
+        &self,
+        c: &ClusterContext,
+        i: &spectro_core::provider::InfraStatus,
+        b: &spectro_core::provider::MachineBatch,
+    ) -> Result<Vec<spectro_core::provider::Machine>, spectro_core::provider::ProviderError> {
+        let r = self.inner.create_machines(c, i, b).await;
+        if r.is_ok() && !self.hung.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            self.crashed.notify_one();
+            std::future::pending::<()>().await;
+        }
+        r
+    }
+    async fn delete_machines(
+        &self,
+        c: &ClusterContext,
+        m: &[spectro_core::provider::Machine],
+    ) -> Result<(), spectro_core::provider::ProviderError> {
+        self.inner.delete_machines(c, m).await
+    }
+    async fn delete_infrastructure(
+        &self,
+        c: &ClusterContext,
+    ) -> Result<spectro_core::provider::DeleteStatus, spectro_core::provider::ProviderError> {
+        self.inner.delete_infrastructure(c).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_between_a_vm_put_and_its_record_makes_no_duplicate() {
+    let Some(p) = peer() else { return };
+    let rg = "rg-net";
+    let azure = Arc::new(AzureProvider::new(p.connector()));
+    let crashed = Arc::new(tokio::sync::Notify::new());
+    let hanging = Arc::new(HangAfterFirstCreate {
+        inner: azure.clone(),
+        hung: std::sync::atomic::AtomicBool::new(false),
+        crashed: crashed.clone(),
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path().join("crash.db")).unwrap());
+    let engine = engine_with(store.clone(), hanging).await;
+    let spec: Cluster =
+        from_text(&cluster_yaml("crash", rg, SMALL_POOLS, ""), Format::Yaml).unwrap();
+    let id = engine.create_cluster(&spec).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(120), crashed.notified())
+        .await
+        .unwrap();
+    drop(engine); // the first control-plane VM exists; the engine never heard
+
+    // A restarted engine with a new provider (no memory of the first).
+    let fresh = Arc::new(AzureProvider::new(p.connector()));
+    let engine = Engine::builder(store)
+        .provider(fresh.clone())
+        .config(EngineConfig::for_emulators())
+        .start()
+        .await
+        .unwrap();
+    engine
+        .wait_for_phase(id, Phase::Running, Duration::from_secs(180))
+        .await
+        .unwrap();
+    let rs = p.resources_in(rg).await;
+    assert_eq!(of_type(&rs, VM).len(), 3, "exactly the desired VMs");
+    assert_eq!(of_type(&rs, NIC).len(), 3);
+    assert_eq!(of_type(&rs, DISK).len(), 3);
+    let writes = writes_in(p, rg).await;
+    assert!(
+        writes.values().all(|n| *n == 1),
+        "a resource written twice: {writes:#?}"
+    );
+    engine.delete_cluster(id).await.unwrap();
+    engine
+        .wait_for_phase(id, Phase::Deleted, Duration::from_secs(180))
+        .await
+        .unwrap();
+    assert!(p.resources_in(rg).await.is_empty());
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_placement_leaves_the_users_vnet_intact() {
+    let Some(p) = peer() else { return };
+    let (rg, net_rg) = ("rg-static", "rg-fleet");
+    // The user's network, in another resource group: two subnets, their own tags.
+    let vnet_id = format!("/subscriptions/{SUB}/resourceGroups/{net_rg}/providers/Microsoft.Network/virtualNetworks/corp-vnet");
+    let subnet = |name: &str, cidr: &str| {
+        serde_json::json!({"id": format!("{vnet_id}/subnets/{name}"), "name": name,
+            "type": "Microsoft.Network/virtualNetworks/subnets",
+            "properties": {"addressPrefix": cidr, "provisioningState": "Succeeded"}})
+    };
+    let user_vnet = serde_json::json!({
+        "id": vnet_id, "name": "corp-vnet", "type": "Microsoft.Network/virtualNetworks",
+        "location": "westus2", "tags": {"owner": "network-team"}, "etag": "W/\"u1\"",
+        "properties": {"addressSpace": {"addressPrefixes": ["10.8.0.0/16"]},
+            "subnets": [subnet("k8s-cp", "10.8.1.0/24"), subnet("k8s-nodes", "10.8.2.0/24")],
+            "provisioningState": "Succeeded"}
+    });
+    p.hook(
+        "seed",
+        serde_json::json!({"id": vnet_id, "resource": user_vnet}),
+    )
+    .await;
+    let provider = Arc::new(AzureProvider::new(p.connector()));
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path().join("az.db")).unwrap());
+    let engine = engine_with(store, provider.clone()).await;
+    let vnet = format!(
+        "    vnet: {{ name: corp-vnet, resourceGroup: {net_rg}, controlPlaneSubnet: k8s-cp, workerSubnet: k8s-nodes }}"
+    );
+    let spec: Cluster = from_text(
+        &cluster_yaml("static", rg, SMALL_POOLS, &vnet),
+        Format::Yaml,
+    )
+    .unwrap();
+    let id = engine.create_cluster(&spec).await.unwrap();
+    engine
+        .wait_for_phase(id, Phase::Running, Duration::from_secs(180))
+        .await
+        .unwrap();
+    let rs = p.resources_in(rg).await;
+    assert!(
+        of_type(&rs, "Microsoft.Network/virtualNetworks").is_empty(),
+        "no network of ours"
+    );
+    assert!(
+        of_type(&rs, "Microsoft.Network/natGateways").is_empty(),
+        "outbound is the user's network's"
+    );
+    // The security groups sit on the NICs, in the user's subnets.
+    for nic in of_type(&rs, NIC) {
+        let nsg = nic["properties"]["networkSecurityGroup"]["id"]
+            .as_str()
+            .unwrap();
+        assert!(
+            nsg.ends_with("-cp-nsg") || nsg.ends_with("-node-nsg"),
+            "{nsg}"
+        );
+        let subnet = nic["properties"]["ipConfigurations"][0]["properties"]["subnet"]["id"]
+            .as_str()
+            .unwrap();
+        assert!(subnet.starts_with(&vnet_id), "{subnet}");
+    }
+    // etcd only from the control-plane subnet of the user's network.
+    let cp_nsg = of_type(&rs, "Microsoft.Network/networkSecurityGroups")
+        .into_iter()
+        .find(|r| r["name"].as_str().unwrap().ends_with("-cp-nsg"))
+        .unwrap();
+    let etcd = cp_nsg["properties"]["securityRules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "allow-etcd-control-plane")
+        .unwrap();
+    assert_eq!(etcd["properties"]["sourceAddressPrefix"], "10.8.1.0/24");
+    engine.delete_cluster(id).await.unwrap();
+    engine
+        .wait_for_phase(id, Phase::Deleted, Duration::from_secs(180))
+        .await
+        .unwrap();
+    assert!(
+        p.resources_in(rg).await.is_empty(),
+        "{:#?}",
+        p.resources_in(rg).await
+    );
+    // Never a write to the user's resource group; the network is as it was.
+    let writes: Vec<_> = p
+        .requests()
+        .await
+        .into_iter()
+        .filter(|(m, path, _)| {
+            m != "GET"
+                && path
+                    .to_ascii_lowercase()
+                    .contains(&format!("/resourcegroups/{net_rg}/"))
+        })
+        .collect();
+    assert!(writes.is_empty(), "{writes:?}");
+    let now = p
+        .resources()
+        .await
+        .into_iter()
+        .find(|r| r["id"] == vnet_id)
+        .expect("the user's network is still there");
+    assert_eq!(now, user_vnet, "the user's network is unchanged");
+    let v = p.violations_in(rg);
+    assert!(v.is_empty(), "Prism refused: {v:#?}");
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_account_check_names_what_failed_and_never_the_secret() {
+    let Some(p) = peer() else { return };
+    let provider = AzureProvider::new(p.connector());
+    provider.validate_account(&account("ok")).await.unwrap();
+    // A wrong secret: Entra ID refuses the token.
+    let mut bad = account("bad");
+    if let spectro_core::model::Credentials::Azure(c) = &mut bad.credentials {
+        c.client_secret = spectro_core::secret::Secret::new("Wr0ng~secretValue0123456789abcdefg");
+    }
+    let e = provider.validate_account(&bad).await.unwrap_err();
+    assert_eq!(e.reason(), "Unauthorized", "{e}");
+    let text = e.to_string();
+    assert!(
+        text.contains(CLIENT_ID) && text.contains("Entra ID"),
+        "{text}"
+    );
+    assert!(!text.contains("Wr0ng~secret") && !format!("{e:?}").contains("Wr0ng~secret"));
+    // A subscription the principal cannot see.
+    let mut other = account("other");
+    if let spectro_core::model::Credentials::Azure(c) = &mut other.credentials {
+        c.subscription_id = Some("0b1f6471-1bf0-4dda-aec3-cb9272f09590".into());
+    }
+    let e = provider.validate_account(&other).await.unwrap_err();
+    assert_eq!(e.reason(), "Unauthorized", "{e}");
+    assert!(
+        e.to_string()
+            .contains("0b1f6471-1bf0-4dda-aec3-cb9272f09590"),
+        "{e}"
+    );
+    assert!(!e.to_string().contains(SECRET));
+}
+
+/// The provider conformance kit's harness for Azure on the fake behind Prism.
+struct AzureHarness {
+    peer: &'static AzurePeer,
+    provider: Arc<AzureProvider>,
+}
+
+const CONFORMANCE_POOLS: &str = r#"
+  - { name: master, role: controlPlane, size: 1, instanceType: Standard_D2s_v3 }
+  - { name: general, role: worker, size: 1, instanceType: Standard_D2s_v3, availabilityZones: ["1"] }
+"#;
+
+#[async_trait::async_trait]
+impl spectro_core::conformance::ProviderHarness for AzureHarness {
+    fn name(&self) -> String {
+        "azure on the ARM fake behind Prism".into()
+    }
+
+    fn provider(&self) -> Arc<dyn CloudProvider> {
+        self.provider.clone()
+    }
+
+    fn fresh_provider(&self) -> Option<Arc<dyn CloudProvider>> {
+        Some(Arc::new(AzureProvider::new(self.peer.connector())))
+    }
+
+    fn cluster(&self, name: &str) -> ClusterContext {
+        let mut spec: Cluster = from_text(
+            &cluster_yaml(name, "rg-conform", CONFORMANCE_POOLS, ""),
+            Format::Yaml,
+        )
+        .unwrap();
+        spec.tags.remove("cost/center");
+        ClusterContext {
+            cluster_id: spectro_core::ClusterId::new(),
+            spec,
+            profile: from_text(PROFILE, Format::Yaml).unwrap(),
+            account: account("az"),
+            vip: None,
+            image: None,
+        }
+    }
+
+    fn rejected_account(&self) -> Option<spectro_core::model::CloudAccount> {
+        let mut bad = account("rejected");
+        if let spectro_core::model::Credentials::Azure(c) = &mut bad.credentials {
+            c.client_secret =
+                spectro_core::secret::Secret::new("Rej3cted~secret0123456789abcdefgh");
+        }
+        Some(bad)
+    }
+
+    fn missing_image(&self) -> Option<String> {
+        Some("spectrocloud:no-such-offer:none:latest".into())
+    }
+
+    /// The tags the fake holds for the resource (VMs for machines), with spectro's keys
+    /// translated back from their Azure-safe names.
+    async fn tags(
+        &self,
+        _ctx: &ClusterContext,
+        r: &spectro_core::provider::CloudResource,
+    ) -> Option<Result<BTreeMap<String, String>, String>> {
+        let all = self.peer.resources().await;
+        let found = all.iter().find(|x| {
+            x["id"]
+                .as_str()
+                .is_some_and(|i| i.eq_ignore_ascii_case(&r.id))
+        });
+        Some(match found {
+            None => Err(format!("{} {} is not in the fake", r.kind, r.id)),
+            Some(x) => Ok(x["tags"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| {
+                    let k = match k.strip_prefix("spectro.io_") {
+                        Some(rest) => format!("spectro.io/{rest}"),
+                        None => k.clone(),
+                    };
+                    (k, v.as_str().unwrap_or_default().to_string())
+                })
+                .collect()),
+        })
+    }
+
+    fn known_deviations(&self) -> Vec<(spectro_core::contract::Rule, String)> {
+        vec![(
+            spectro_core::contract::Rule::P6,
+            "ensure_image checks the image reference's form only: the image APIs are outside the compute and network specs the provider is validated against, so a missing image is the VM create's final refusal (P18)".into(),
+        )]
+    }
+
+    fn timeout(&self) -> Duration {
+        Duration::from_secs(120)
+    }
+
+    fn poll_interval(&self) -> Duration {
+        Duration::from_millis(200)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_azure_provider_conforms_to_the_provider_contract() {
+    let Some(p) = peer() else { return };
+    let harness = AzureHarness {
+        peer: p,
+        provider: Arc::new(AzureProvider::new(p.connector())),
+    };
+    let report = spectro_core::conformance::run(&harness).await;
+    eprintln!("{report}");
+    eprintln!(
+        "ARM calls of the run: {:?}",
+        harness.provider.calls().snapshot()
+    );
+    report.assert_conforms();
+    let left = p.resources_in("rg-conform").await;
+    assert!(left.is_empty(), "{left:#?}");
+    let v = p.violations_in("rg-conform");
+    assert!(v.is_empty(), "Prism refused: {v:#?}");
+}

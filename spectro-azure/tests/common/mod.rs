@@ -76,7 +76,16 @@ fn start() -> Option<AzurePeer> {
     let prism_port = free_port();
     let mut cmd = Command::new("python3");
     cmd.arg(&fake_py)
-        .args(["--port", "0", "--delay", "0.25", "--page-size", "5"])
+        .args([
+            "--port",
+            "0",
+            "--delay",
+            "0.2",
+            "--polls",
+            "3",
+            "--page-size",
+            "5",
+        ])
         .args(["--arm-url", &format!("http://127.0.0.1:{prism_port}")])
         .args(["--parent", &std::process::id().to_string()])
         .args(["--client", &format!("{CLIENT_ID}:{SECRET}")])

@@ -6,7 +6,7 @@ which checks every request and every answer against Azure's own REST specs: the 
 what happens, Prism referees the wire format.
 
     arm_fake.py [--port 0] [--subscription S]... [--resource-group RG]...
-                [--client ID:SECRET]... [--image URN]... [--delay 0.3] [--page-size 50]
+                [--client ID:SECRET]... [--image URN]... [--delay 0.3] [--polls 0] [--page-size 50]
                 [--arm-url URL]
 
 Prints "listening on PORT" once it serves. What it models:
@@ -15,7 +15,8 @@ Prints "listening on PORT" once it serves. What it models:
   SubscriptionNotFound) and an existing resource group (404 ResourceGroupNotFound);
 - resources by id; PUT creates (201) or updates (200) and answers with provisioningState
   Creating/Updating and an Azure-AsyncOperation URL (served by the fake itself: operation
-  status is not part of the specs) that reports InProgress until --delay seconds passed;
+  status is not part of the specs) that reports InProgress until --delay seconds passed and
+  (network operations) it was polled --polls times;
   DELETE answers 202 (state Deleting) and removes the resource when its operation ends;
 - references checked (subnet, NSG, NAT gateway, public IP, backend pool must exist) and
   in-use refusals on delete (InUseSubnetCannotBeDeleted, PublicIPAddressInUse, ...);
@@ -253,13 +254,17 @@ class Handler(BaseHTTPRequestHandler):
         """Ends the operations whose time has come."""
         now = time.monotonic()
         for op in list(self.S.ops.values()):
-            if op["status"] == "InProgress" and now >= op["done"]:
+            if op["status"] == "InProgress" and now >= op["done"] and op.get("polls", 0) >= op["need"]:
                 op["status"] = "Succeeded"
                 op["then"]()
 
     def new_op(self, sub, ns, loc, then):
         oid = secrets.token_hex(8)
-        self.S.ops[oid] = {"done": time.monotonic() + self.S.args.delay, "status": "InProgress", "then": then}
+        # Network operations also wait for --polls status polls; VM operations end on time
+        # (spectro never follows a VM's create: the listing shows it).
+        polls = self.S.args.polls if ns.lower() == "microsoft.network" else 0
+        self.S.ops[oid] = {"done": time.monotonic() + self.S.args.delay, "status": "InProgress",
+                           "then": then, "need": polls}
         api = API[ns.lower()]
         return f"{self.S.self_url}/subscriptions/{sub}/providers/{TYPES_NS[ns.lower()]}/locations/{loc}/operations/{oid}?api-version={api}"
 
@@ -270,6 +275,8 @@ class Handler(BaseHTTPRequestHandler):
             op = S.ops.get(m["op"])
             if not op:
                 raise Fail(404, "NotFound", "operation not found")
+            op["polls"] = op.get("polls", 0) + 1
+            self.settle()
             return 200, {"status": op["status"]}, {}
         m = RES.match(path) or SUB_LIST.match(path)
         if not m:
@@ -449,6 +456,16 @@ class Handler(BaseHTTPRequestHandler):
 
     def release_nic(self, nic):
         for ipc in nic["properties"].get("ipConfigurations", []):
+            subnet_id = ipc["properties"].get("subnet", {}).get("id", "")
+            vnet = self.get(subnet_id.split("/subnets/")[0]) if subnet_id else None
+            for sn in (vnet or {}).get("properties", {}).get("subnets", []):
+                if sn["id"].lower() == subnet_id.lower():
+                    left = [c for c in sn["properties"].get("ipConfigurations", [])
+                            if c["id"].lower() != ipc["id"].lower()]
+                    if left:
+                        sn["properties"]["ipConfigurations"] = left
+                    else:
+                        sn["properties"].pop("ipConfigurations", None)
             for pool in ipc["properties"].get("loadBalancerBackendAddressPools", []):
                 lb = self.get(pool["id"].split("/backendAddressPools/")[0])
                 if not lb:
@@ -618,6 +635,7 @@ def main():
     ap.add_argument("--client", action="append", default=[])
     ap.add_argument("--image", action="append", default=[])
     ap.add_argument("--delay", type=float, default=0.3)
+    ap.add_argument("--polls", type=int, default=0)
     ap.add_argument("--page-size", type=int, default=50)
     ap.add_argument("--arm-url", default="")
     ap.add_argument("--parent", type=int, default=0)
