@@ -9,7 +9,7 @@
 //! each of those (`spectro.io/cluster-id` → `spectro.io_cluster-id`), user tags too.
 
 use spectro_core::model::{AzurePlacement, CloudPlacement};
-use spectro_core::provider::ClusterContext;
+use spectro_core::provider::{ClusterContext, ClusterId};
 
 use crate::error::AzureError;
 
@@ -41,6 +41,18 @@ pub fn placement(ctx: &ClusterContext) -> Result<&AzurePlacement, AzureError> {
     }
 }
 
+/// The name prefix of a cluster's resources: `spectro-<12 hex of the cluster id>`.
+#[must_use]
+pub fn prefix_of(id: &ClusterId) -> String {
+    let hex: String = id
+        .to_string()
+        .chars()
+        .filter(char::is_ascii_hexdigit)
+        .take(12)
+        .collect();
+    format!("spectro-{hex}")
+}
+
 /// The names of one cluster's resources.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Names {
@@ -64,14 +76,7 @@ impl Names {
     /// The names of `ctx`'s cluster.
     pub fn of(ctx: &ClusterContext) -> Result<Names, AzureError> {
         let a = placement(ctx)?;
-        let hex: String = ctx
-            .cluster_id
-            .to_string()
-            .chars()
-            .filter(char::is_ascii_hexdigit)
-            .take(12)
-            .collect();
-        let prefix = format!("spectro-{hex}");
+        let prefix = prefix_of(&ctx.cluster_id);
         Ok(match &a.vnet {
             Some(v) => Names {
                 resource_group: a.resource_group.clone(),

@@ -27,7 +27,7 @@ use futures_util::future::try_join_all;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use spectro_core::provider::{
-    CloudResource, ClusterContext, DeleteStatus, InfraStatus, TAG_CLUSTER_ID, TAG_ROLE,
+    CloudResource, ClusterContext, ClusterId, DeleteStatus, InfraStatus, TAG_CLUSTER_ID, TAG_ROLE,
 };
 
 use crate::client::{Arm, Poller, COMPUTE_API, NETWORK_API};
@@ -37,7 +37,7 @@ use crate::models::{
     NsgProps, Plain, ProbeProps, PublicIpProps, Resource, RuleProps, Sku, SubResource, SubnetProps,
     VmProps, VnetProps,
 };
-use crate::names::{placement, tag_key, Names};
+use crate::names::{placement, prefix_of, tag_key, Names};
 
 /// Output: the control-plane subnet's id.
 pub const OUT_CP_SUBNET: &str = "cpSubnet";
@@ -758,10 +758,14 @@ fn owned<P>(r: &Resource<P>, cluster_id: &str, prefix: &str) -> bool {
 /// Everything of `ctx`'s cluster in its resource group, by kind, in deletion waves: VMs,
 /// NICs, load balancer and network, NAT gateway and security groups, public IPs. One list
 /// call per resource type.
-async fn inventory(arm: &Arm, ctx: &ClusterContext) -> Result<Vec<Vec<Found>>, AzureError> {
-    let n = Names::of(ctx)?;
-    let id = ctx.cluster_id.to_string();
-    let rg = &n.resource_group;
+async fn inventory(
+    arm: &Arm,
+    rg: &str,
+    cluster: ClusterId,
+    static_network: bool,
+) -> Result<Vec<Vec<Found>>, AzureError> {
+    let id = cluster.to_string();
+    let prefix = prefix_of(&cluster);
     let list_path = |provider: &str, kind: &str| arm.resource_path(rg, provider, kind);
     macro_rules! listed {
         ($t:ty, $provider:expr, $path:expr, $op:expr, $api:expr, $kind:expr, $dop:expr) => {
@@ -770,7 +774,7 @@ async fn inventory(arm: &Arm, ctx: &ClusterContext) -> Result<Vec<Vec<Found>>, A
                     arm.list($op, &list_path($provider, $path), $api).await?;
                 Ok::<Vec<Found>, AzureError>(
                     all.into_iter()
-                        .filter(|r| owned(r, &id, &n.prefix))
+                        .filter(|r| owned(r, &id, &prefix))
                         .map(|r| Found {
                             kind: $kind,
                             op: $dop,
@@ -813,7 +817,7 @@ async fn inventory(arm: &Arm, ctx: &ClusterContext) -> Result<Vec<Vec<Found>>, A
         async {
             // The user's network (static placement) is never the cluster's: neither tagged
             // nor named with its prefix.
-            if n.static_network {
+            if static_network {
                 Ok(Vec::new())
             } else {
                 listed!(
@@ -864,10 +868,30 @@ async fn inventory(arm: &Arm, ctx: &ClusterContext) -> Result<Vec<Vec<Found>>, A
     Ok(vec![vms, nics, w2, w3, ips])
 }
 
+/// Everything of cluster `cluster` in resource group `rg` (tagged with its id or named with
+/// its prefix): VMs, NICs, load balancers, networks, NAT gateways, security groups, public
+/// IPs. Empty after a delete: the leak check of examples and tests.
+pub async fn remaining(
+    arm: &Arm,
+    rg: &str,
+    cluster: ClusterId,
+) -> Result<Vec<CloudResource>, AzureError> {
+    Ok(inventory(arm, rg, cluster, false)
+        .await?
+        .into_iter()
+        .flatten()
+        .map(|f| CloudResource {
+            kind: f.kind.into(),
+            id: f.id,
+        })
+        .collect())
+}
+
 /// Deletes `ctx`'s infrastructure (and anything else of the cluster left in its resource
 /// group) in reverse order, following each wave's operations; reports what is left.
 pub async fn delete(arm: &Arm, ctx: &ClusterContext) -> Result<DeleteStatus, AzureError> {
-    let waves = inventory(arm, ctx).await?;
+    let n = Names::of(ctx)?;
+    let waves = inventory(arm, &n.resource_group, ctx.cluster_id, n.static_network).await?;
     let all: Vec<CloudResource> = waves
         .iter()
         .flatten()
