@@ -888,7 +888,8 @@ pub async fn remaining(
 }
 
 /// Deletes `ctx`'s infrastructure (and anything else of the cluster left in its resource
-/// group) in reverse order, following each wave's operations; reports what is left.
+/// group) in reverse order, following each wave's operations, then lists the group again:
+/// `done` only when nothing of the cluster is listed.
 pub async fn delete(arm: &Arm, ctx: &ClusterContext) -> Result<DeleteStatus, AzureError> {
     let n = Names::of(ctx)?;
     let waves = inventory(arm, &n.resource_group, ctx.cluster_id, n.static_network).await?;
@@ -939,10 +940,22 @@ pub async fn delete(arm: &Arm, ctx: &ClusterContext) -> Result<DeleteStatus, Azu
             return Err(e);
         }
     }
+    // Verified, not assumed: the group's listing shows nothing of the cluster any more.
+    let left: Vec<CloudResource> =
+        inventory(arm, &n.resource_group, ctx.cluster_id, n.static_network)
+            .await?
+            .into_iter()
+            .flatten()
+            .map(|f| CloudResource {
+                kind: f.kind.into(),
+                id: f.id,
+            })
+            .collect();
     Ok(DeleteStatus {
-        done: true,
-        remaining: Vec::new(),
-        message: None,
+        done: left.is_empty(),
+        message: (!left.is_empty())
+            .then(|| format!("{} resource(s) of the cluster still listed", left.len())),
+        remaining: left,
     })
 }
 

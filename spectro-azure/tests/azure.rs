@@ -253,22 +253,29 @@ async fn engine_lifecycle_behind_prism_leaves_nothing_behind() {
     // VM size change: the pool's VMs are replaced one by one.
     spec.node_pools[1].instance_type = Some("Standard_D8s_v3".into());
     engine.update_cluster(id, &spec).await.unwrap();
-    let most_deleting = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    // Live VMs of the pool (not being deleted), lowest and highest while it is replaced.
+    let bounds = Arc::new(std::sync::Mutex::new((usize::MAX, 0usize)));
     let watch = {
         let fake = p.fake.clone();
-        let most = most_deleting.clone();
+        let bounds = bounds.clone();
         tokio::spawn(async move {
             loop {
                 if let Ok(r) = reqwest::get(format!("{fake}/_fake/resources")).await {
                     let rs: serde_json::Value = r.json().await.unwrap_or_default();
-                    let deleting = rs
+                    let live = rs
                         .as_array()
                         .into_iter()
                         .flatten()
                         .filter(|r| kind(r) == VM && r["tags"]["spectro.io_pool"] == "general")
-                        .filter(|r| r["properties"]["provisioningState"] == "Deleting")
+                        .filter(|r| {
+                            r["id"]
+                                .as_str()
+                                .is_some_and(|i| i.contains("/resourceGroups/rg-life/"))
+                        })
+                        .filter(|r| r["properties"]["provisioningState"] != "Deleting")
                         .count();
-                    most.fetch_max(deleting, std::sync::atomic::Ordering::SeqCst);
+                    let mut b = bounds.lock().unwrap();
+                    *b = (b.0.min(live), b.1.max(live));
                 }
                 tokio::time::sleep(Duration::from_millis(40)).await;
             }
@@ -301,10 +308,12 @@ async fn engine_lifecycle_behind_prism_leaves_nothing_behind() {
         .await
         .unwrap();
     watch.abort();
-    let most = most_deleting.load(std::sync::atomic::Ordering::SeqCst);
+    // One by one: a new VM first, then an old one goes (surge 1, never below the pool's size).
+    let (low, high) = *bounds.lock().unwrap();
+    assert!(low >= 4, "the pool went down to {low} live VMs");
     assert!(
-        most <= 1,
-        "{most} VMs of the pool were being deleted at once"
+        high <= 5,
+        "{high} live VMs: more than one replacement at a time"
     );
 
     // Delete: nothing of the cluster is left in the resource group.
@@ -803,6 +812,15 @@ async fn the_azure_provider_conforms_to_the_provider_contract() {
         harness.provider.calls().snapshot()
     );
     report.assert_conforms();
+    // One request budget for the subscription, shared by the kit's three clusters.
+    let budgets: Vec<String> = harness
+        .provider
+        .connector()
+        .budgets()
+        .stats()
+        .into_keys()
+        .collect();
+    assert_eq!(budgets, vec![format!("azure/{SUB}")]);
     let left = p.resources_in("rg-conform").await;
     assert!(left.is_empty(), "{left:#?}");
     let v = p.violations_in("rg-conform");

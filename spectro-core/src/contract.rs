@@ -11,8 +11,9 @@
 //! against a live provider: the test of a provider supplies a harness (the provider, a fresh
 //! instance of it, a cluster valid on its cloud, and optional hooks for what only that cloud's
 //! test can do, such as reading tags behind the provider's back), and gets a pass / fail / not
-//! applicable per rule. It runs against the simulated cloud and AWS on moto (a vSphere harness
-//! on vcsim is not merged yet), and every new provider must run it too. A rule a provider knowingly breaks is declared by
+//! applicable per rule. It runs against the simulated cloud, AWS on moto and Azure on its ARM
+//! fake behind Prism (a vSphere harness on vcsim is not merged yet), and every new provider
+//! must run it too. A rule a provider knowingly breaks is declared by
 //! its harness with the reason, and reported as an expected failure, never as a pass.
 //!
 //! # Rules

@@ -45,7 +45,7 @@ import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 API = {"microsoft.compute": "2024-07-01", "microsoft.network": "2024-03-01"}
 TYPES = {
@@ -327,13 +327,19 @@ class Handler(BaseHTTPRequestHandler):
         return v
 
     def page(self, items, path, query):
+        """One page, continued after the last id of the previous one (a key, not an offset:
+        items made or deleted between two pages never shift the others out of the listing)."""
         size = self.S.args.page_size
-        skip = int((query.get("$skiptoken") or ["0"])[0])
-        chunk = items[skip:skip + size]
+        items = sorted(items, key=lambda r: r["id"].lower())
+        after = (query.get("$skiptoken") or [""])[0]
+        if after:
+            items = [r for r in items if r["id"].lower() > after]
+        chunk = items[:size]
         out = {"value": [self.view(r) for r in chunk]}
-        if skip + size < len(items):
+        if len(items) > size:
             api = query.get("api-version")[0]
-            out["nextLink"] = f"{self.S.arm_url()}{path}?api-version={api}&$skiptoken={skip + size}"
+            token = quote(chunk[-1]["id"].lower(), safe="")
+            out["nextLink"] = f"{self.S.arm_url()}{path}?api-version={api}&$skiptoken={token}"
         return 200, out, {}
 
     def get(self, rid):
