@@ -13,6 +13,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::{Arc, Mutex};
+
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -238,7 +239,7 @@ pub fn arm_limits() -> Limits {
 
 /// How to reach Azure: endpoints, the token source, the budgets per subscription, the call
 /// counter and the pacing of long-running operations. Cheap to clone (shared state).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct AzureConnector {
     endpoint: String,
     authority: String,
@@ -251,7 +252,21 @@ pub struct AzureConnector {
     operation_timeout: Duration,
     throttle_retries: u32,
     inline_retry_after: Duration,
-    tokens: Arc<Mutex<HashMap<String, AccessToken>>>,
+    tokens: Arc<tokio::sync::Mutex<HashMap<String, AccessToken>>>,
+}
+
+impl fmt::Debug for AzureConnector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the token cache (its keys derive from the secrets).
+        f.debug_struct("AzureConnector")
+            .field("endpoint", &self.endpoint)
+            .field("authority", &self.authority)
+            .field("token_source", &self.token_source)
+            .field("limits", &self.limits)
+            .field("poll_interval", &self.poll_interval)
+            .field("operation_timeout", &self.operation_timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for AzureConnector {
@@ -379,18 +394,15 @@ impl AzureConnector {
 
     async fn token(&self, creds: &AzureCredentials) -> Result<Secret, AzureError> {
         // One cache entry per identity (tenant, client, secret): a rotated secret asks again.
+        // The lock is held across a fetch: concurrent calls of a cold cache ask once.
         let key = format!(
             "{}/{}/{}",
             creds.tenant_id,
             creds.client_id,
             fingerprint(creds.client_secret.expose())
         );
-        if let Some(t) = self
-            .tokens
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
-        {
+        let mut cache = self.tokens.lock().await;
+        if let Some(t) = cache.get(&key) {
             if t.expires_at > instant_now() + Duration::from_secs(300) {
                 return Ok(t.token.clone());
             }
@@ -400,7 +412,8 @@ impl AzureConnector {
             None => {
                 ClientSecretFlow {
                     authority: self.authority.clone(),
-                    scope: format!("{PUBLIC_ARM}/.default"),
+                    // The audience is the ARM endpoint in use (public or sovereign cloud).
+                    scope: format!("{}/.default", self.endpoint),
                     http: self.http.clone(),
                     calls: self.calls.clone(),
                 }
@@ -409,11 +422,17 @@ impl AzureConnector {
             }
         };
         let token = t.token.clone();
-        self.tokens
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key, t);
+        cache.insert(key, t);
         Ok(token)
+    }
+
+    /// True when a URL an answer named (`nextLink`, an operation) is on the ARM endpoint or
+    /// the authority: the bearer token is never sent anywhere else.
+    fn trusted(&self, url: &str) -> bool {
+        [&self.endpoint, &self.authority].iter().any(|origin| {
+            url.strip_prefix(origin.as_str())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/') || rest.starts_with('?'))
+        })
     }
 }
 
@@ -447,6 +466,8 @@ pub enum Poller {
     Location(String),
     /// No header: the resource's own `provisioningState`.
     Resource(String),
+    /// A delete without a header: the resource's URL until it answers 404.
+    Gone(String),
 }
 
 #[derive(Deserialize)]
@@ -540,6 +561,15 @@ impl Arm {
         } else {
             CallClass::Mutate
         };
+        if !self.connector.trusted(url) {
+            return Err(AzureError::Decode {
+                op: op.into(),
+                message: format!(
+                    "an answer pointed at {}, which is neither the ARM endpoint nor the authority: the token is not sent there",
+                    url.split('?').next().unwrap_or_default()
+                ),
+            });
+        }
         let mut attempt = 0;
         loop {
             if let Err(e) = self.budget.acquire(class, 1).await {
@@ -640,12 +670,22 @@ impl Arm {
     ) -> Result<Vec<T>, AzureError> {
         let mut out = Vec::new();
         let mut url = self.url_of(path, api);
+        let mut seen = std::collections::HashSet::new();
         loop {
             let a = self.send(op, Method::GET, &url, None).await?;
             let page: Page<T> = decode(op, a.body)?;
             out.extend(page.value);
+            seen.insert(url);
             match page.next_link {
-                Some(next) if !next.is_empty() => url = next,
+                Some(next) if !next.is_empty() => {
+                    if seen.contains(&next) {
+                        return Err(AzureError::Decode {
+                            op: op.into(),
+                            message: "nextLink repeats a page already read".into(),
+                        });
+                    }
+                    url = next;
+                }
                 _ => return Ok(out),
             }
         }
@@ -681,7 +721,12 @@ impl Arm {
         let url = self.url_of(path, api);
         match self.send(op, Method::DELETE, &url, None).await {
             Ok(a) if a.status == StatusCode::ACCEPTED || a.headers.contains_key(ASYNC_OP) => {
-                Ok(poller_of(&a, &url).or(Some(Poller::Location(url))))
+                let header = a.headers.contains_key(ASYNC_OP) || a.headers.contains_key("location");
+                Ok(Some(if header {
+                    poller_of(&a, &url).unwrap_or(Poller::Gone(url))
+                } else {
+                    Poller::Gone(url)
+                }))
             }
             Ok(_) => Ok(None),
             Err(e) if e.is_not_found() => Ok(None),
@@ -701,6 +746,7 @@ impl Arm {
                 Poller::AsyncOperation(u) => (u, 0),
                 Poller::Location(u) => (u, 1),
                 Poller::Resource(u) => (u, 2),
+                Poller::Gone(u) => (u, 3),
             };
             let a = match self.send(&poll_op, Method::GET, url, None).await {
                 // A deleted resource's own URL, or a finished Location, answers 404.
@@ -731,6 +777,8 @@ impl Arm {
                     }
                 }
                 1 => a.status != StatusCode::ACCEPTED,
+                // Still there: not deleted yet (the 404 above ends it).
+                3 => false,
                 _ => {
                     let state = a.body["properties"]["provisioningState"]
                         .as_str()

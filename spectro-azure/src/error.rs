@@ -218,7 +218,10 @@ fn classify(status: u16, code: &str, retry_after: Option<Duration>) -> Class {
     if status >= 500 || status == 408 {
         return Class::Retryable;
     }
+    // `InUse...`: something still holds the resource (a NIC, a subnet, a pool member): it
+    // passes once that is gone.
     if status == 409
+        || code.contains("InUse")
         || matches!(
             code,
             "RetryableError"
@@ -280,6 +283,8 @@ mod tests {
             (api(404, "ResourceGroupNotFound"), "Failed"),
             (api(500, "InternalServerError"), "TransientError"),
             (api(409, "InUseSubnetCannotBeDeleted"), "TransientError"),
+            (api(400, "InUseNatGatewayCannotBeDeleted"), "TransientError"),
+            (api(400, "LoadBalancerInUseByVirtualMachine"), "TransientError"),
         ];
         for (e, reason) in cases {
             let code = e.code().unwrap().to_string();

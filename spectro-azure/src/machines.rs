@@ -227,10 +227,14 @@ pub async fn list_group(
     rg: &str,
 ) -> Result<HashMap<ClusterId, Vec<Machine>>, AzureError> {
     let nic_path = arm.resource_path(rg, "Microsoft.Network", "networkInterfaces");
-    let (vms, nics) = tokio::try_join!(
+    let (vms, nics) = match tokio::try_join!(
         list_vms(arm, rg),
         arm.list::<Resource<NicProps>>("NetworkInterfaces.List", &nic_path, NETWORK_API)
-    )?;
+    ) {
+        // No resource group: no machine (the infrastructure's PUT names the problem).
+        Err(e) if e.code() == Some("ResourceGroupNotFound") => return Ok(HashMap::new()),
+        other => other?,
+    };
     let mut addresses: HashMap<String, IpAddr> = HashMap::new();
     for nic in &nics {
         let ip = nic
@@ -296,21 +300,29 @@ pub async fn create(
         .filter(|(name, _)| !existing.contains_key(name))
         .collect();
     let mut made: Vec<Machine> = Vec::new();
+    // What a refusal means once part of the batch exists (made by this call or by an earlier
+    // attempt with the same token): not final, the token must stay (P18).
+    let not_final = |e: AzureError| match e.class() {
+        Class::Retryable | Class::Throttled(_) => e,
+        _ => AzureError::Decode {
+            op: "VirtualMachines.CreateOrUpdate".into(),
+            message: format!("part of the batch exists, another VM was refused: {e}"),
+        },
+    };
     if let Some(((name, body), rest)) = missing.split_first().map(|(f, r)| (*f, r)) {
-        // The first alone: a refusal leaves nothing of the batch.
-        made.push(put_vm(arm, &n, name, body).await?);
+        // The first alone: when nothing of the batch exists yet, a refusal leaves nothing.
+        let first = put_vm(arm, &n, name, body).await;
+        made.push(if existing.is_empty() {
+            first?
+        } else {
+            first.map_err(not_final)?
+        });
         for chunk in rest.chunks(CREATE_CONCURRENCY) {
+            // One of the batch exists now: a refusal of another is not final (the token is
+            // re-issued and only what is missing is made again).
             let more = try_join_all(chunk.iter().map(|(name, body)| put_vm(arm, &n, name, body)))
                 .await
-                .map_err(|e| match e.class() {
-                    // One of the batch exists now: a refusal of another is not final (the
-                    // token is re-issued and only what is missing is made again).
-                    Class::Retryable | Class::Throttled(_) => e,
-                    _ => AzureError::Decode {
-                        op: "VirtualMachines.CreateOrUpdate".into(),
-                        message: format!("part of the batch was made, another VM was refused: {e}"),
-                    },
-                })?;
+                .map_err(not_final)?;
             made.extend(more);
         }
     }

@@ -531,3 +531,33 @@ pub struct NicConfigIpProps {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub load_balancer_backend_address_pools: Vec<SubResource>,
 }
+
+/// Properties that carry ARM's `provisioningState`.
+pub trait Provisioned {
+    /// The state (`None`: the answer had none, which ARM means as succeeded).
+    fn state(&self) -> Option<&str>;
+    /// Records the state a followed operation ended in.
+    fn set_state(&mut self, state: &str);
+}
+
+macro_rules! provisioned {
+    ($($t:ty),*) => {$(
+        impl Provisioned for $t {
+            fn state(&self) -> Option<&str> {
+                self.provisioning_state.as_deref()
+            }
+            fn set_state(&mut self, state: &str) {
+                self.provisioning_state = Some(state.to_string());
+            }
+        }
+    )*};
+}
+
+provisioned!(PublicIpProps, NsgProps, NatProps, VnetProps, LbProps, NicProps, VmProps);
+
+impl<P: Provisioned> Resource<P> {
+    /// True when ARM gave up on the resource (`Failed`, `Canceled`): a PUT repairs it.
+    pub fn failed(&self) -> bool {
+        matches!(self.properties.state(), Some("Failed" | "Canceled"))
+    }
+}

@@ -33,7 +33,7 @@ use spectro_core::provider::{
 use crate::client::{Arm, Poller, COMPUTE_API, NETWORK_API};
 use crate::error::{AzureError, Class};
 use crate::models::{
-    AddressSpace, Child, DnsSettings, FrontendProps, LbProps, LbRuleProps, NatProps, NicProps,
+    Provisioned, AddressSpace, Child, DnsSettings, FrontendProps, LbProps, LbRuleProps, NatProps, NicProps,
     NsgProps, Plain, ProbeProps, PublicIpProps, Resource, RuleProps, Sku, SubResource, SubnetProps,
     VmProps, VnetProps,
 };
@@ -424,6 +424,12 @@ pub async fn ensure(arm: &Arm, ctx: &ClusterContext) -> Result<InfraStatus, Azur
         arm.get::<Resource<VnetProps>>("VirtualNetworks.Get", &p.vnet, NETWORK_API),
         arm.get::<Resource<LbProps>>("LoadBalancers.Get", &p.lb, NETWORK_API),
     )?;
+    // A resource ARM gave up on (`Failed`, `Canceled`) is sent again, as a missing one is:
+    // a PUT of the same body is how ARM repairs it.
+    let (api_ip, nat_ip) = (api_ip.filter(|r| !r.failed()), nat_ip.filter(|r| !r.failed()));
+    let (cp_nsg, node_nsg) = (cp_nsg.filter(|r| !r.failed()), node_nsg.filter(|r| !r.failed()));
+    let (nat, lb) = (nat.filter(|r| !r.failed()), lb.filter(|r| !r.failed()));
+    let vnet = if dynamic { vnet.filter(|r| !r.failed()) } else { vnet };
     // The user's network must exist with both subnets; it is read, never written.
     let user_cp_prefix = if dynamic {
         None
@@ -524,6 +530,13 @@ pub async fn ensure(arm: &Arm, ctx: &ClusterContext) -> Result<InfraStatus, Azur
     }
     let created_ips = ops.iter().any(|(o, _)| o.starts_with("PublicIP"));
     wave(arm, std::mem::take(&mut ops)).await?;
+    // Every operation of the wave succeeded: what its PUTs answered is now provisioned.
+    for r in [&mut api_ip, &mut nat_ip].into_iter().flatten() {
+        r.properties.set_state("Succeeded");
+    }
+    for r in [&mut cp_nsg, &mut node_nsg].into_iter().flatten() {
+        r.properties.set_state("Succeeded");
+    }
     let id_or = |r: &Option<Resource<PublicIpProps>>, path: &str| {
         r.as_ref()
             .map(|r| r.id.clone())
@@ -584,6 +597,12 @@ pub async fn ensure(arm: &Arm, ctx: &ClusterContext) -> Result<InfraStatus, Azur
         }
     }
     wave(arm, std::mem::take(&mut ops)).await?;
+    if let Some(r) = &mut nat {
+        r.properties.set_state("Succeeded");
+    }
+    if let Some(r) = &mut lb {
+        r.properties.set_state("Succeeded");
+    }
 
     // Wave 3: the network with both subnets (dynamic placement only), created or repaired
     // (a subnet missing, or without its security group or NAT gateway).
@@ -621,9 +640,10 @@ pub async fn ensure(arm: &Arm, ctx: &ClusterContext) -> Result<InfraStatus, Azur
                 },
                 ..Resource::default()
             };
-            let (r, op) = put(arm, "VirtualNetworks.CreateOrUpdate", &p.vnet, &body).await?;
-            vnet = Some(r);
+            let (mut r, op) = put(arm, "VirtualNetworks.CreateOrUpdate", &p.vnet, &body).await?;
             wave(arm, vec![op]).await?;
+            r.properties.set_state("Succeeded");
+            vnet = Some(r);
         }
     }
 
@@ -786,7 +806,7 @@ async fn inventory(
             }
         };
     }
-    let (vms, nics, lbs, vnets, nats, nsgs, ips) = tokio::try_join!(
+    let listed = tokio::try_join!(
         listed!(
             VmProps,
             "Microsoft.Compute",
@@ -859,7 +879,12 @@ async fn inventory(
             "public-ip",
             "PublicIPAddresses.Delete"
         ),
-    )?;
+    );
+    // A resource group deleted out of band holds nothing of the cluster any more.
+    let (vms, nics, lbs, vnets, nats, nsgs, ips) = match listed {
+        Err(e) if e.code() == Some("ResourceGroupNotFound") => return Ok(Vec::new()),
+        other => other?,
+    };
     // A NIC made with a VM goes with it: NICs after VMs (one already gone answers 404).
     let mut w2 = lbs;
     w2.extend(vnets);

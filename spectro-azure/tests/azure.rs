@@ -327,7 +327,7 @@ async fn engine_lifecycle_behind_prism_leaves_nothing_behind() {
     eprintln!("delete: {} ARM calls: {deleted:?}", total(&deleted));
     let left = p.resources_in(rg).await;
     assert!(left.is_empty(), "left behind: {left:#?}");
-    let v = p.violations_in(rg);
+    let v = p.violations();
     assert!(v.is_empty(), "Prism refused: {v:#?}");
     engine.shutdown().await;
 }
@@ -355,6 +355,8 @@ async fn long_operations_throttling_and_a_lost_answer_converge_without_duplicate
     // first VM's PUT is lost after the VM was made.
     p.hook("throttle", serde_json::json!({"count": 3, "retryAfter": 1, "method": "PUT", "path": format!("/resourceGroups/{rg}/")})).await;
     p.hook("lose", serde_json::json!({"count": 1, "method": "PUT", "path": format!("/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachines/")})).await;
+    // ...and the NAT gateway's first create ends Failed: the next pass sends it again.
+    p.hook("fail", serde_json::json!({"count": 1, "path": format!("/resourceGroups/{rg}/providers/Microsoft.Network/natGateways/")})).await;
     let provider = Arc::new(AzureProvider::new(p.connector()));
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SqliteStore::open(dir.path().join("az.db")).unwrap());
@@ -382,21 +384,28 @@ async fn long_operations_throttling_and_a_lost_answer_converge_without_duplicate
         most_polls >= 3,
         "an operation followed over several polls: {calls:?}"
     );
-    for (op, n) in calls
-        .iter()
-        .filter(|(k, _)| k.ends_with(".CreateOrUpdate") && !k.starts_with("VirtualMachines"))
-    {
-        let polls = calls.get(&format!("{op}.poll")).copied().unwrap_or(0);
-        assert!(
-            polls >= 3 * n.min(&1),
-            "{op}: {polls} polls for {n} write(s)"
-        );
-    }
     let writes = writes_in(p, rg).await;
-    assert!(
-        writes.values().all(|n| *n == 1),
-        "a resource written twice: {writes:#?}"
-    );
+    // Each write's operation followed over at least 3 polls (the fake's minimum).
+    for (kind, op) in [
+        ("publicIPAddresses", "PublicIPAddresses"),
+        ("networkSecurityGroups", "NetworkSecurityGroups"),
+        ("natGateways", "NatGateways"),
+        ("loadBalancers", "LoadBalancers"),
+        ("virtualNetworks", "VirtualNetworks"),
+    ] {
+        let written: usize = writes
+            .iter()
+            .filter(|(path, _)| path.contains(&format!("/{kind}/")))
+            .map(|(_, n)| n)
+            .sum();
+        let polls = calls.get(&format!("{op}.CreateOrUpdate.poll")).copied().unwrap_or(0);
+        assert!(polls >= 3 * written as u64, "{op}: {polls} polls for {written} writes");
+    }
+    // The failed NAT gateway was written again (the repair); nothing else twice.
+    for (path, n) in &writes {
+        let expected = if path.contains("/natGateways/") { 2 } else { 1 };
+        assert_eq!(*n, expected, "{path}: {writes:#?}");
+    }
     // The VM whose answer was lost (the fake made it, then answered 500) was never sent
     // again: 7 infrastructure resources and 2 VMs answered, 1 VM lost, 10 resources.
     let lost: Vec<String> = p
@@ -420,15 +429,17 @@ async fn long_operations_throttling_and_a_lost_answer_converge_without_duplicate
     assert_eq!(of_type(&rs, VM).len(), 3, "no duplicate VM");
     assert_eq!(of_type(&rs, NIC).len(), 3, "no duplicate NIC");
     assert_eq!(of_type(&rs, DISK).len(), 3, "no duplicate disk");
+    // The three 429s reached the subscription's budget (every cluster of it paused).
     let budget = provider.connector().budgets().stats();
     eprintln!("budgets: {budget:?}");
+    assert!(budget[&format!("azure/{SUB}")].throttled >= 3, "{budget:?}");
     engine.delete_cluster(id).await.unwrap();
     engine
         .wait_for_phase(id, Phase::Deleted, Duration::from_secs(180))
         .await
         .unwrap();
     assert!(p.resources_in(rg).await.is_empty());
-    let v = p.violations_in(rg);
+    let v = p.violations();
     assert!(v.is_empty(), "Prism refused: {v:#?}");
     engine.shutdown().await;
 }
@@ -659,7 +670,7 @@ async fn static_placement_leaves_the_users_vnet_intact() {
         .find(|r| r["id"] == vnet_id)
         .expect("the user's network is still there");
     assert_eq!(now, user_vnet, "the user's network is unchanged");
-    let v = p.violations_in(rg);
+    let v = p.violations();
     assert!(v.is_empty(), "Prism refused: {v:#?}");
     engine.shutdown().await;
 }
@@ -823,6 +834,80 @@ async fn the_azure_provider_conforms_to_the_provider_contract() {
     assert_eq!(budgets, vec![format!("azure/{SUB}")]);
     let left = p.resources_in("rg-conform").await;
     assert!(left.is_empty(), "{left:#?}");
-    let v = p.violations_in("rg-conform");
+    let v = p.violations();
+    assert!(v.is_empty(), "Prism refused: {v:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_once_part_of_a_batch_exists_is_not_final() {
+    let Some(p) = peer() else { return };
+    let provider = AzureProvider::new(p.connector());
+    let spec: Cluster = from_text(
+        &cluster_yaml("batch", "rg-batch", SMALL_POOLS, ""),
+        Format::Yaml,
+    )
+    .unwrap();
+    let profile: ClusterProfile = from_text(PROFILE, Format::Yaml).unwrap();
+    let ctx = ClusterContext {
+        cluster_id: spectro_core::ClusterId::new(),
+        spec: spec.clone(),
+        profile,
+        account: account("az"),
+        vip: None,
+        image: None,
+    };
+    let infra = loop {
+        let i = provider.ensure_infrastructure(&ctx).await.unwrap();
+        if i.ready {
+            break i;
+        }
+    };
+    let batch = |names: &[&str], image: &str| spectro_core::provider::MachineBatch {
+        token: "t-1".into(),
+        pool: spec.node_pools[1].clone(),
+        zone: "1".into(),
+        shape: "s".into(),
+        image: spectro_core::provider::ImageRef {
+            id: image.into(),
+            customized: false,
+        },
+        names: names.iter().map(|n| n.to_string()).collect(),
+        bootstrap: spectro_core::provider::BootstrapRole::JoinWorker,
+        user_data: b"#cloud-config\n".to_vec(),
+        network: Vec::new(),
+    };
+    // Nothing of the batch exists: the cloud's refusal is final.
+    let e = provider
+        .create_machines(&ctx, &infra, &batch(&["batch-general-a"], "spectrocloud:gone:none:latest"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.reason(), "Failed", "{e}");
+    // One VM of the batch exists (made by an earlier attempt with the token): a refusal of
+    // the next is not final, the engine must keep the token.
+    provider
+        .create_machines(&ctx, &infra, &batch(&["batch-general-a"], IMAGE))
+        .await
+        .unwrap();
+    let e = provider
+        .create_machines(
+            &ctx,
+            &infra,
+            &batch(&["batch-general-a", "batch-general-b"], "spectrocloud:gone:none:latest"),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.reason(), "TransientError", "{e}");
+    let ms = provider.list_machines(&ctx).await.unwrap();
+    assert_eq!(ms.len(), 1, "{ms:?}");
+    provider.delete_machines(&ctx, &ms).await.unwrap();
+    loop {
+        let d = provider.delete_infrastructure(&ctx).await.unwrap();
+        if d.done {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(p.resources_in("rg-batch").await.is_empty());
+    let v = p.violations();
     assert!(v.is_empty(), "Prism refused: {v:#?}");
 }

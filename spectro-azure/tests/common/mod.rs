@@ -20,13 +20,14 @@ pub const SUB: &str = "5f3c6a1e-2b7d-4c8e-9f01-23456789abcd";
 /// A second subscription (another fleet).
 pub const SUB2: &str = "6a4d7b2f-3c8e-4d9f-8a12-3456789abcde";
 /// Resource groups the fake has.
-pub const GROUPS: [&str; 6] = [
+pub const GROUPS: [&str; 7] = [
     "rg-life",
     "rg-faults",
     "rg-static",
     "rg-net",
     "rg-conform",
     "rg-fleet",
+    "rg-batch",
 ];
 /// The service principal the fake accepts.
 pub const CLIENT_ID: &str = "2b7c1a44-9e53-4d4a-8f0e-6f0c2f4b8a11";
@@ -251,14 +252,6 @@ impl AzurePeer {
             .collect()
     }
 
-    /// Prism's refusals that concern resource group `rg`.
-    pub fn violations_in(&self, rg: &str) -> Vec<String> {
-        let needle = format!("/resourcegroups/{}/", rg.to_ascii_lowercase());
-        self.violations()
-            .into_iter()
-            .filter(|l| l.to_ascii_lowercase().contains(&needle))
-            .collect()
-    }
 }
 
 /// The account the fake accepts.

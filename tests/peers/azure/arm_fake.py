@@ -16,7 +16,7 @@ Prints "listening on PORT" once it serves. What it models:
 - resources by id; PUT creates (201) or updates (200) and answers with provisioningState
   Creating/Updating and an Azure-AsyncOperation URL (served by the fake itself: operation
   status is not part of the specs) that reports InProgress until --delay seconds passed and
-  (network operations) it was polled --polls times;
+  (network operations) it was polled --polls times (or 2 s more passed: nobody follows it);
   DELETE answers 202 (state Deleting) and removes the resource when its operation ends;
 - references checked (subnet, NSG, NAT gateway, public IP, backend pool must exist) and
   in-use refusals on delete (InUseSubnetCannotBeDeleted, PublicIPAddressInUse, ...);
@@ -26,7 +26,9 @@ Prints "listening on PORT" once it serves. What it models:
 - lists page by --page-size with nextLink (through --arm-url, so Prism checks every page);
 - test hooks (not through Prism): POST /_fake/throttle {"count", "retryAfter", "method"}
   answers the next matching requests 429; POST /_fake/lose {"count", "method", "path"} applies
-  the next matching requests and answers 500 (a lost answer); POST /_fake/seed {"id",
+  the next matching requests and answers 500 (a lost answer); POST /_fake/fail {"count",
+  "path"} makes the operation of the next matching PUT end Failed (the resource too);
+  POST /_fake/seed {"id",
   "resource"} stores a resource as is (the user's own network); GET /_fake/resources; GET
   /_fake/requests; POST /_fake/reset-log; POST /_fake/adopt {"pid"}: a process (Prism) the
   fake stops when it exits. A "path" filter matches a substring of the request path.
@@ -88,6 +90,7 @@ class State:
         self.next_pip = 1
         self.self_url = ""
         self.adopted = []
+        self.fail = []  # [{"count", "method", "path"}]: the operation of a matching PUT fails
 
     def arm_url(self):
         return self.args.arm_url or self.self_url
@@ -237,6 +240,9 @@ class Handler(BaseHTTPRequestHandler):
             elif path == "/_fake/lose":
                 S.lose.append(json.loads(raw))
                 self.send(200, {})
+            elif path == "/_fake/fail":
+                S.fail.append(json.loads(raw))
+                self.send(200, {})
             elif path == "/_fake/adopt":
                 S.adopted.append(int(json.loads(raw)["pid"]))
                 self.send(200, {})
@@ -254,17 +260,20 @@ class Handler(BaseHTTPRequestHandler):
         """Ends the operations whose time has come."""
         now = time.monotonic()
         for op in list(self.S.ops.values()):
-            if op["status"] == "InProgress" and now >= op["done"] and op.get("polls", 0) >= op["need"]:
-                op["status"] = "Succeeded"
+            # Done after the delay and the polls it needs; an operation nobody follows ends
+            # anyway a little later (as on ARM).
+            polled = op.get("polls", 0) >= op["need"] or now >= op["done"] + 2.0
+            if op["status"] == "InProgress" and now >= op["done"] and polled:
+                op["status"] = op.get("end", "Succeeded")
                 op["then"]()
 
-    def new_op(self, sub, ns, loc, then):
+    def new_op(self, sub, ns, loc, then, end="Succeeded"):
         oid = secrets.token_hex(8)
         # Network operations also wait for --polls status polls; VM operations end on time
         # (spectro never follows a VM's create: the listing shows it).
         polls = self.S.args.polls if ns.lower() == "microsoft.network" else 0
         self.S.ops[oid] = {"done": time.monotonic() + self.S.args.delay, "status": "InProgress",
-                           "then": then, "need": polls}
+                           "then": then, "need": polls, "end": end}
         api = API[ns.lower()]
         return f"{self.S.self_url}/subscriptions/{sub}/providers/{TYPES_NS[ns.lower()]}/locations/{loc}/operations/{oid}?api-version={api}"
 
@@ -277,7 +286,10 @@ class Handler(BaseHTTPRequestHandler):
                 raise Fail(404, "NotFound", "operation not found")
             op["polls"] = op.get("polls", 0) + 1
             self.settle()
-            return 200, {"status": op["status"]}, {}
+            out = {"status": op["status"]}
+            if op["status"] == "Failed":
+                out["error"] = {"code": "InternalOperationError", "message": "The operation failed (injected)."}
+            return 200, out, {}
         m = RES.match(path) or SUB_LIST.match(path)
         if not m:
             raise Fail(404, "InvalidResourceType", f"no such route {path}")
@@ -381,13 +393,16 @@ class Handler(BaseHTTPRequestHandler):
         props["provisioningState"] = "Updating" if old else ("Creating" if typ == "virtualmachines" else "Updating")
         S.res[rid.lower()] = r
 
+        if self.injected(S.fail, "PUT", rid):
+            final = "Failed"
+
         def then():
             cur = S.res.get(rid.lower())
             if cur is r:
                 cur["properties"]["provisioningState"] = final
                 for child in self.children(cur):
                     child.setdefault("properties", {})["provisioningState"] = final
-        url = self.new_op(sub, ns_c, loc, then)
+        url = self.new_op(sub, ns_c, loc, then, final)
         return (200 if old else 201), self.view(r), {"Azure-AsyncOperation": url}
 
     def children(self, r):
