@@ -430,8 +430,9 @@ impl AzureConnector {
     /// the authority: the bearer token is never sent anywhere else.
     fn trusted(&self, url: &str) -> bool {
         [&self.endpoint, &self.authority].iter().any(|origin| {
-            url.strip_prefix(origin.as_str())
-                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/') || rest.starts_with('?'))
+            url.strip_prefix(origin.as_str()).is_some_and(|rest| {
+                rest.is_empty() || rest.starts_with('/') || rest.starts_with('?')
+            })
         })
     }
 }

@@ -284,7 +284,10 @@ mod tests {
             (api(500, "InternalServerError"), "TransientError"),
             (api(409, "InUseSubnetCannotBeDeleted"), "TransientError"),
             (api(400, "InUseNatGatewayCannotBeDeleted"), "TransientError"),
-            (api(400, "LoadBalancerInUseByVirtualMachine"), "TransientError"),
+            (
+                api(400, "LoadBalancerInUseByVirtualMachine"),
+                "TransientError",
+            ),
         ];
         for (e, reason) in cases {
             let code = e.code().unwrap().to_string();

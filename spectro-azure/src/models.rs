@@ -553,7 +553,15 @@ macro_rules! provisioned {
     )*};
 }
 
-provisioned!(PublicIpProps, NsgProps, NatProps, VnetProps, LbProps, NicProps, VmProps);
+provisioned!(
+    PublicIpProps,
+    NsgProps,
+    NatProps,
+    VnetProps,
+    LbProps,
+    NicProps,
+    VmProps
+);
 
 impl<P: Provisioned> Resource<P> {
     /// True when ARM gave up on the resource (`Failed`, `Canceled`): a PUT repairs it.

@@ -33,9 +33,9 @@ use spectro_core::provider::{
 use crate::client::{Arm, Poller, COMPUTE_API, NETWORK_API};
 use crate::error::{AzureError, Class};
 use crate::models::{
-    Provisioned, AddressSpace, Child, DnsSettings, FrontendProps, LbProps, LbRuleProps, NatProps, NicProps,
-    NsgProps, Plain, ProbeProps, PublicIpProps, Resource, RuleProps, Sku, SubResource, SubnetProps,
-    VmProps, VnetProps,
+    AddressSpace, Child, DnsSettings, FrontendProps, LbProps, LbRuleProps, NatProps, NicProps,
+    NsgProps, Plain, ProbeProps, Provisioned, PublicIpProps, Resource, RuleProps, Sku, SubResource,
+    SubnetProps, VmProps, VnetProps,
 };
 use crate::names::{placement, prefix_of, tag_key, Names};
 
@@ -426,10 +426,20 @@ pub async fn ensure(arm: &Arm, ctx: &ClusterContext) -> Result<InfraStatus, Azur
     )?;
     // A resource ARM gave up on (`Failed`, `Canceled`) is sent again, as a missing one is:
     // a PUT of the same body is how ARM repairs it.
-    let (api_ip, nat_ip) = (api_ip.filter(|r| !r.failed()), nat_ip.filter(|r| !r.failed()));
-    let (cp_nsg, node_nsg) = (cp_nsg.filter(|r| !r.failed()), node_nsg.filter(|r| !r.failed()));
+    let (api_ip, nat_ip) = (
+        api_ip.filter(|r| !r.failed()),
+        nat_ip.filter(|r| !r.failed()),
+    );
+    let (cp_nsg, node_nsg) = (
+        cp_nsg.filter(|r| !r.failed()),
+        node_nsg.filter(|r| !r.failed()),
+    );
     let (nat, lb) = (nat.filter(|r| !r.failed()), lb.filter(|r| !r.failed()));
-    let vnet = if dynamic { vnet.filter(|r| !r.failed()) } else { vnet };
+    let vnet = if dynamic {
+        vnet.filter(|r| !r.failed())
+    } else {
+        vnet
+    };
     // The user's network must exist with both subnets; it is read, never written.
     let user_cp_prefix = if dynamic {
         None

@@ -398,8 +398,14 @@ async fn long_operations_throttling_and_a_lost_answer_converge_without_duplicate
             .filter(|(path, _)| path.contains(&format!("/{kind}/")))
             .map(|(_, n)| n)
             .sum();
-        let polls = calls.get(&format!("{op}.CreateOrUpdate.poll")).copied().unwrap_or(0);
-        assert!(polls >= 3 * written as u64, "{op}: {polls} polls for {written} writes");
+        let polls = calls
+            .get(&format!("{op}.CreateOrUpdate.poll"))
+            .copied()
+            .unwrap_or(0);
+        assert!(
+            polls >= 3 * written as u64,
+            "{op}: {polls} polls for {written} writes"
+        );
     }
     // The failed NAT gateway was written again (the repair); nothing else twice.
     for (path, n) in &writes {
@@ -878,7 +884,11 @@ async fn a_refusal_once_part_of_a_batch_exists_is_not_final() {
     };
     // Nothing of the batch exists: the cloud's refusal is final.
     let e = provider
-        .create_machines(&ctx, &infra, &batch(&["batch-general-a"], "spectrocloud:gone:none:latest"))
+        .create_machines(
+            &ctx,
+            &infra,
+            &batch(&["batch-general-a"], "spectrocloud:gone:none:latest"),
+        )
         .await
         .unwrap_err();
     assert_eq!(e.reason(), "Failed", "{e}");
@@ -892,7 +902,10 @@ async fn a_refusal_once_part_of_a_batch_exists_is_not_final() {
         .create_machines(
             &ctx,
             &infra,
-            &batch(&["batch-general-a", "batch-general-b"], "spectrocloud:gone:none:latest"),
+            &batch(
+                &["batch-general-a", "batch-general-b"],
+                "spectrocloud:gone:none:latest",
+            ),
         )
         .await
         .unwrap_err();

@@ -251,7 +251,6 @@ impl AzurePeer {
             .map(str::to_string)
             .collect()
     }
-
 }
 
 /// The account the fake accepts.
