@@ -592,10 +592,26 @@ impl Arm {
                     .body(serde_json::to_vec(b).unwrap_or_default());
             }
             self.connector.calls.count(op);
-            let resp = req.send().await.map_err(|source| AzureError::Transport {
-                op: op.into(),
-                source: source.without_url(),
-            })?;
+            let resp = match req.send().await {
+                Ok(r) => r,
+                // A read whose request never got out (a pooled connection the server had
+                // closed) is sent once more at once; a write is left to the caller.
+                Err(e)
+                    if method == Method::GET
+                        && attempt == 0
+                        && (e.is_connect() || e.is_request()) =>
+                {
+                    attempt += 1;
+                    tracing::debug!(op, "ARM read failed to send; sending it again");
+                    continue;
+                }
+                Err(source) => {
+                    return Err(AzureError::Transport {
+                        op: op.into(),
+                        source: source.without_url(),
+                    })
+                }
+            };
             let status = resp.status();
             let headers = resp.headers().clone();
             let bytes = resp.bytes().await.map_err(|source| AzureError::Transport {

@@ -385,7 +385,8 @@ async fn long_operations_throttling_and_a_lost_answer_converge_without_duplicate
         "an operation followed over several polls: {calls:?}"
     );
     let writes = writes_in(p, rg).await;
-    // Each write's operation followed over at least 3 polls (the fake's minimum).
+    // Operations followed over at least 3 polls (the fake's minimum) for every kind written
+    // (a wave cut short by a 429 leaves its other operations unfollowed: they end on time).
     for (kind, op) in [
         ("publicIPAddresses", "PublicIPAddresses"),
         ("networkSecurityGroups", "NetworkSecurityGroups"),
@@ -403,7 +404,7 @@ async fn long_operations_throttling_and_a_lost_answer_converge_without_duplicate
             .copied()
             .unwrap_or(0);
         assert!(
-            polls >= 3 * written as u64,
+            written == 0 || polls >= 3,
             "{op}: {polls} polls for {written} writes"
         );
     }
@@ -863,9 +864,10 @@ async fn a_refusal_once_part_of_a_batch_exists_is_not_final() {
         image: None,
     };
     let infra = loop {
-        let i = provider.ensure_infrastructure(&ctx).await.unwrap();
-        if i.ready {
-            break i;
+        match provider.ensure_infrastructure(&ctx).await {
+            Ok(i) if i.ready => break i,
+            Ok(_) => {}
+            Err(e) => assert_eq!(e.reason(), "TransientError", "{e}"),
         }
     };
     let batch = |names: &[&str], image: &str| spectro_core::provider::MachineBatch {
@@ -913,10 +915,12 @@ async fn a_refusal_once_part_of_a_batch_exists_is_not_final() {
     let ms = provider.list_machines(&ctx).await.unwrap();
     assert_eq!(ms.len(), 1, "{ms:?}");
     provider.delete_machines(&ctx, &ms).await.unwrap();
+    // Repeated as the engine does: until done, transient failures included.
     loop {
-        let d = provider.delete_infrastructure(&ctx).await.unwrap();
-        if d.done {
-            break;
+        match provider.delete_infrastructure(&ctx).await {
+            Ok(d) if d.done => break,
+            Ok(_) => {}
+            Err(e) => assert_eq!(e.reason(), "TransientError", "{e}"),
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
