@@ -50,3 +50,27 @@ pub fn print_calls(title: &str, calls: BTreeMap<String, u64>) {
         println!("    {op:<50} {n}");
     }
 }
+
+/// The documents of a spec file and its Cluster (the examples' shared loading).
+pub fn load_spec(
+    spec_file: &str,
+) -> Result<
+    (Vec<spectro::model::Document>, spectro::model::Cluster),
+    Box<dyn std::error::Error + Send + Sync>,
+> {
+    use spectro::model::document::{parse_documents, Format};
+    use spectro::model::Document;
+    let text = std::fs::read_to_string(spec_file)?;
+    let (docs, failures) = parse_documents(&text, Format::Yaml);
+    if let Some(f) = failures.first() {
+        return Err(format!("{spec_file}: {}", f.violations[0]).into());
+    }
+    let cluster = docs
+        .iter()
+        .find_map(|d| match d {
+            Document::Cluster(c) => Some(c.clone()),
+            _ => None,
+        })
+        .ok_or("the spec has no Cluster")?;
+    Ok((docs, cluster))
+}

@@ -2,8 +2,7 @@
 //! optional endpoint (moto, LocalStack, a VPC endpoint), standard retries, a counter of every
 //! API attempt by operation, and optional extra headers.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use aws_sdk_ec2::config::{BehaviorVersion, Credentials, Region};
 use aws_smithy_runtime_api::box_error::BoxError;
@@ -27,33 +26,7 @@ use inject::{Crasher, Throttler};
 #[cfg(feature = "test-util")]
 pub use inject::{InjectCrash, InjectThrottling};
 
-/// Every API attempt sent to AWS, by `Service.Operation` (retries count: they hit the API
-/// too; a request the account's budget held back does not).
-#[derive(Debug, Default)]
-pub struct CallCounter {
-    calls: Mutex<BTreeMap<String, u64>>,
-}
-
-impl CallCounter {
-    /// Attempts per operation so far.
-    pub fn snapshot(&self) -> BTreeMap<String, u64> {
-        self.calls.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    /// All attempts so far.
-    pub fn total(&self) -> u64 {
-        self.snapshot().values().sum()
-    }
-
-    fn count(&self, op: String) {
-        *self
-            .calls
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(op)
-            .or_default() += 1;
-    }
-}
+pub use spectro_core::budget::CallCounter;
 
 #[derive(Debug, Clone)]
 struct Counting(Arc<CallCounter>);
@@ -73,7 +46,7 @@ impl Intercept for Counting {
             .load::<Metadata>()
             .map(|m| format!("{}.{}", m.service(), m.name()))
             .unwrap_or_else(|| "unknown".to_string());
-        self.0.count(op);
+        self.0.count(&op);
         Ok(())
     }
 }

@@ -10,9 +10,9 @@
 //! provisioning is refused (`OperationNotAllowed`) or restarts it. This client sends each
 //! write once and polls the operation URL (a read).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use std::time::Duration;
 
@@ -38,43 +38,7 @@ pub const PUBLIC_ARM: &str = "https://management.azure.com";
 /// Azure's public Entra ID authority.
 pub const PUBLIC_AUTHORITY: &str = "https://login.microsoftonline.com";
 
-/// Every attempt sent to ARM or Entra ID, by operation (`VirtualMachines.List`,
-/// `Token`, `VirtualNetworks.CreateOrUpdate.poll`, ...). Throttled attempts count: they hit
-/// the API too.
-#[derive(Debug, Default)]
-pub struct CallCounter {
-    calls: Mutex<BTreeMap<String, u64>>,
-}
-
-impl CallCounter {
-    /// Attempts per operation so far.
-    pub fn snapshot(&self) -> BTreeMap<String, u64> {
-        self.calls.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    /// All attempts so far.
-    pub fn total(&self) -> u64 {
-        self.snapshot().values().sum()
-    }
-
-    /// Attempts so far of the operations whose name starts with `prefix`.
-    pub fn matching(&self, prefix: &str) -> u64 {
-        self.snapshot()
-            .iter()
-            .filter(|(k, _)| k.starts_with(prefix))
-            .map(|(_, v)| v)
-            .sum()
-    }
-
-    fn count(&self, op: &str) {
-        *self
-            .calls
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(op.to_string())
-            .or_default() += 1;
-    }
-}
+pub use spectro_core::budget::CallCounter;
 
 /// A bearer token for ARM.
 #[derive(Clone)]

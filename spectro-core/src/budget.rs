@@ -68,6 +68,45 @@ impl CallClass {
     }
 }
 
+/// Every request a provider sent to its cloud, by operation (`Service.Operation`, as the
+/// provider names it). Retries and throttled attempts count (they hit the API too); a
+/// request the account's budget held back does not. Shared by every client of a provider.
+#[derive(Debug, Default)]
+pub struct CallCounter {
+    calls: Mutex<BTreeMap<String, u64>>,
+}
+
+impl CallCounter {
+    /// Attempts per operation so far.
+    pub fn snapshot(&self) -> BTreeMap<String, u64> {
+        self.calls.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// All attempts so far.
+    pub fn total(&self) -> u64 {
+        self.snapshot().values().sum()
+    }
+
+    /// Attempts so far of the operations whose name starts with `prefix`.
+    pub fn matching(&self, prefix: &str) -> u64 {
+        self.snapshot()
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(_, v)| v)
+            .sum()
+    }
+
+    /// Counts one attempt of `op`.
+    pub fn count(&self, op: &str) {
+        *self
+            .calls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(op.to_string())
+            .or_default() += 1;
+    }
+}
+
 /// A token bucket: `per_second` sustained, up to `burst` at once.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Rate {
