@@ -269,6 +269,9 @@ pub struct SimCloud {
     clock: Arc<dyn Clock>,
     state: Mutex<State>,
     budgets: Budgets,
+    /// One image build at a time: a second cluster asking for the same signature waits for
+    /// the first build and reuses it (as a real image builder finds the build in progress).
+    building: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for SimCloud {
@@ -356,6 +359,7 @@ impl SimCloud {
             clock,
             state: Mutex::new(state),
             budgets: Budgets::new(),
+            building: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -699,7 +703,9 @@ impl CloudProvider for SimCloud {
                 customized: false,
             });
         }
-        // Reuse an image built for the same signature.
+        // Reuse an image built for the same signature (checked under the build lock, so two
+        // clusters asking at once build it once).
+        let _building = self.building.lock().await;
         let cached = self.lock().images.get(&spec.signature).cloned();
         if let Some(img) = cached {
             let lose = self
