@@ -13,9 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use spectro::aws::{AwsConnector, AwsProvider};
-use spectro::engine::status::Phase;
-use spectro::model::document::{parse_documents, Format};
-use spectro::model::{AwsCredentials, CloudAccount, Credentials, Document};
+use spectro::model::{AwsCredentials, CloudAccount, Credentials};
 use spectro::secret::Secret;
 use spectro::{Engine, EngineConfig, SqliteStore};
 
@@ -31,18 +29,7 @@ async fn main() -> Result<(), Error> {
         .find(|a| !a.starts_with("--"))
         .ok_or("usage: aws SPEC.yaml [--delete]")?;
     let delete = args.iter().any(|a| a == "--delete");
-    let text = std::fs::read_to_string(spec_file)?;
-    let (docs, failures) = parse_documents(&text, Format::Yaml);
-    if let Some(f) = failures.first() {
-        return Err(format!("{spec_file}: {}", f.violations[0]).into());
-    }
-    let cluster = docs
-        .iter()
-        .find_map(|d| match d {
-            Document::Cluster(c) => Some(c.clone()),
-            _ => None,
-        })
-        .ok_or("the spec has no Cluster")?;
+    let (docs, cluster) = common::load_spec(spec_file)?;
     let key = std::env::var("AWS_ACCESS_KEY_ID").map_err(|_| "AWS_ACCESS_KEY_ID is not set")?;
     let secret =
         std::env::var("AWS_SECRET_ACCESS_KEY").map_err(|_| "AWS_SECRET_ACCESS_KEY is not set")?;
@@ -67,30 +54,12 @@ async fn main() -> Result<(), Error> {
         .await?;
     engine.put_cloud_account(&account).await?;
     engine.verify_cloud_account(&account.name).await?;
-    // The account comes from the environment; profiles and the cluster from the file.
-    let rest: Vec<Document> = docs
-        .into_iter()
-        .filter(|d| !matches!(d, Document::CloudAccount(_)))
-        .collect();
-    let id = engine
-        .apply_all(&rest)
-        .await?
-        .iter()
-        .find_map(|a| a.cluster)
-        .ok_or("the spec has no Cluster")?;
-    println!("cluster {} ({id}) declared", cluster.name);
-    let printer = common::print_events(&engine, id);
-    let rec = engine
-        .wait_for_phase(id, Phase::Running, Duration::from_secs(1800))
-        .await?;
-    common::print_running(&rec);
+    let (id, printer) =
+        common::declare_and_run(&engine, docs, &cluster.name, Duration::from_secs(1800)).await?;
     common::print_calls("create", provider.calls().snapshot());
     let mut left = 0;
     if delete {
-        engine.delete_cluster(id).await?;
-        engine
-            .wait_for_phase(id, Phase::Deleted, Duration::from_secs(1800))
-            .await?;
+        common::delete_and_wait(&engine, id, Duration::from_secs(1800)).await?;
         common::print_calls("create + delete", provider.calls().snapshot());
         let c = AwsConnector::from_env().clients(&creds, cluster.cloud.region());
         left = spectro::aws::network::observe(&c, &id.to_string())

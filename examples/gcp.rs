@@ -13,7 +13,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use spectro::engine::status::Phase;
 use spectro::gcp::{GcpConnector, GcpProvider};
 use spectro::model::{
     CloudAccount, CloudPlacement, ClusterProfile, Credentials, Document, GcpCredentials,
@@ -70,29 +69,12 @@ async fn main() -> Result<(), Error> {
         Document::ClusterProfile(p) => Some(p.clone()),
         _ => None,
     });
-    let rest: Vec<Document> = docs
-        .into_iter()
-        .filter(|d| !matches!(d, Document::CloudAccount(_)))
-        .collect();
-    let id = engine
-        .apply_all(&rest)
-        .await?
-        .iter()
-        .find_map(|a| a.cluster)
-        .ok_or("the spec has no Cluster")?;
-    println!("cluster {} ({id}) declared", cluster.name);
-    let printer = common::print_events(&engine, id);
-    let rec = engine
-        .wait_for_phase(id, Phase::Running, Duration::from_secs(1800))
-        .await?;
-    common::print_running(&rec);
+    let (id, printer) =
+        common::declare_and_run(&engine, docs, &cluster.name, Duration::from_secs(1800)).await?;
     common::print_calls("create", provider.calls().snapshot());
     let mut left = 0;
     if delete {
-        engine.delete_cluster(id).await?;
-        engine
-            .wait_for_phase(id, Phase::Deleted, Duration::from_secs(1800))
-            .await?;
+        common::delete_and_wait(&engine, id, Duration::from_secs(1800)).await?;
         common::print_calls("create + delete", provider.calls().snapshot());
         let ctx = ClusterContext {
             cluster_id: id,

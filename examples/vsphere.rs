@@ -13,7 +13,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use spectro::engine::status::Phase;
 use spectro::model::document::{parse_documents, Format};
 use spectro::model::{CloudAccount, CloudPlacement, Credentials, Document, VsphereCredentials};
 use spectro::secret::Secret;
@@ -85,31 +84,12 @@ async fn main() -> Result<(), Error> {
     };
     engine.put_cloud_account(&account).await?;
     engine.verify_cloud_account(&account.name).await?;
-    // The account comes from the environment; everything else from the file, in order
-    // (gateway, IP pools, profiles, then the cluster).
-    let rest: Vec<Document> = docs
-        .into_iter()
-        .filter(|d| !matches!(d, Document::CloudAccount(_)))
-        .collect();
-    let id = engine
-        .apply_all(&rest)
-        .await?
-        .iter()
-        .find_map(|a| a.cluster)
-        .ok_or("the spec has no Cluster")?;
-    println!("cluster {} ({id}) declared", cluster.name);
-    let printer = common::print_events(&engine, id);
-    let rec = engine
-        .wait_for_phase(id, Phase::Running, Duration::from_secs(3600))
-        .await?;
-    common::print_running(&rec);
+    let (id, printer) =
+        common::declare_and_run(&engine, docs, &cluster.name, Duration::from_secs(3600)).await?;
     common::print_calls("create", provider.calls(&account).await);
     let mut left = 0;
     if delete {
-        engine.delete_cluster(id).await?;
-        engine
-            .wait_for_phase(id, Phase::Deleted, Duration::from_secs(3600))
-            .await?;
+        common::delete_and_wait(&engine, id, Duration::from_secs(3600)).await?;
         common::print_calls("create + delete", provider.calls(&account).await);
         // Verify with a session of our own: no VM of the cluster in its folder.
         let CloudPlacement::Vsphere(v) = &cluster.cloud else {

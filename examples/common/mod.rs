@@ -1,5 +1,6 @@
-//! Output shared by the cloud examples (aws, vsphere): the event stream, the conditions and
-//! endpoint of a running cluster, and API-call counts.
+//! Shared by the cloud examples (aws, azure, gcp, vsphere): loading a spec file, declaring
+//! its documents and waiting for the cluster, the event stream, the conditions and endpoint
+//! of a running cluster, and API-call counts.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -73,4 +74,46 @@ pub fn load_spec(
         })
         .ok_or("the spec has no Cluster")?;
     Ok((docs, cluster))
+}
+
+/// Declares every document but the CloudAccount (the examples build the account from the
+/// environment), prints the cluster's events, waits until it runs and prints it: the
+/// cluster's id and the event printer (abort it when done).
+pub async fn declare_and_run(
+    engine: &Engine,
+    docs: Vec<spectro::model::Document>,
+    name: &str,
+    timeout: std::time::Duration,
+) -> Result<(ClusterId, tokio::task::JoinHandle<()>), Box<dyn std::error::Error + Send + Sync>> {
+    use spectro::model::Document;
+    let rest: Vec<Document> = docs
+        .into_iter()
+        .filter(|d| !matches!(d, Document::CloudAccount(_)))
+        .collect();
+    let id = engine
+        .apply_all(&rest)
+        .await?
+        .iter()
+        .find_map(|a| a.cluster)
+        .ok_or("the spec has no Cluster")?;
+    println!("cluster {name} ({id}) declared");
+    let printer = print_events(engine, id);
+    let rec = engine
+        .wait_for_phase(id, spectro::engine::status::Phase::Running, timeout)
+        .await?;
+    print_running(&rec);
+    Ok((id, printer))
+}
+
+/// Deletes the cluster and waits until it is gone.
+pub async fn delete_and_wait(
+    engine: &Engine,
+    id: ClusterId,
+    timeout: std::time::Duration,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    engine.delete_cluster(id).await?;
+    engine
+        .wait_for_phase(id, spectro::engine::status::Phase::Deleted, timeout)
+        .await?;
+    Ok(())
 }

@@ -695,132 +695,78 @@ async fn delete_one(gce: &Gce, path: &str) -> Result<bool, GcpError> {
     let parts: Vec<&str> = path.split('/').collect();
     let project = gce.project.as_str();
     gce.known().set(path, false);
-    match parts.as_slice() {
-        [_, _, "global", kind, name] => {
-            let name = name.to_string();
-            match *kind {
-                "forwardingRules" => {
-                    gce.write("GlobalForwardingRules.Delete", || {
-                        gce.c
-                            .forwarding_rules
-                            .delete()
-                            .set_project(project)
-                            .set_forwarding_rule(&name)
-                            .send()
-                    })
-                    .await
-                }
-                "targetTcpProxies" => {
-                    gce.write("TargetTcpProxies.Delete", || {
-                        gce.c
-                            .proxies
-                            .delete()
-                            .set_project(project)
-                            .set_target_tcp_proxy(&name)
-                            .send()
-                    })
-                    .await
-                }
-                "backendServices" => {
-                    gce.write("BackendServices.Delete", || {
-                        gce.c
-                            .backend_services
-                            .delete()
-                            .set_project(project)
-                            .set_backend_service(&name)
-                            .send()
-                    })
-                    .await
-                }
-                "healthChecks" => {
-                    gce.write("HealthChecks.Delete", || {
-                        gce.c
-                            .health_checks
-                            .delete()
-                            .set_project(project)
-                            .set_health_check(&name)
-                            .send()
-                    })
-                    .await
-                }
-                "addresses" => {
-                    gce.write("GlobalAddresses.Delete", || {
-                        gce.c
-                            .addresses
-                            .delete()
-                            .set_project(project)
-                            .set_address(&name)
-                            .send()
-                    })
-                    .await
-                }
-                "firewalls" => {
-                    gce.write("Firewalls.Delete", || {
-                        gce.c
-                            .firewalls
-                            .delete()
-                            .set_project(project)
-                            .set_firewall(&name)
-                            .send()
-                    })
-                    .await
-                }
-                "networks" => {
-                    gce.write("Networks.Delete", || {
-                        gce.c
-                            .networks
-                            .delete()
-                            .set_project(project)
-                            .set_network(&name)
-                            .send()
-                    })
-                    .await
-                }
-                _ => Ok(false),
-            }
-        }
-        [_, _, "regions", region, kind, name] => {
-            let (region, name) = (region.to_string(), name.to_string());
-            match *kind {
-                "routers" => {
-                    gce.write("Routers.Delete", || {
-                        gce.c
-                            .routers
-                            .delete()
-                            .set_project(project)
-                            .set_region(&region)
-                            .set_router(&name)
-                            .send()
-                    })
-                    .await
-                }
-                "subnetworks" => {
-                    gce.write("Subnetworks.Delete", || {
-                        gce.c
-                            .subnetworks
-                            .delete()
-                            .set_project(project)
-                            .set_region(&region)
-                            .set_subnetwork(&name)
-                            .send()
-                    })
-                    .await
-                }
-                _ => Ok(false),
-            }
-        }
-        [_, _, "zones", zone, "instanceGroups", name] => {
-            let (zone, name) = (zone.to_string(), name.to_string());
-            gce.write("InstanceGroups.Delete", || {
+    // One delete per resource type: `client.delete().set_project(..)[.set_<scope>(..)]
+    // .set_<type>(name)`, written once.
+    macro_rules! delete {
+        ($op:literal, $client:ident, $set:ident, $name:expr $(, $scope_set:ident = $scope:expr)?) => {
+            gce.write($op, || {
                 gce.c
-                    .instance_groups
+                    .$client
                     .delete()
                     .set_project(project)
-                    .set_zone(&zone)
-                    .set_instance_group(&name)
+                    $(.$scope_set($scope))?
+                    .$set($name)
                     .send()
             })
             .await
+        };
+    }
+    match parts.as_slice() {
+        [_, _, "global", kind, name] => match *kind {
+            "forwardingRules" => delete!(
+                "GlobalForwardingRules.Delete",
+                forwarding_rules,
+                set_forwarding_rule,
+                *name
+            ),
+            "targetTcpProxies" => delete!(
+                "TargetTcpProxies.Delete",
+                proxies,
+                set_target_tcp_proxy,
+                *name
+            ),
+            "backendServices" => delete!(
+                "BackendServices.Delete",
+                backend_services,
+                set_backend_service,
+                *name
+            ),
+            "healthChecks" => delete!(
+                "HealthChecks.Delete",
+                health_checks,
+                set_health_check,
+                *name
+            ),
+            "addresses" => delete!("GlobalAddresses.Delete", addresses, set_address, *name),
+            "firewalls" => delete!("Firewalls.Delete", firewalls, set_firewall, *name),
+            "networks" => delete!("Networks.Delete", networks, set_network, *name),
+            _ => Ok(false),
+        },
+        [_, _, "regions", region, kind, name] => match *kind {
+            "routers" => delete!(
+                "Routers.Delete",
+                routers,
+                set_router,
+                *name,
+                set_region = *region
+            ),
+            "subnetworks" => delete!(
+                "Subnetworks.Delete",
+                subnetworks,
+                set_subnetwork,
+                *name,
+                set_region = *region
+            ),
+            _ => Ok(false),
+        },
+        [_, _, "zones", zone, "instanceGroups", name] => {
+            delete!(
+                "InstanceGroups.Delete",
+                instance_groups,
+                set_instance_group,
+                *name,
+                set_zone = *zone
+            )
         }
         _ => Ok(false),
     }
