@@ -79,6 +79,11 @@ pub use spectro_aws as aws;
 /// The Azure provider (feature `azure`).
 #[cfg(feature = "azure")]
 pub use spectro_azure as azure;
+/// The private cloud gateway (feature `gateway`): the engine's side (the remote provider that
+/// forwards a gateway's clusters' calls to its agents, and the HTTPS endpoint the agents dial
+/// out to); the agent itself is the `spectro-gateway-agent` binary of `spectro-gateway`.
+#[cfg(feature = "gateway")]
+pub use spectro_gateway as gateway;
 /// The GCP provider (feature `gcp`).
 #[cfg(feature = "gcp")]
 pub use spectro_gcp as gcp;

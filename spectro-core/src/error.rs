@@ -213,6 +213,25 @@ pub enum CoreError {
         /// The cluster the caller claimed to be.
         cluster: String,
     },
+    /// A gateway's agent was refused: a wrong, expired or used pairing code, a credential that
+    /// is not this gateway's.
+    #[error("gateway `{gateway}`: {why}")]
+    GatewayRefused {
+        /// The gateway named.
+        gateway: String,
+        /// Why (never the code or credential itself).
+        why: String,
+    },
+    /// A gateway operation its lifecycle state does not allow.
+    #[error("cannot {op} gateway `{gateway}`: it is {state}")]
+    GatewayState {
+        /// The operation, e.g. `upgrade`.
+        op: &'static str,
+        /// The gateway.
+        gateway: String,
+        /// Its state.
+        state: &'static str,
+    },
     /// The store (or the engine's configuration) does not offer this.
     #[error("not supported here: {0}")]
     Unsupported(&'static str),
@@ -252,6 +271,8 @@ impl CoreError {
             CoreError::UserDataTooLarge { .. } => "UserDataTooLarge",
             CoreError::Shutdown => "Shutdown",
             CoreError::Unauthorized { .. } => "Unauthorized",
+            CoreError::GatewayRefused { .. } => "GatewayRefused",
+            CoreError::GatewayState { .. } => "GatewayState",
             CoreError::Unsupported(_) => "Unsupported",
         }
     }

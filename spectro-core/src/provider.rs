@@ -65,8 +65,11 @@ impl std::str::FromStr for ClusterId {
     }
 }
 
-/// Everything a provider needs to act for one cluster.
-#[derive(Debug, Clone)]
+/// Everything a provider needs to act for one cluster. Serializable, so that a remote
+/// provider (a private cloud gateway) can carry it; its secrets serialize as `***` unless
+/// revealed on purpose.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ClusterContext {
     /// The cluster's id (ownership tag value).
     pub cluster_id: ClusterId,
@@ -203,8 +206,10 @@ pub enum BootstrapRole {
     JoinWorker,
 }
 
-/// One create call: `names.len()` machines of one pool in one fault domain.
-#[derive(Debug, Clone)]
+/// One create call: `names.len()` machines of one pool in one fault domain (serializable
+/// for remote providers; the user data as base64).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct MachineBatch {
     /// Idempotency token: repeating a call with the same token creates nothing new.
     pub token: String,
@@ -221,10 +226,27 @@ pub struct MachineBatch {
     /// How they join the cluster.
     pub bootstrap: BootstrapRole,
     /// Cloud-init user data, rendered for `bootstrap`.
+    #[serde(with = "base64_bytes")]
     pub user_data: Vec<u8>,
     /// Static-IP clusters: one network configuration per name (empty with DHCP and on
     /// public clouds).
     pub network: Vec<NodeNetwork>,
+}
+
+mod base64_bytes {
+    use base64::Engine as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(v))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(d)?;
+        base64::engine::general_purpose::STANDARD
+            .decode(text.as_bytes())
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 /// What image a cluster's machines need.

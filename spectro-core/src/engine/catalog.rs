@@ -77,9 +77,13 @@ impl Engine {
             .await
     }
 
-    /// Deletes a private cloud gateway. Refused while cloud accounts that reach vCenter
-    /// through it, the clusters on those accounts, or IP pools linked to it exist.
+    /// Deletes a private cloud gateway. Refused, listing them, while live clusters reach
+    /// vCenter through it, cloud accounts other than its default one reference it, or IP
+    /// pools are linked to it. Its default cloud account (made at pairing) and its status go
+    /// with it; its agents are refused from their next request.
     pub async fn delete_gateway(&self, name: &str) -> Result<()> {
+        let (_, status) = self.gateway_status(name).await?;
+        let default = status.default_account.clone();
         let mut accounts = Vec::new();
         for o in self
             .inner
@@ -95,7 +99,12 @@ impl Engine {
         let mut users = self
             .cluster_users(|c| accounts.contains(&c.cloud_account))
             .await?;
-        users.extend(accounts.iter().map(|a| format!("cloud account {a}")));
+        users.extend(
+            accounts
+                .iter()
+                .filter(|a| default.as_ref() != Some(*a))
+                .map(|a| format!("cloud account {a}")),
+        );
         for o in self.inner.store.list_objects(ObjectKind::IpPool).await? {
             let p: IpPool = decode("ip pool", o.body)?;
             if p.gateway_name == name {
@@ -103,7 +112,18 @@ impl Engine {
             }
         }
         self.delete_catalog_object(ObjectKind::Gateway, "gateway", name, users)
-            .await
+            .await?;
+        if let Some(a) = default.filter(|a| accounts.contains(a)) {
+            self.inner
+                .store
+                .delete_object(ObjectKind::CloudAccount, &a)
+                .await?;
+        }
+        self.inner
+            .store
+            .delete_object(ObjectKind::GatewayStatus, name)
+            .await?;
+        Ok(())
     }
 
     /// `cluster NAME` for every live cluster whose spec matches.
@@ -209,7 +229,8 @@ impl Engine {
             .await
     }
 
-    /// Creates or updates (resizes 1 → 3) a private cloud gateway.
+    /// Creates or updates (resizes 1 → 3) a private cloud gateway. A new gateway is
+    /// `Pending` until an agent pairs with it ([`Engine::gateway_pairing_code`]).
     pub async fn put_gateway(&self, g: &PrivateCloudGateway) -> Result<u64> {
         self.running()?;
         let mut v = validate::validate_gateway(g);
@@ -218,20 +239,40 @@ impl Engine {
             .store
             .get_object(ObjectKind::Gateway, &g.name)
             .await?;
+        let mut old_size = None;
         if let Some(o) = &old {
             let old: PrivateCloudGateway = decode("gateway", o.body.clone())?;
             v.extend(validate::validate_gateway_update(&old, g));
+            old_size = Some(old.size);
         }
         invalid(format!("gateway {}", g.name), v)?;
-        self.inner
+        // The state is the engine's to report, never the writer's.
+        let mut body = g.clone();
+        body.state = crate::model::GatewayState::default();
+        let rev = self
+            .inner
             .store
             .put_object(
                 ObjectKind::Gateway,
                 &g.name,
-                &encode(g)?,
+                &encode(&body)?,
                 Some(old.map_or(0, |o| o.revision)),
             )
-            .await
+            .await?;
+        let (status, _) = self.load_gateway_status(&g.name).await?;
+        if let Some(was) = old_size.filter(|s| *s != g.size) {
+            self.gateway_event(
+                status.id,
+                crate::records::event::Severity::Info,
+                "GatewayResized",
+                &format!(
+                    "resized from {was} to {} replica(s): start the new agent replicas with the gateway's credential",
+                    g.size
+                ),
+            )
+            .await?;
+        }
+        Ok(rev)
     }
 
     pub(super) async fn catalog_for(&self, c: &Cluster) -> Result<Catalog> {

@@ -37,6 +37,29 @@ pub struct EngineConfig {
     /// from this seed (and what they are for), so a run on the simulated cloud with the same
     /// seed replays exactly. `None` (production): random.
     pub seed: Option<u64>,
+    /// Private cloud gateways: pairing codes, replica liveness.
+    pub gateways: GatewayConfig,
+}
+
+/// Private cloud gateway settings.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// How long a pairing code is accepted.
+    pub pairing_code_ttl: Duration,
+    /// Wrong codes tolerated before the outstanding code is revoked (a new one must be shown).
+    pub pairing_attempts: u32,
+    /// A replica not heard from for this long counts as disconnected.
+    pub replica_ttl: Duration,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            pairing_code_ttl: Duration::from_secs(15 * 60),
+            pairing_attempts: 5,
+            replica_ttl: Duration::from_secs(30),
+        }
+    }
 }
 
 /// How a replica shares work with the others.
@@ -66,6 +89,7 @@ impl Default for EngineConfig {
             monitoring: super::monitoring::MonitoringConfig::default(),
             replica: None,
             seed: None,
+            gateways: GatewayConfig::default(),
         }
     }
 }

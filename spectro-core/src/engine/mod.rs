@@ -52,6 +52,7 @@ mod config;
 pub use crate::records::{condition, event, status};
 pub mod executor;
 mod explain;
+mod gateways;
 mod lease;
 pub mod metrics;
 mod monitoring;
@@ -76,8 +77,9 @@ use crate::validate::Violation;
 
 pub use self::apply::{Applied, ApplyAction};
 pub use self::builder::EngineBuilder;
-pub use self::config::{EngineConfig, ReplicaConfig};
+pub use self::config::{EngineConfig, GatewayConfig, ReplicaConfig};
 pub use self::explain::{Blocker, BlockerKind, BlockerScope, Explanation};
+pub use self::gateways::{version_older, GatewayCredential, PairingCode};
 pub use self::monitoring::{AgentSettings, HealthChange, MonitoringConfig};
 pub use self::update::UpdateNotification;
 pub use self::watch::{ReconcileOutcome, ReconcileReport};

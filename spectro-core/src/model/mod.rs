@@ -23,7 +23,10 @@ pub use cluster::{
     Cluster, GcpPlacement, IpAllocation, VspherePlacement,
 };
 pub use document::{parse_documents, Document, Format};
-pub use gateway::{GatewayState, PrivateCloudGateway};
+pub use gateway::{
+    GatewayReplica, GatewayState, GatewayStatus, PairingCodeRecord, PairingRequest,
+    PrivateCloudGateway,
+};
 pub use ip_pool::{IpPool, IpRange};
 pub use node_pool::{NodePool, PlacementDomain, PoolRole};
 pub use pack::{Pack, PackLayer};

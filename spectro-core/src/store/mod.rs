@@ -53,6 +53,9 @@ pub enum ObjectKind {
     IpPool,
     /// Private cloud gateways.
     Gateway,
+    /// What the engine knows of a gateway (lifecycle, pairing and credential hashes,
+    /// replicas), keyed by gateway name.
+    GatewayStatus,
     /// A cluster's PKI (CA keys: secrets), keyed by cluster id.
     ClusterPki,
     /// What the cluster's agent last reported and the health judged from it
@@ -69,6 +72,7 @@ impl ObjectKind {
             ObjectKind::CloudAccount => "cloudAccount",
             ObjectKind::IpPool => "ipPool",
             ObjectKind::Gateway => "gateway",
+            ObjectKind::GatewayStatus => "gatewayStatus",
             ObjectKind::ClusterPki => "clusterPki",
             ObjectKind::Monitor => "monitor",
         }

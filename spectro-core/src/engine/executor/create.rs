@@ -178,7 +178,8 @@ pub(super) async fn create(
     // A VIP (static IPs) is served by kube-vip on the control plane.
     let text = match bootstrap::user_data_with_vip(
         &NodeBootstrap {
-            cluster: &p.rec.spec,
+            // The context's spec: with the gateway's proxy when the cluster names none.
+            cluster: &setup.ctx.spec,
             profile: &p.rec.profile,
             pki,
             endpoint: &endpoint,

@@ -273,6 +273,9 @@ pub(crate) struct World {
 
 async fn run(p: &mut Pass<'_>) -> Result<Outcome> {
     let mut setup = prepare::prepare(p).await?;
+    if let Some(wait) = prepare::gateway_gate(p, &mut setup).await? {
+        return Ok(wait);
+    }
     // The account's share of the workers: when its clusters already hold it, wait (having
     // changed nothing) until one of them finishes.
     let Some(_slot) = p.inner.account_slot(&setup.account_key, p.rec.id) else {

@@ -254,3 +254,131 @@ async fn note_profile_update(p: &mut Pass<'_>) -> Result<()> {
     p.status.profile_update = now;
     Ok(())
 }
+
+/// vSphere clusters reach vCenter only through their account's private cloud gateway. Before
+/// anything else: waits (condition + event, looked at again after the poll interval) while
+/// the gateway has no connected replica, and, for a cluster not provisioned yet, while the
+/// gateway upgrades (the doc: new cluster requests queue during an upgrade). Also gives the
+/// nodes the gateway's proxy when the cluster names none, with vCenter and the node networks
+/// of the cluster's IP pools in NO_PROXY.
+pub(super) async fn gateway_gate(
+    p: &mut Pass<'_>,
+    setup: &mut Setup,
+) -> Result<Option<super::Outcome>> {
+    let Some(name) = setup.ctx.account.gateway().map(str::to_string) else {
+        return Ok(None);
+    };
+    let gw = match p.inner.store.get_object(ObjectKind::Gateway, &name).await? {
+        Some(o) => super::super::decode::<crate::model::PrivateCloudGateway>("gateway", o.body)?,
+        None => {
+            return Err(CoreError::NotFound {
+                kind: "gateway",
+                name,
+            })
+        }
+    };
+    let (status, _) = super::super::gateways::load_gateway_status(&p.inner.store, &name).await?;
+    let now = p.now;
+    let connected = status
+        .connected(now, p.inner.config.gateways.replica_ttl)
+        .len();
+    let new_cluster = p.status.infrastructure.is_none() && !setup.deleting;
+    let wait = if connected == 0 {
+        Some((
+            "GatewayUnavailable",
+            format!(
+                "waiting for private cloud gateway `{name}`: no agent replica is connected (gateway {})",
+                status.state.as_str()
+            ),
+        ))
+    } else if status.state == crate::model::GatewayState::Upgrading && new_cluster {
+        Some((
+            "GatewayUpgrading",
+            format!(
+                "queued: private cloud gateway `{name}` is upgrading; provisioning starts when the upgrade completes"
+            ),
+        ))
+    } else {
+        None
+    };
+    if let Some((reason, msg)) = wait {
+        let kind = if setup.deleting {
+            ConditionType::Deleted
+        } else if p.status.infrastructure.is_none() {
+            ConditionType::InfrastructureReady
+        } else {
+            [
+                ConditionType::ControlPlaneReady,
+                ConditionType::WorkersReady,
+            ]
+            .into_iter()
+            .find(|k| {
+                !p.status
+                    .conditions
+                    .iter()
+                    .any(|c| c.kind == *k && c.status == ConditionStatus::Succeeded)
+            })
+            .unwrap_or(ConditionType::InfrastructureReady)
+        };
+        if p.status.last_error.as_deref() != Some(msg.as_str()) {
+            p.event(Severity::Warning, reason, msg.clone());
+            p.status.last_error = Some(msg.clone());
+        }
+        let done = p
+            .status
+            .conditions
+            .iter()
+            .any(|c| c.kind == kind && c.status == ConditionStatus::Succeeded);
+        if !done {
+            p.condition(kind, ConditionStatus::InProgress, reason, &msg);
+        }
+        return Ok(Some(super::Outcome::Waiting));
+    }
+    if p.status
+        .last_error
+        .as_deref()
+        .is_some_and(|e| e.contains(&format!("private cloud gateway `{name}`")))
+    {
+        p.status.last_error = None;
+    }
+    if setup.ctx.spec.proxy.is_none() {
+        if let Some(proxy) = &gw.proxy {
+            let mut proxy = proxy.clone();
+            let mut extra = Vec::new();
+            if let Some(vc) =
+                status
+                    .vcenter_host
+                    .as_deref()
+                    .or(match &setup.ctx.account.credentials {
+                        crate::model::Credentials::Vsphere(v) => Some(v.vcenter_host.as_str()),
+                        _ => None,
+                    })
+            {
+                extra.push(super::super::gateways::host_of(vc).to_string());
+            }
+            let pools: std::collections::BTreeSet<&str> = setup
+                .ctx
+                .spec
+                .node_pools
+                .iter()
+                .flat_map(|pool| &pool.placements)
+                .filter_map(|d| d.ip_pool.as_deref())
+                .collect();
+            for pool in pools {
+                if let Some(o) = p.inner.store.get_object(ObjectKind::IpPool, pool).await? {
+                    let pool: crate::model::IpPool = super::super::decode("ip pool", o.body)?;
+                    if let Ok(net) = ipnet::IpNet::new(pool.gateway, pool.prefix) {
+                        extra.push(net.trunc().to_string());
+                    }
+                }
+            }
+            for e in extra {
+                if !proxy.no_proxy.contains(&e) {
+                    proxy.no_proxy.push(e);
+                }
+            }
+            setup.ctx.spec.proxy = Some(proxy);
+        }
+    }
+    Ok(None)
+}
