@@ -14,7 +14,9 @@
 mod common;
 
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use spectro::clock::instant_now;
 
 use common::vs::{self, inspector, vms};
 use common::*;
@@ -72,7 +74,7 @@ async fn demo() -> Result<(), String> {
         code.expires_at
     );
 
-    let started = Instant::now();
+    let started = instant_now();
     let state_a = dir.path().join("a");
     let mut agents = vec![start_agent(AgentSpec {
         control: &ctl,
@@ -130,7 +132,7 @@ async fn demo() -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     println!("cluster `demo` (1 control plane + 3 workers, static IPs) created");
     // Kill the agent running a clone.
-    let deadline = Instant::now() + T;
+    let deadline = instant_now() + T;
     let victim = loop {
         if let Some((_, _, r)) = ctl
             .hub
@@ -140,7 +142,7 @@ async fn demo() -> Result<(), String> {
         {
             break r;
         }
-        if Instant::now() > deadline {
+        if instant_now() > deadline {
             return Err("no clone was ever in flight".into());
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -149,7 +151,7 @@ async fn demo() -> Result<(), String> {
     if let Some(p) = agents.iter_mut().find(|p| p.replica == victim) {
         p.kill().await;
     }
-    let killed = Instant::now();
+    let killed = instant_now();
     println!("SIGKILLed agent {victim} in the middle of a clone");
     until("the call to move to another replica", T, || async {
         ctl.hub.stats().reassigned > 0

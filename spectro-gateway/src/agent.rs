@@ -185,7 +185,8 @@ impl Agent {
         )
     }
 
-    /// The account of the vCenter login (the gateway's default account is made of it).
+    /// The account of the vCenter login (checked before pairing; the engine makes the
+    /// gateway's default account of the same credentials).
     fn account(&self) -> CloudAccount {
         CloudAccount {
             name: format!("{}-default", self.config.gateway),
@@ -239,9 +240,7 @@ impl Agent {
             .await
             .map_err(|e| AgentError::Unreachable(e.to_string()))?;
         if !status.is_success() {
-            let why = serde_json::from_slice::<ErrorBody>(&bytes)
-                .map(|e| e.error)
-                .unwrap_or_else(|_| format!("HTTP {status}"));
+            let why = error_text(&bytes, status.as_u16());
             return Err(if status.as_u16() == 401 || status.as_u16() == 409 {
                 AgentError::Refused(why)
             } else {
@@ -262,6 +261,9 @@ impl Agent {
                 .mode(0o600)
                 .open(&path)?;
             f.write_all(paired.credential.expose().as_bytes())?;
+            // Also when the file existed with other permissions.
+            use std::os::unix::fs::PermissionsExt as _;
+            f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
         }
         self.credential = Some(paired.credential);
         tracing::info!(gateway = %self.config.gateway, "paired; credential stored");
@@ -295,10 +297,7 @@ impl Agent {
             .await
             .map_err(|e| AgentError::Unreachable(e.to_string()))?;
         if status == 401 {
-            let why = serde_json::from_slice::<ErrorBody>(&bytes)
-                .map(|e| e.error)
-                .unwrap_or_else(|_| "credential refused".into());
-            return Err(AgentError::Refused(why));
+            return Err(AgentError::Refused(error_text(&bytes, status)));
         }
         Ok((status, bytes))
     }
@@ -345,13 +344,7 @@ impl Agent {
     async fn heartbeats(&self) -> Result<Exit, AgentError> {
         let mut upgrade: Option<String> = None;
         loop {
-            let in_flight: Vec<u64> = self
-                .in_flight
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .iter()
-                .copied()
-                .collect();
+            let in_flight: Vec<u64> = self.lock_in_flight().iter().copied().collect();
             if let Some(v) = &upgrade {
                 if in_flight.is_empty() {
                     return Ok(Exit::Upgrade(v.clone()));
@@ -362,7 +355,9 @@ impl Agent {
                 version: self.config.version.clone(),
                 in_flight,
             };
-            match self.post("heartbeat", &hb, Duration::from_secs(10)).await {
+            // Period + timeout stay under the engine's replica timeout (6 s by default): a
+            // slow answer is dropped and the next heartbeat sent in time.
+            match self.post("heartbeat", &hb, Duration::from_secs(3)).await {
                 Ok((200, bytes)) => {
                     if let Ok(a) = serde_json::from_slice::<HeartbeatAnswer>(&bytes) {
                         if let Some(Directive::Upgrade { version }) = a.directive {
@@ -423,7 +418,19 @@ impl Agent {
             self.lock_in_flight().insert(assigned.id);
             let method = assigned.call.method();
             tracing::debug!(id = assigned.id, method, "running call");
-            let result = execute(self.provider.as_ref(), assigned.call).await;
+            let result = match tokio::time::timeout(
+                CALL_TIMEOUT,
+                execute(self.provider.as_ref(), assigned.call),
+            )
+            .await
+            {
+                Ok(r) => r,
+                Err(_) => Err(WireError {
+                    kind: "Retryable".into(),
+                    message: format!("{method}: no answer from vCenter within {CALL_TIMEOUT:?}"),
+                    retry_after_ms: None,
+                }),
+            };
             let answer = CallResult {
                 replica: self.config.replica.clone(),
                 result,
@@ -431,7 +438,12 @@ impl Agent {
             let op = format!("calls/{}/result", assigned.id);
             for attempt in 0..5u32 {
                 match self.post(&op, &answer, Duration::from_secs(30)).await {
-                    Ok(_) => break,
+                    // Taken, or answered already by another replica.
+                    Ok((200 | 410, _)) => break,
+                    Ok((status, _)) => {
+                        tracing::warn!(status, attempt, "a result was not taken: retrying");
+                        tokio::time::sleep(Duration::from_millis(500 << attempt)).await;
+                    }
                     Err(AgentError::Refused(why)) => return Err(AgentError::Refused(why)),
                     Err(e) => {
                         tracing::warn!(error = %e, attempt, "sending a result failed: retrying");
@@ -449,6 +461,16 @@ impl Agent {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
+
+fn error_text(body: &[u8], status: u16) -> String {
+    serde_json::from_slice::<ErrorBody>(body)
+        .map(|e| e.error)
+        .unwrap_or_else(|_| format!("HTTP {status}"))
+}
+
+/// The longest one call may run (a stuck vCenter task must not hold a worker and its lease
+/// for ever).
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(35 * 60);
 
 /// Runs one call on `provider`.
 pub async fn execute(provider: &dyn CloudProvider, call: Call) -> Result<Returned, WireError> {
@@ -543,11 +565,7 @@ pub fn config_from_args(args: &[String]) -> Result<AgentConfig, AgentError> {
 /// Puts vCenter's host in `NO_PROXY` (the agent reaches vCenter directly, the engine through
 /// the proxy). Call before any thread starts.
 pub fn exempt_vcenter_from_proxy(vcenter: &str) {
-    let host = vcenter
-        .rsplit_once(':')
-        .filter(|(h, p)| !h.contains(':') && p.parse::<u16>().is_ok())
-        .map_or(vcenter, |(h, _)| h)
-        .to_string();
+    let host = spectro_core::model::proxy::host_of(vcenter).to_string();
     for var in ["NO_PROXY", "no_proxy"] {
         let current = std::env::var(var).unwrap_or_default();
         if !current.split(',').any(|e| e.trim() == host) {

@@ -92,6 +92,16 @@ fn error(status: u16, message: impl Into<String>) -> Answer {
     )
 }
 
+/// A request's route, once authorized.
+enum Route {
+    Health,
+    Pair(String),
+    Heartbeat(String),
+    Next(String),
+    Disconnect(String),
+    Result(String, u64),
+}
+
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
@@ -163,45 +173,80 @@ impl GatewayEndpoint {
         bearer: Option<&str>,
         body: &[u8],
     ) -> Answer {
+        match self.authorize(method, path, bearer).await {
+            Ok(route) => self.dispatch(route, body).await,
+            Err(a) => a,
+        }
+    }
+
+    /// The route of a request, once its credential (every route but `pair`) is checked:
+    /// nothing of the body is read before.
+    async fn authorize(
+        &self,
+        method: &str,
+        path: &str,
+        bearer: Option<&str>,
+    ) -> Result<Route, Answer> {
         if path == "/healthz" {
-            return json(200, &serde_json::json!({ "ok": true }));
+            return Ok(Route::Health);
         }
         if method != "POST" {
-            return error(405, "gateway requests are POSTed");
+            return Err(error(405, "gateway requests are POSTed"));
         }
-        let Some(rest) = path.strip_prefix("/v1/gateways/") else {
-            return error(404, format!("no such path: {path}"));
+        let Some((gw, op)) = path
+            .strip_prefix("/v1/gateways/")
+            .and_then(|rest| rest.split_once('/'))
+        else {
+            return Err(error(404, format!("no such path: {path}")));
         };
-        let Some((gw, op)) = rest.split_once('/') else {
-            return error(404, format!("no such path: {path}"));
+        let route = match op {
+            "pair" => return Ok(Route::Pair(gw.to_string())),
+            "heartbeat" => Route::Heartbeat(gw.to_string()),
+            "calls/next" => Route::Next(gw.to_string()),
+            "disconnect" => Route::Disconnect(gw.to_string()),
+            op => match op
+                .strip_prefix("calls/")
+                .and_then(|r| r.strip_suffix("/result"))
+                .and_then(|id| id.parse::<u64>().ok())
+            {
+                Some(id) => Route::Result(gw.to_string(), id),
+                None => return Err(error(404, format!("no such path: {path}"))),
+            },
         };
-        let gw = gw.to_string();
-        let engine = &self.engine;
-        if op == "pair" {
-            let req: PairingRequest = match parse("pairing request", body) {
-                Ok(r) => r,
-                Err(a) => return a,
-            };
-            return match engine.pair_gateway(&gw, &req).await {
-                Ok(c) => json(
-                    200,
-                    &Paired {
-                        gateway: c.gateway,
-                        credential: c.token,
-                    },
-                ),
-                Err(e) => from_core(&e),
-            };
-        }
-        // Every other request authenticates with the gateway's credential first.
         let Some(token) = bearer else {
-            return error(401, "Authorization: Bearer <gateway credential> required");
+            return Err(error(
+                401,
+                "Authorization: Bearer <gateway credential> required",
+            ));
         };
-        if let Err(e) = engine.authenticate_gateway(&gw, token).await {
-            return from_core(&e);
-        }
-        match op {
-            "heartbeat" => {
+        self.engine
+            .authenticate_gateway(gw, token)
+            .await
+            .map_err(|e| from_core(&e))?;
+        Ok(route)
+    }
+
+    async fn dispatch(&self, route: Route, body: &[u8]) -> Answer {
+        let engine = &self.engine;
+        match route {
+            Route::Health => json(200, &serde_json::json!({ "ok": true })),
+            Route::Pair(gw) => {
+                let req: PairingRequest = match parse("pairing request", body) {
+                    Ok(r) => r,
+                    Err(a) => return a,
+                };
+                match engine.pair_gateway(&gw, &req).await {
+                    Ok(c) => json(
+                        200,
+                        &Paired {
+                            gateway: c.gateway,
+                            credential: c.token,
+                        },
+                    ),
+                    Err(e) => from_core(&e),
+                }
+            }
+            Route::Heartbeat(gw) => {
                 let hb: Heartbeat = match parse("heartbeat", body) {
                     Ok(h) => h,
                     Err(a) => return a,
@@ -211,7 +256,7 @@ impl GatewayEndpoint {
                     Err(e) => from_core(&e),
                 }
             }
-            "calls/next" => {
+            Route::Next(gw) => {
                 let p: Poll = match parse("poll", body) {
                     Ok(p) => p,
                     Err(a) => return a,
@@ -224,7 +269,7 @@ impl GatewayEndpoint {
                     },
                 }
             }
-            "disconnect" => {
+            Route::Disconnect(gw) => {
                 let p: Poll = match parse("disconnect", body) {
                     Ok(p) => p,
                     Err(a) => return a,
@@ -234,14 +279,7 @@ impl GatewayEndpoint {
                     .await;
                 json(200, &serde_json::json!({ "ok": true }))
             }
-            op => {
-                let Some(id) = op
-                    .strip_prefix("calls/")
-                    .and_then(|r| r.strip_suffix("/result"))
-                    .and_then(|id| id.parse::<u64>().ok())
-                else {
-                    return error(404, format!("no such path: {path}"));
-                };
+            Route::Result(gw, id) => {
                 let r: CallResult = match parse("call result", body) {
                     Ok(r) => r,
                     Err(a) => return a,
@@ -263,17 +301,17 @@ impl GatewayEndpoint {
             .and_then(|v| v.to_str().ok())
             .and_then(|a| a.strip_prefix("Bearer "))
             .map(str::to_string);
-        let a = match Limited::new(body, MAX_BODY).collect().await {
-            Ok(b) => {
-                self.handle(
-                    parts.method.as_str(),
-                    parts.uri.path(),
-                    bearer.as_deref(),
-                    &b.to_bytes(),
-                )
-                .await
-            }
-            Err(_) => error(413, format!("body over {MAX_BODY} bytes")),
+        // The credential is checked before the body is read: an unauthenticated client
+        // cannot make the endpoint buffer one.
+        let a = match self
+            .authorize(parts.method.as_str(), parts.uri.path(), bearer.as_deref())
+            .await
+        {
+            Err(a) => a,
+            Ok(route) => match Limited::new(body, MAX_BODY).collect().await {
+                Ok(b) => self.dispatch(route, &b.to_bytes()).await,
+                Err(_) => error(413, format!("body over {MAX_BODY} bytes")),
+            },
         };
         let mut res = Response::new(Full::new(Bytes::from(a.body)));
         *res.status_mut() =
@@ -342,6 +380,7 @@ impl GatewayEndpoint {
                     hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
                         .timer(hyper_util::rt::TokioTimer::new())
                         .keep_alive_interval(Some(Duration::from_secs(10)))
+                        .max_concurrent_streams(64)
                         .serve_connection(io, svc)
                         .await
                 } else {

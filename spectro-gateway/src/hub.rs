@@ -86,8 +86,49 @@ struct Gateway {
     queue: VecDeque<u64>,
     calls: HashMap<u64, Pending>,
     replicas: HashMap<String, Replica>,
-    /// The replica told to upgrade and when (one at a time: the others keep serving).
-    upgrading: Option<(String, Instant)>,
+    /// The replica told to upgrade (one at a time: the others keep serving; the next one
+    /// only once it is back or gone).
+    upgrading: Option<String>,
+    /// Since when no replica is connected.
+    empty_since: Option<Instant>,
+}
+
+impl Gateway {
+    /// Puts calls back at the front of the queue (their replica is gone or lost them).
+    fn requeue(&mut self, ids: &[u64], reassigned: &AtomicU64) {
+        for id in ids {
+            if let Some(c) = self.calls.get_mut(id) {
+                c.leased = None;
+                self.queue.push_front(*id);
+                reassigned.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The calls leased to `replica` (or every leased call matching `pred`).
+    fn leased_where(&self, pred: impl Fn(&str, Instant, &Pending) -> bool) -> Vec<u64> {
+        self.calls
+            .iter()
+            .filter(|(_, c)| {
+                c.leased
+                    .as_ref()
+                    .is_some_and(|(r, until)| pred(r, *until, c))
+            })
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// Answers a call with a failure (nobody runs it any more).
+    fn fail(&mut self, id: u64, message: String) {
+        self.queue.retain(|q| *q != id);
+        if let Some(tx) = self.calls.remove(&id).and_then(|c| c.reply) {
+            let _ = tx.send(Err(WireError {
+                kind: "Retryable".into(),
+                message,
+                retry_after_ms: None,
+            }));
+        }
+    }
 }
 
 struct Shared {
@@ -175,13 +216,7 @@ impl GatewayHub {
     /// Replicas of `gateway` connected to this hub now.
     #[must_use]
     pub fn connected(&self, gateway: &str) -> Vec<String> {
-        let g = lock(&self.shared.gateways);
-        let mut v: Vec<String> = g
-            .get(gateway)
-            .map(|g| g.replicas.keys().cloned().collect())
-            .unwrap_or_default();
-        v.sort();
-        v
+        self.replicas(gateway).into_iter().map(|(r, _)| r).collect()
     }
 
     /// Replicas of `gateway` connected to this hub now, with the agent version each runs.
@@ -252,37 +287,22 @@ impl GatewayHub {
                 }
             }
             // Calls leased to this replica that it no longer lists were lost with a
-            // connection (the result never came): queued again.
-            let lost: Vec<u64> = g
-                .calls
-                .iter()
-                .filter(|(id, c)| {
-                    c.leased.as_ref().is_some_and(|(r, _)| *r == hb.replica)
-                        && !hb.in_flight.contains(id)
-                })
-                .map(|(id, _)| *id)
-                .collect();
-            // A call handed out a moment ago may not be in this heartbeat yet: only calls
-            // handed out more than half a timeout ago count as lost.
+            // connection (the result never came): queued again. A call handed out a moment
+            // ago may not be in this heartbeat yet: only those handed out more than half a
+            // timeout ago count.
             let grace = self.shared.config.replica_timeout / 2;
-            for id in lost {
-                if let Some(c) = g.calls.get_mut(&id) {
-                    if now.duration_since(c.handed_at) > grace {
-                        c.leased = None;
-                        g.queue.push_front(id);
-                        self.shared.reassigned.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            }
-            if let Some((r, _)) = &g.upgrading {
-                if *r == hb.replica
-                    && !spectro_core::engine::version_older(
-                        &hb.version,
-                        &self.shared.config.release,
-                    )
-                {
-                    g.upgrading = None;
-                }
+            let lost = g
+                .leased_where(|r, _, c| r == hb.replica && now.duration_since(c.handed_at) > grace);
+            let lost: Vec<u64> = lost
+                .into_iter()
+                .filter(|id| !hb.in_flight.contains(id))
+                .collect();
+            g.requeue(&lost, &self.shared.reassigned);
+            g.empty_since = None;
+            if g.upgrading.as_deref() == Some(hb.replica.as_str())
+                && !spectro_core::engine::version_older(&hb.version, &self.shared.config.release)
+            {
+                g.upgrading = None;
             }
             fresh
         };
@@ -307,11 +327,14 @@ impl GatewayHub {
             if spectro_core::engine::version_older(&hb.version, &target) {
                 let mut gws = lock(&self.shared.gateways);
                 let g = gws.entry(gateway.to_string()).or_default();
-                let stale = g.upgrading.as_ref().is_none_or(|(r, at)| {
-                    *r == hb.replica || now.duration_since(*at) > Duration::from_secs(120)
-                });
-                if stale {
-                    g.upgrading = Some((hb.replica.clone(), now));
+                // One replica at a time: the next only once the previous one is back
+                // upgraded (cleared above) or gone.
+                let free = match &g.upgrading {
+                    None => true,
+                    Some(r) => *r == hb.replica || !g.replicas.contains_key(r),
+                };
+                if free {
+                    g.upgrading = Some(hb.replica.clone());
                     directive = Some(Directive::Upgrade { version: target });
                 }
             }
@@ -330,7 +353,8 @@ impl GatewayHub {
                 return;
             };
             let removed = g.replicas.remove(replica).is_some();
-            requeue_of(g, replica, &self.shared.reassigned);
+            let mine = g.leased_where(|r, _, _| r == replica);
+            g.requeue(&mine, &self.shared.reassigned);
             removed
         };
         self.shared.work.notify_waiters();
@@ -354,7 +378,7 @@ impl GatewayHub {
                 if let Some(r) = g.replicas.get_mut(replica) {
                     r.last_seen = instant_now();
                 }
-                let upgrading = g.upgrading.as_ref().is_some_and(|(r, _)| r == replica);
+                let upgrading = g.upgrading.as_deref() == Some(replica);
                 if !upgrading {
                     while let Some(id) = g.queue.pop_front() {
                         let Some(c) = g.calls.get_mut(&id) else {
@@ -363,6 +387,17 @@ impl GatewayHub {
                         if c.reply.as_ref().is_none_or(|r| r.is_closed()) {
                             // The caller gave up: nobody waits for the result.
                             g.calls.remove(&id);
+                            continue;
+                        }
+                        if c.attempts >= self.shared.config.max_attempts {
+                            let method = c.method;
+                            g.fail(
+                                id,
+                                format!(
+                                    "{method} through gateway `{gateway}`: handed out {} times, its replicas kept disappearing",
+                                    self.shared.config.max_attempts
+                                ),
+                            );
                             continue;
                         }
                         c.attempts += 1;
@@ -443,20 +478,19 @@ impl GatewayHub {
             );
             g.queue.push_back(id);
         }
+        // Whatever happens (an answer, a timeout, the caller dropping this future), the call
+        // is no longer anyone's to run afterwards.
+        let _forget = Forget {
+            hub: self,
+            gateway,
+            id,
+        };
         self.shared.work.notify_waiters();
         let answer = tokio::time::timeout(self.shared.config.call_timeout, rx).await;
-        // Whatever happened, the call is no longer anyone's to run.
-        {
-            let mut gws = lock(&self.shared.gateways);
-            if let Some(g) = gws.get_mut(gateway) {
-                g.calls.remove(&id);
-                g.queue.retain(|q| *q != id);
-            }
-        }
         match answer {
             Ok(Ok(r)) => r.map_err(ProviderError::from),
             Ok(Err(_)) => Err(ProviderError::retryable(format!(
-                "{method} through gateway `{gateway}`: handed out too often (its replicas kept disappearing)"
+                "{method} through gateway `{gateway}`: dropped without an answer"
             ))),
             Err(_) => Err(ProviderError::retryable(format!(
                 "{method} through gateway `{gateway}`: no result within {:?}",
@@ -492,8 +526,9 @@ impl GatewayHub {
     pub(crate) async fn sweep(&self, engine: &Engine) {
         let now = instant_now();
         let timeout = self.shared.config.replica_timeout;
-        let max = self.shared.config.max_attempts;
+        let connect_wait = self.shared.config.connect_wait;
         let mut gone = Vec::new();
+        let mut moved = false;
         {
             let mut gws = lock(&self.shared.gateways);
             for (name, g) in gws.iter_mut() {
@@ -505,36 +540,33 @@ impl GatewayHub {
                     .collect();
                 for r in silent {
                     g.replicas.remove(&r);
-                    requeue_of(g, &r, &self.shared.reassigned);
+                    let mine = g.leased_where(|x, _, _| x == r);
+                    moved |= !mine.is_empty();
+                    g.requeue(&mine, &self.shared.reassigned);
                     gone.push((name.clone(), r));
                 }
-                let expired: Vec<u64> = g
-                    .calls
-                    .iter()
-                    .filter(|(_, c)| c.leased.as_ref().is_some_and(|(_, until)| *until < now))
-                    .map(|(id, _)| *id)
-                    .collect();
-                for id in expired {
-                    if let Some(c) = g.calls.get_mut(&id) {
-                        c.leased = None;
-                        g.queue.push_front(id);
-                        self.shared.reassigned.fetch_add(1, Ordering::Relaxed);
+                let expired = g.leased_where(|_, until, _| until < now);
+                moved |= !expired.is_empty();
+                g.requeue(&expired, &self.shared.reassigned);
+                // No replica for longer than the connect wait: the queued calls fail
+                // (Retryable) instead of waiting out the call timeout.
+                if g.replicas.is_empty() {
+                    let since = *g.empty_since.get_or_insert(now);
+                    if now.duration_since(since) > connect_wait {
+                        let waiting: Vec<u64> = g.queue.iter().copied().collect();
+                        for id in waiting {
+                            g.fail(
+                                id,
+                                format!("private cloud gateway `{name}` has no connected replica"),
+                            );
+                        }
                     }
-                }
-                // Calls handed out too often fail (dropping the sender answers the caller).
-                let worn: Vec<u64> = g
-                    .calls
-                    .iter()
-                    .filter(|(_, c)| c.leased.is_none() && c.attempts >= max)
-                    .map(|(id, _)| *id)
-                    .collect();
-                for id in worn {
-                    g.calls.remove(&id);
-                    g.queue.retain(|q| *q != id);
+                } else {
+                    g.empty_since = None;
                 }
             }
         }
-        if !gone.is_empty() {
+        if moved {
             self.shared.work.notify_waiters();
         }
         for (gw, r) in gone {
@@ -549,18 +581,19 @@ impl GatewayHub {
     }
 }
 
-fn requeue_of(g: &mut Gateway, replica: &str, reassigned: &AtomicU64) {
-    let mine: Vec<u64> = g
-        .calls
-        .iter()
-        .filter(|(_, c)| c.leased.as_ref().is_some_and(|(r, _)| r == replica))
-        .map(|(id, _)| *id)
-        .collect();
-    for id in mine {
-        if let Some(c) = g.calls.get_mut(&id) {
-            c.leased = None;
-            g.queue.push_front(id);
-            reassigned.fetch_add(1, Ordering::Relaxed);
+/// Removes a call from its gateway when its caller is done with it.
+struct Forget<'a> {
+    hub: &'a GatewayHub,
+    gateway: &'a str,
+    id: u64,
+}
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        let mut gws = lock(&self.hub.shared.gateways);
+        if let Some(g) = gws.get_mut(self.gateway) {
+            g.calls.remove(&self.id);
+            g.queue.retain(|q| *q != self.id);
         }
     }
 }

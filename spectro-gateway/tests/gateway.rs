@@ -5,7 +5,9 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use spectro_core::clock::instant_now;
 
 use common::vs::{self, inspector, vms};
 use common::*;
@@ -63,7 +65,7 @@ async fn gateway_pairs_through_the_proxy_provisions_survives_a_kill_and_upgrades
     assert_eq!(state(&engine).await, GatewayState::Pending);
 
     // Pair replica a (an older agent) through the proxy.
-    let started = Instant::now();
+    let started = instant_now();
     let state_a = dir.path().join("a");
     let mut a = start_agent(AgentSpec {
         control: &ctl,
@@ -155,12 +157,12 @@ async fn gateway_pairs_through_the_proxy_provisions_survives_a_kill_and_upgrades
     use spectro_core::CloudProvider as _;
     direct.list_machines(&ctx).await.unwrap();
     let n = 20;
-    let t0 = Instant::now();
+    let t0 = instant_now();
     for _ in 0..n {
         assert_eq!(direct.list_machines(&ctx).await.unwrap().len(), 3);
     }
     let direct_each = t0.elapsed() / n;
-    let t0 = Instant::now();
+    let t0 = instant_now();
     for _ in 0..n {
         assert_eq!(remote.list_machines(&ctx).await.unwrap().len(), 3);
     }
@@ -258,17 +260,17 @@ async fn gateway_pairs_through_the_proxy_provisions_survives_a_kill_and_upgrades
     let mut spec = engine.cluster(edge).await.unwrap().spec;
     spec.node_pools[1].size = 4;
     engine.update_cluster(edge, &spec).await.unwrap();
-    let deadline = Instant::now() + T;
+    let deadline = instant_now() + T;
     let victim = loop {
         let running = ctl.hub.running("gw");
         if let Some((_, _, r)) = running.iter().find(|(_, m, _)| *m == "create_machines") {
             break Some(r.clone());
         }
-        assert!(Instant::now() < deadline, "no clone in flight");
+        assert!(instant_now() < deadline, "no clone in flight");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let victim = victim.unwrap();
-    let killed_at = Instant::now();
+    let killed_at = instant_now();
     let reassigned_before = ctl.hub.stats().reassigned;
     if victim == "a" {
         a.kill().await;
@@ -335,9 +337,14 @@ async fn gateway_pairs_through_the_proxy_provisions_survives_a_kill_and_upgrades
         .await
         .unwrap()
         .is_none());
-    // Its agents are refused from their next request and stop.
-    for mut p in agents {
-        let _ = tokio::time::timeout(T, p.child.wait()).await;
+    // Its agents are refused from their next request and stop (exit code 3: refused).
+    agents.push(a);
+    for p in agents.iter_mut().filter(|p| p.replica != victim) {
+        let status = tokio::time::timeout(Duration::from_secs(30), p.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("agent {} still running", p.replica))
+            .unwrap();
+        assert_eq!(status.code(), Some(3), "agent {}", p.replica);
     }
 }
 
@@ -424,6 +431,12 @@ async fn wrong_expired_reused_codes_and_foreign_credentials_are_refused() {
     // ... once: reused, refused.
     let reused = post("gw", "pair", None, pair(code.code.expose(), "r2")).await;
     assert_eq!(reused.status, 401);
+    // Refusals that change nothing are recorded at most once a minute (the expired code's
+    // was just recorded): a minute later, the reuse is.
+    clock.advance(Duration::from_secs(61));
+    let reused = post("gw", "pair", None, pair(code.code.expose(), "r2")).await;
+    assert_eq!(reused.status, 401);
+    assert!(reused.body.contains("already paired"), "{}", reused.body);
     // The credential is stored only as a hash.
     let raw = engine
         .store()
@@ -445,6 +458,7 @@ async fn wrong_expired_reused_codes_and_foreign_credentials_are_refused() {
     assert_eq!(state(&engine).await, GatewayState::Running);
     let foreign = post("other", "heartbeat", Some(cred.clone()), hb.clone()).await;
     assert_eq!(foreign.status, 401, "{foreign:?}");
+    clock.advance(Duration::from_secs(61));
     let garbage = post("gw", "heartbeat", Some("spg_0000".into()), hb.clone()).await;
     assert_eq!(garbage.status, 401);
     assert_eq!(post("gw", "calls/next", None, hb.clone()).await.status, 401);
@@ -477,6 +491,7 @@ async fn wrong_expired_reused_codes_and_foreign_credentials_are_refused() {
         .filter(|e| e.reason == "PairingRefused")
         .count();
     assert!(refusals >= 8, "{events:?}");
+    assert!(events.iter().any(|e| e.message.contains("already paired")));
     assert!(events.iter().any(|e| e.reason == "CredentialRefused"));
     let (_, other) = engine.gateway_status("other").await.unwrap();
     let other_events = engine

@@ -57,30 +57,29 @@ fn hash(s: &str) -> String {
     d.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn random_bytes(n: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(n + 16);
-    while out.len() < n {
-        out.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
-    }
-    out.truncate(n);
-    out
+fn random_bytes(n: usize) -> Result<Vec<u8>> {
+    let mut out = vec![0u8; n];
+    getrandom::fill(&mut out).map_err(|e| CoreError::Pki {
+        message: format!("the system's random source failed: {e}"),
+    })?;
+    Ok(out)
 }
 
-fn new_code() -> String {
-    random_bytes(CODE_LEN)
+fn new_code() -> Result<String> {
+    Ok(random_bytes(CODE_LEN)?
         .into_iter()
-        // 256 % 31 bias is irrelevant for a code that expires and allows 5 tries.
+        // The 256 % 31 bias is irrelevant for a code that expires and allows 5 tries.
         .map(|b| CODE_ALPHABET[b as usize % CODE_ALPHABET.len()] as char)
-        .collect()
+        .collect())
 }
 
-fn new_token() -> String {
-    // Two v4 UUIDs carry 244 random bits; 32 bytes drawn from them.
-    let bytes = random_bytes(32);
-    format!(
+fn new_token() -> Result<String> {
+    // 256 bits from the OS.
+    let bytes = random_bytes(32)?;
+    Ok(format!(
         "spg_{}",
         bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
-    )
+    ))
 }
 
 /// Normalizes a typed code: upper case, separators and blanks dropped.
@@ -103,14 +102,38 @@ pub fn version_older(a: &str, b: &str) -> bool {
     parts(a) < parts(b)
 }
 
-/// The host part of `host[:port]`.
-pub(crate) fn host_of(h: &str) -> &str {
-    if h.starts_with('[') {
-        return h.trim_start_matches('[').split(']').next().unwrap_or(h);
+/// A status as shown to callers: the hashes of the pairing code (short: guessable offline
+/// from its hash) and of the credential stay in the store.
+fn redacted(mut st: GatewayStatus) -> GatewayStatus {
+    if let Some(p) = &mut st.pairing {
+        p.code_hash = crate::secret::REDACTED.to_string();
     }
-    match h.rsplit_once(':') {
-        Some((host, port)) if !host.contains(':') && port.parse::<u16>().is_ok() => host,
-        _ => h,
+    if st.credential_hash.is_some() {
+        st.credential_hash = Some(crate::secret::REDACTED.to_string());
+    }
+    st
+}
+
+/// A refusal that changes nothing is recorded if none was in the last minute.
+fn refusal_event_due(st: &GatewayStatus, now: DateTime<Utc>) -> bool {
+    st.last_refusal_event
+        .is_none_or(|t| now - t >= chrono::Duration::minutes(1))
+}
+
+/// `field` must be 1 to `max` characters of letters, digits, `.`, `-`, `_`, `:`, `[`, `]`.
+fn check_field(out: &mut Vec<crate::validate::Violation>, field: &str, value: &str, max: usize) {
+    let ok = !value.is_empty()
+        && value.len() <= max
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".-_:[]@".contains(c));
+    if !ok {
+        out.push(crate::validate::Violation {
+            path: field.into(),
+            rule: format!(
+                "required: 1 to {max} characters of letters, digits, '.', '-', '_', ':', '@', '[', ']'"
+            ),
+        });
     }
 }
 
@@ -131,7 +154,7 @@ impl Engine {
         let mut g: PrivateCloudGateway = decode("gateway", o.body)?;
         let (st, _) = self.load_gateway_status(name).await?;
         g.state = st.state;
-        Ok((g, st))
+        Ok((g, redacted(st)))
     }
 
     /// Every gateway with its status.
@@ -141,7 +164,7 @@ impl Engine {
             let mut g: PrivateCloudGateway = decode("gateway", o.body)?;
             let (st, _) = self.load_gateway_status(&g.name).await?;
             g.state = st.state;
-            out.push((g, st));
+            out.push((g, redacted(st)));
         }
         Ok(out)
     }
@@ -154,7 +177,7 @@ impl Engine {
         let now = self.inner.clock.now();
         let ttl = self.inner.config.gateways.pairing_code_ttl;
         let attempts = self.inner.config.gateways.pairing_attempts;
-        let code = new_code();
+        let code = new_code()?;
         let expires_at = now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
         let code_hash = hash(&code);
         self.update_gateway_status(name, |st| {
@@ -195,77 +218,77 @@ impl Engine {
         self.running()?;
         self.require_gateway(name).await?;
         let mut violations = Vec::new();
-        if req.vcenter_host.trim().is_empty() {
-            violations.push(crate::validate::Violation {
-                path: "vcenterHost".into(),
-                rule: "required".into(),
-            });
-        }
-        if req.username.trim().is_empty() {
-            violations.push(crate::validate::Violation {
-                path: "username".into(),
-                rule: "required".into(),
-            });
-        }
-        if req.replica.trim().is_empty() {
-            violations.push(crate::validate::Violation {
-                path: "replica".into(),
-                rule: "required".into(),
-            });
+        check_field(&mut violations, "replica", &req.replica, 63);
+        check_field(&mut violations, "version", &req.version, 63);
+        check_field(&mut violations, "vcenterHost", &req.vcenter_host, 255);
+        check_field(&mut violations, "username", &req.username, 255);
+        let account = CloudAccount {
+            name: format!("{name}-default"),
+            credentials: Credentials::Vsphere(VsphereCredentials {
+                gateway: name.to_string(),
+                vcenter_host: req.vcenter_host.clone(),
+                username: req.username.clone(),
+                password: req.password.clone(),
+                insecure: req.insecure,
+            }),
+        };
+        if violations.is_empty() {
+            violations.extend(crate::validate::validate_cloud_account(&account));
         }
         super::invalid(format!("pairing request for gateway {name}"), violations)?;
         let now = self.inner.clock.now();
-        let token = new_token();
+        let token = new_token()?;
         let token_hash = hash(&token);
-        let account_name = format!("{name}-default");
+        let account_name = account.name.clone();
         let given = hash(&normalize_code(req.code.expose()));
         let mut refused: Option<String> = None;
         self.update_gateway_status(name, |st| {
             refused = None;
-            let why = match (&st.state, &mut st.pairing) {
-                (GatewayState::Pending, None) | (_, None) => Some((
-                    "PairingRefused",
-                    "pairing refused: no pairing code is outstanding (it was used or revoked: issue a new one)"
-                        .to_string(),
-                )),
+            let due = refusal_event_due(st, now);
+            let why = match (st.state, &mut st.pairing) {
                 (GatewayState::Pending, Some(p)) if p.expires_at < now => {
                     st.pairing = None;
-                    Some((
-                        "PairingRefused",
-                        "pairing refused: the pairing code expired (issue a new one)".to_string(),
-                    ))
+                    Some("pairing refused: the pairing code expired (issue a new one)".to_string())
                 }
                 (GatewayState::Pending, Some(p)) if p.code_hash != given => {
                     p.attempts_left = p.attempts_left.saturating_sub(1);
                     if p.attempts_left == 0 {
                         st.pairing = None;
-                        Some((
-                            "PairingRefused",
+                        Some(
                             "pairing refused: wrong pairing code; too many wrong codes, the code is revoked (issue a new one)"
                                 .to_string(),
-                        ))
+                        )
                     } else {
-                        Some((
-                            "PairingRefused",
-                            format!(
-                                "pairing refused: wrong pairing code ({} attempt(s) left)",
-                                p.attempts_left
-                            ),
+                        Some(format!(
+                            "pairing refused: wrong pairing code ({} attempt(s) left)",
+                            p.attempts_left
                         ))
                     }
                 }
                 (GatewayState::Pending, Some(_)) => None,
-                (_, Some(_)) => Some((
-                    "PairingRefused",
-                    "pairing refused: the gateway is already paired (reset it first)".to_string(),
-                )),
+                // Refusals that change nothing are recorded at most once a minute.
+                _ if !due => {
+                    refused = Some("pairing refused: no pairing code is outstanding".into());
+                    return Ok(Vec::new());
+                }
+                (GatewayState::Pending, None) => Some(
+                    "pairing refused: no pairing code is outstanding (it was used or revoked: issue a new one)"
+                        .to_string(),
+                ),
+                (_, _) => Some(
+                    "pairing refused: the gateway is already paired (the code was used; reset the gateway to pair again)"
+                        .to_string(),
+                ),
             };
-            if let Some((reason, why)) = why {
+            if let Some(why) = why {
+                if st.pairing.is_none() || st.state != GatewayState::Pending {
+                    st.last_refusal_event = Some(now);
+                }
                 refused = Some(why.clone());
                 // The refusal is recorded (event + attempts) but the write must land: Ok.
                 return Ok(vec![(
                     Severity::Warning,
-                    reason,
+                    "PairingRefused",
                     format!("replica {}: {why}", req.replica),
                 )]);
             }
@@ -291,16 +314,6 @@ impl Engine {
                 why,
             });
         }
-        let account = CloudAccount {
-            name: account_name,
-            credentials: Credentials::Vsphere(VsphereCredentials {
-                gateway: name.to_string(),
-                vcenter_host: req.vcenter_host.clone(),
-                username: req.username.clone(),
-                password: req.password.clone(),
-                insecure: req.insecure,
-            }),
-        };
         self.put_cloud_account(&account).await?;
         Ok(GatewayCredential {
             gateway: name.to_string(),
@@ -311,6 +324,13 @@ impl Engine {
     /// Checks a gateway credential (an agent's every connection). Another gateway's
     /// credential, a revoked one (after a reset) or garbage is refused with an event.
     pub async fn authenticate_gateway(&self, name: &str, token: &str) -> Result<()> {
+        // Nothing is written for a gateway that does not exist (its agents are refused).
+        if let Err(CoreError::NotFound { .. }) = self.require_gateway(name).await {
+            return Err(CoreError::GatewayRefused {
+                gateway: name.to_string(),
+                why: "credential refused: no such gateway (deleted?)".into(),
+            });
+        }
         let (st, _) = self.load_gateway_status(name).await?;
         if st.credential_hash.as_deref() == Some(hash(token).as_str()) {
             return Ok(());
@@ -320,8 +340,21 @@ impl Engine {
         } else {
             "credential refused: not this gateway's"
         };
-        self.gateway_event(st.id, Severity::Warning, "CredentialRefused", why)
+        let now = self.inner.clock.now();
+        if refusal_event_due(&st, now) {
+            self.update_gateway_status(name, |st| {
+                if !refusal_event_due(st, now) {
+                    return Ok(Vec::new());
+                }
+                st.last_refusal_event = Some(now);
+                Ok(vec![(
+                    Severity::Warning,
+                    "CredentialRefused",
+                    why.to_string(),
+                )])
+            })
             .await?;
+        }
         Err(CoreError::GatewayRefused {
             gateway: name.to_string(),
             why: why.to_string(),
@@ -650,8 +683,8 @@ mod tests {
 
     #[test]
     fn codes_are_short_unambiguous_and_distinct() {
-        let a = new_code();
-        let b = new_code();
+        let a = new_code().unwrap();
+        let b = new_code().unwrap();
         assert_eq!(a.len(), CODE_LEN);
         assert_ne!(a, b);
         assert!(a.bytes().all(|c| CODE_ALPHABET.contains(&c)));
@@ -660,9 +693,9 @@ mod tests {
 
     #[test]
     fn tokens_are_long_and_distinct() {
-        let a = new_token();
+        let a = new_token().unwrap();
         assert_eq!(a.len(), 4 + 64);
-        assert_ne!(a, new_token());
+        assert_ne!(a, new_token().unwrap());
         assert_ne!(hash(&a), a);
     }
 
@@ -672,13 +705,5 @@ mod tests {
         assert!(version_older("0.1.0", "0.1.1"));
         assert!(!version_older("1.0.0", "1.0.0"));
         assert!(!version_older("v2.0", "1.9.9"));
-    }
-
-    #[test]
-    fn host_of_strips_ports() {
-        assert_eq!(host_of("127.0.0.1:8989"), "127.0.0.1");
-        assert_eq!(host_of("vc.corp"), "vc.corp");
-        assert_eq!(host_of("[fd00::1]:443"), "fd00::1");
-        assert_eq!(host_of("fd00::1"), "fd00::1");
     }
 }

@@ -87,6 +87,10 @@ pub struct GatewayStatus {
     /// The version an upgrade in progress installs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upgrading_to: Option<String>,
+    /// When a refusal that changed nothing (a used code, a wrong credential) was last
+    /// recorded as an event: at most one such event a minute, whoever knocks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_refusal_event: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// An outstanding one-time pairing code (only its hash is stored).

@@ -31,3 +31,29 @@ impl fmt::Debug for ProxySettings {
             .finish()
     }
 }
+
+/// The host part of `host`, `host:port`, `[v6]:port` or a bare IPv6 address (for
+/// `NO_PROXY` entries).
+#[must_use]
+pub fn host_of(h: &str) -> &str {
+    if let Some(rest) = h.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match h.rsplit_once(':') {
+        Some((host, port)) if !host.contains(':') && port.parse::<u16>().is_ok() => host,
+        _ => h,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_of;
+
+    #[test]
+    fn host_of_strips_ports() {
+        assert_eq!(host_of("127.0.0.1:8989"), "127.0.0.1");
+        assert_eq!(host_of("vc.corp"), "vc.corp");
+        assert_eq!(host_of("[fd00::1]:443"), "fd00::1");
+        assert_eq!(host_of("fd00::1"), "fd00::1");
+    }
+}

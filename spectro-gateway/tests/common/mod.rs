@@ -278,9 +278,9 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = tokio::time::Instant::now() + timeout;
+    let deadline = spectro_core::clock::instant_now() + timeout;
     while !f().await {
-        if tokio::time::Instant::now() >= deadline {
+        if spectro_core::clock::instant_now() >= deadline {
             return Err(format!("timed out after {timeout:?} waiting for {what}"));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -354,7 +354,7 @@ pub(super) async fn gateway_gate(
                         _ => None,
                     })
             {
-                extra.push(super::super::gateways::host_of(vc).to_string());
+                extra.push(crate::model::proxy::host_of(vc).to_string());
             }
             let pools: std::collections::BTreeSet<&str> = setup
                 .ctx
