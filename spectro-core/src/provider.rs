@@ -554,6 +554,13 @@ pub trait CloudProvider: Send + Sync + 'static {
     /// The cloud this provider serves.
     fn cloud(&self) -> CloudType;
 
+    /// True when calls go through a private cloud gateway's agents (a remote provider): the
+    /// engine then holds a cluster back while its gateway has no connected replica or (new
+    /// clusters) upgrades. A provider that reaches the cloud itself answers false.
+    fn via_gateway(&self) -> bool {
+        false
+    }
+
     /// The largest user data the cloud accepts, in bytes (None: no practical limit).
     fn user_data_limit(&self) -> Option<usize> {
         None

@@ -635,6 +635,10 @@ impl CloudProvider for RemoteProvider {
         self.cloud
     }
 
+    fn via_gateway(&self) -> bool {
+        true
+    }
+
     async fn validate_account(&self, account: &CloudAccount) -> Result<(), ProviderError> {
         let gw = gateway_of(account)?;
         match self

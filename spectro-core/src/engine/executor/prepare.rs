@@ -283,7 +283,11 @@ pub(super) async fn gateway_gate(
         .connected(now, p.inner.config.gateways.replica_ttl)
         .len();
     let new_cluster = p.status.infrastructure.is_none() && !setup.deleting;
-    let wait = if connected == 0 {
+    // Only a provider that goes through the gateway's agents waits for them (a provider that
+    // reaches vCenter itself does not).
+    let wait = if !setup.provider.via_gateway() {
+        None
+    } else if connected == 0 {
         Some((
             "GatewayUnavailable",
             format!(
