@@ -135,7 +135,15 @@ pub struct WireError {
 impl From<&ProviderError> for WireError {
     fn from(e: &ProviderError) -> Self {
         WireError {
-            kind: e.reason().to_string(),
+            kind: match e {
+                ProviderError::Retryable { .. } => "Retryable",
+                ProviderError::Throttled { .. } => "Throttled",
+                ProviderError::QuotaExceeded { .. } => "QuotaExceeded",
+                ProviderError::Unauthorized { .. } => "Unauthorized",
+                ProviderError::Terminal { .. } => "Terminal",
+                _ => "Retryable",
+            }
+            .to_string(),
             message: e.message().to_string(),
             retry_after_ms: e.retry_after().map(|d| d.as_millis() as u64),
         }
