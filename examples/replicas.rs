@@ -14,6 +14,7 @@ use spectro::engine::status::Phase;
 use spectro::engine::ReplicaConfig;
 use spectro::model::document::{from_text, Format};
 use spectro::model::{CloudAccount, CloudType, Cluster, ClusterProfile};
+use spectro::secret::{KeyProvider, Keyring, StaticKeys};
 use spectro::sim::{SimCloud, SimConfig};
 use spectro::{ClusterId, Engine, EngineConfig, PostgresStore};
 
@@ -58,11 +59,15 @@ async fn main() -> Result<(), Error> {
         },
     ));
     let ttl = Duration::from_secs(2);
+    // Replicas of one store share its secrets key (a real deployment reads it from
+    // SPECTRO_SECRETS_KEY or a KMS: `Engine::builder(..).secret_keys(..)`).
+    let keys: Arc<dyn KeyProvider> = Arc::new(StaticKeys(Arc::new(Keyring::random()?)));
     let mut engines = Vec::new();
     for i in 0..3 {
         let store = Arc::new(PostgresStore::connect(&url, 4).await?);
         let engine = Engine::builder(store)
             .provider(sim.clone())
+            .secret_keys(keys.clone())
             .config(EngineConfig {
                 concurrency: 4,
                 poll_interval: Duration::from_millis(100),

@@ -376,3 +376,123 @@ async fn the_engine_gives_each_role_its_user_data_and_a_kubeconfig() {
         "gone with the cluster"
     );
 }
+
+/// The node-side log collector every node gets: in every role's user data (mode 0755), clean
+/// under `shellcheck`, and run for real on a fake node tree: the archive holds the cloud-init,
+/// container (through their symlinks), pod, kernel and rotated syslog files, and the node facts.
+#[test]
+fn every_node_gets_a_log_collector_that_shellcheck_accepts_and_that_archives_the_logs() {
+    use spectro::bootstrap::cloud_init::{LOG_COLLECTOR, LOG_COLLECTOR_PATH};
+    if !tool("shellcheck") || !tool("tar") {
+        return;
+    }
+    let pki = ClusterPki::generate().unwrap();
+    for (name, c, p) in variants() {
+        for role in [
+            BootstrapRole::Init,
+            BootstrapRole::JoinControlPlane,
+            BootstrapRole::JoinWorker,
+        ] {
+            let text = user_data(&NodeBootstrap {
+                cluster: &c,
+                profile: &p,
+                pki: &pki,
+                endpoint: "api.example.internal:6443",
+                role,
+            })
+            .unwrap();
+            let doc: serde_json::Value =
+                serde_norway::from_str(text.trim_start_matches("#cloud-config\n")).unwrap();
+            let f = doc["write_files"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|f| f["path"] == LOG_COLLECTOR_PATH)
+                .unwrap_or_else(|| panic!("{name} {role:?}: no log collector"));
+            assert_eq!(f["permissions"], "0755");
+            assert_eq!(f["content"].as_str().unwrap(), LOG_COLLECTOR);
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("spectro-collect-logs");
+    std::fs::write(&script, LOG_COLLECTOR).unwrap();
+    let (ok, out) = run(
+        &format!(
+            "shellcheck --shell=bash --severity=style {}",
+            script.display()
+        ),
+        dir.path(),
+    );
+    assert!(ok, "shellcheck: {out}");
+
+    // A node's log tree below a fake root.
+    let root = dir.path().join("node");
+    let log = root.join("var/log");
+    std::fs::create_dir_all(log.join("pods/kube-system_etcd-0_uid/etcd")).unwrap();
+    std::fs::create_dir_all(log.join("containers")).unwrap();
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::write(root.join("etc/os-release"), "NAME=\"Ubuntu\"\n").unwrap();
+    for (f, body) in [
+        ("cloud-init.log", "cloud-init ran"),
+        (
+            "cloud-init-output.log",
+            "kubeadm join 10.0.0.1:6443 --token abcdef.0123456789abcdef --certificate-key 9f8e7d\nkubeadm join failed: timeout",
+        ),
+        ("kern.log", "kernel: oom"),
+        ("syslog", "syslog now"),
+        ("syslog.1", "syslog before"),
+        ("pods/kube-system_etcd-0_uid/etcd/0.log", "etcd started"),
+    ] {
+        std::fs::write(log.join(f), body).unwrap();
+    }
+    std::os::unix::fs::symlink(
+        log.join("pods/kube-system_etcd-0_uid/etcd/0.log"),
+        log.join("containers/etcd-0_kube-system_etcd-abc.log"),
+    )
+    .unwrap();
+    let out_dir = dir.path().join("out");
+    let o = Command::new("bash")
+        .arg(&script)
+        .arg(&out_dir)
+        .env("SPECTRO_LOG_ROOT", &root)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let archive = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    assert!(archive.starts_with(out_dir.to_str().unwrap()) && archive.ends_with(".tgz"));
+    let (ok, listing) = run(&format!("tar -tzvf {archive}"), dir.path());
+    assert!(ok, "{listing}");
+    for want in [
+        "var/log/cloud-init.log",
+        "/cloud-init-output.log",
+        "var/log/kern.log",
+        "var/log/syslog",
+        "var/log/syslog.1",
+        "var/log/pods/kube-system_etcd-0_uid/etcd/0.log",
+        "var/log/containers/etcd-0_kube-system_etcd-abc.log",
+        "/node.txt",
+    ] {
+        assert!(listing.contains(want), "{want} missing from\n{listing}");
+    }
+    // The container log is archived as the file it points to (-h), not as a dangling link.
+    let line = listing
+        .lines()
+        .find(|l| l.contains("containers/etcd-0"))
+        .unwrap();
+    assert!(line.starts_with('-'), "{line}");
+    // cloud-init's output with the join token and certificate key blanked.
+    let (ok, body) = run(
+        &format!("tar -xzOf {archive} --wildcards '*/cloud-init-output.log'"),
+        dir.path(),
+    );
+    assert!(ok && body.contains("kubeadm join failed"), "{body}");
+    assert!(
+        !body.contains("0123456789abcdef") && !body.contains("9f8e7d"),
+        "{body}"
+    );
+    assert!(body.contains("--token ***"), "{body}");
+    // Readable by its owner only.
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(&archive).unwrap().permissions().mode();
+    assert_eq!(mode & 0o077, 0, "{mode:o}");
+}

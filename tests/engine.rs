@@ -533,7 +533,8 @@ async fn bad_input_is_refused_with_field_paths_and_secrets_stay_hidden() {
     worse.node_pools[1].role = PoolRole::ControlPlane;
     assert!(engine.update_cluster(id, &worse).await.is_err());
     engine.wait_for_phase(id, Phase::Running, T).await.unwrap();
-    // The secret is stored (the provider can use it) but never shown.
+    // The secret is stored (sealed: tests/secrets_at_rest.rs), opened on read (the provider
+    // can use it), and never shown.
     let acct =
         spectro::store::Store::get_object(&*store, spectro::store::ObjectKind::CloudAccount, "sim")
             .await

@@ -546,6 +546,9 @@ async fn week_of_usage(store: Arc<dyn Store>) {
             },
             ..EngineConfig::fast()
         })
+        .secret_keys(Arc::new(spectro::secret::StaticKeys(Arc::new(
+            spectro::secret::Keyring::random().unwrap(),
+        ))))
         .start()
         .await
         .unwrap();

@@ -33,6 +33,13 @@ fn replica(id: &str, ttl: Duration, max: usize) -> EngineConfig {
     }
 }
 
+/// The replicas of one store share its secrets key.
+fn keys() -> Arc<dyn spectro::secret::KeyProvider> {
+    static KEYS: std::sync::OnceLock<Arc<spectro::secret::Keyring>> = std::sync::OnceLock::new();
+    let ring = KEYS.get_or_init(|| Arc::new(spectro::secret::Keyring::random().unwrap()));
+    Arc::new(spectro::secret::StaticKeys(ring.clone()))
+}
+
 async fn start(
     store: Arc<dyn Store>,
     sim: Arc<spectro::sim::SimCloud>,
@@ -41,6 +48,7 @@ async fn start(
     Engine::builder(store)
         .provider(sim)
         .config(cfg)
+        .secret_keys(keys())
         .start()
         .await
         .unwrap()
@@ -133,6 +141,10 @@ struct Partitionable {
 
 #[async_trait]
 impl Store for Partitionable {
+    fn set_keyring(&self, keyring: std::sync::Arc<spectro::secret::Keyring>) {
+        self.inner.set_keyring(keyring);
+    }
+
     async fn put_object(
         &self,
         k: ObjectKind,

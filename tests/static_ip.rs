@@ -199,3 +199,85 @@ async fn static_ip_cluster_takes_addresses_and_vip_from_its_pools() {
     assert_eq!(sim.total_resources(), 0);
     engine.shutdown().await;
 }
+
+/// Pre-check of the IP pools: a cluster needs 1 address per node + the VIP + 1 spare from
+/// its pools; one the pools cannot hold (what other clusters hold counted) is refused by the
+/// dry run and, created anyway, fails its `Creating Infrastructure` condition with the pool
+/// and the shortfall named, before any machine exists. Made to fit, it runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_its_ip_pools_cannot_hold_is_stopped_before_anything_is_created() {
+    use spectro::engine::condition::{ConditionStatus, ConditionType};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path().join("s.db")).unwrap());
+    let sim = Arc::new(SimCloud::new(CloudType::Vsphere, SimConfig::default()));
+    let engine = Engine::builder(store.clone())
+        .provider(sim.clone())
+        .config(EngineConfig::fast())
+        .start()
+        .await
+        .unwrap();
+    let applied = engine.apply_text(SPECS, Format::Yaml).await.unwrap();
+    let first = applied.iter().find_map(|a| a.cluster).unwrap();
+    let spec: Cluster = engine.cluster(first).await.unwrap().spec;
+    engine
+        .wait_for_phase(first, Phase::Running, T)
+        .await
+        .unwrap();
+    // The first cluster fits: nothing short.
+    assert!(engine.precheck(&spec).await.unwrap().passed());
+
+    // worker-pool (10.10.1.0/28: 13 usable addresses) holds the first cluster's 4 workers;
+    // 9 more workers need 9 + 1 spare = 10, 9 are left.
+    let mut big = spec.clone();
+    big.name = "edge2".into();
+    big.node_pools[1].size = 9;
+    let found = engine.precheck(&big).await.unwrap();
+    assert!(!found.passed());
+    assert_eq!(found.shortfalls.len(), 1, "{found:?}");
+    let s = &found.shortfalls[0];
+    assert!(s.resource.contains("worker-pool"), "{s}");
+    assert_eq!(
+        (s.needed, s.available, s.unit.as_str()),
+        (10, 9, "addresses")
+    );
+    assert!(
+        found.message().contains("short by 1"),
+        "{}",
+        found.message()
+    );
+
+    let id = engine.create_cluster(&big).await.unwrap();
+    let rec = engine
+        .wait_for(id, T, |r| {
+            r.status.conditions.iter().any(|c| {
+                c.kind == ConditionType::InfrastructureReady
+                    && c.status == ConditionStatus::Failed
+                    && c.reason == "PrecheckFailed"
+            })
+        })
+        .await
+        .unwrap();
+    let c = rec
+        .status
+        .conditions
+        .iter()
+        .find(|c| c.kind == ConditionType::InfrastructureReady)
+        .unwrap();
+    assert!(
+        c.message.contains("worker-pool") && c.message.contains("needs 10 addresses, 9 left"),
+        "{}",
+        c.message
+    );
+    assert!(rec.status.infrastructure.is_none());
+    assert!(sim.machines(id).is_empty(), "nothing created");
+    let events = engine.events(Some(id), 0, 1000).await.unwrap();
+    assert!(events.iter().any(|e| e.reason == "PrecheckFailed"));
+
+    // Made to fit: it runs.
+    big.node_pools[1].size = 8;
+    engine.update_cluster(id, &big).await.unwrap();
+    engine.wait_for_phase(id, Phase::Running, T).await.unwrap();
+    let events = engine.events(Some(id), 0, 1000).await.unwrap();
+    assert!(events.iter().any(|e| e.reason == "PrecheckPassed"));
+    engine.shutdown().await;
+}

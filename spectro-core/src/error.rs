@@ -232,6 +232,13 @@ pub enum CoreError {
         /// Its state.
         state: &'static str,
     },
+    /// Secrets at rest cannot be sealed or opened: no key, a missing key, or a sealed value
+    /// that does not belong where it was found.
+    #[error("secrets at rest: {reason}")]
+    Secrets {
+        /// What is wrong and what to do (never a secret or a key).
+        reason: String,
+    },
     /// The store (or the engine's configuration) does not offer this.
     #[error("not supported here: {0}")]
     Unsupported(&'static str),
@@ -273,6 +280,7 @@ impl CoreError {
             CoreError::Unauthorized { .. } => "Unauthorized",
             CoreError::GatewayRefused { .. } => "GatewayRefused",
             CoreError::GatewayState { .. } => "GatewayState",
+            CoreError::Secrets { .. } => "SecretsError",
             CoreError::Unsupported(_) => "Unsupported",
         }
     }

@@ -69,12 +69,16 @@ impl PoolRange {
         if l < f || first.is_ipv4() != last.is_ipv4() {
             return None;
         }
-        let size = u64::try_from(l - f + 1).unwrap_or(u64::MAX);
+        // Ranges beyond 2^64 addresses (IPv6) use their first 2^64 - 1 addresses.
+        let size = (l - f)
+            .checked_add(1)
+            .and_then(|n| u64::try_from(n).ok())
+            .unwrap_or(u64::MAX);
         let g = to_u128(pool.gateway);
-        let reserved = if g >= f && g <= l {
-            vec![(g - f) as u64]
-        } else {
-            Vec::new()
+        // The gateway is reserved when it falls inside the addressable part of the range.
+        let reserved = match u64::try_from(g.wrapping_sub(f)) {
+            Ok(off) if g >= f && g <= l && off < size => vec![off],
+            _ => Vec::new(),
         };
         Some(PoolRange {
             first: f,
@@ -205,6 +209,31 @@ pub fn scan_first_free(size: u64, in_use: &[u64], reserved: &[u64]) -> Option<u6
 mod tests {
     use super::*;
     use crate::model::document::{from_text, Format};
+
+    /// Found by `fuzz/` (ipam): the whole IPv6 space overflowed `l - f + 1` (a panic in
+    /// debug builds, size 0 in release); a gateway past 2^64 addresses was truncated into
+    /// a reserved offset at the start of the pool.
+    #[test]
+    fn huge_ipv6_ranges_neither_overflow_nor_reserve_a_wrong_address() {
+        let all: IpPool = from_text(
+            "name: all\ngatewayName: gw\nrange: { start: '::', end: 'ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff' }\nprefix: 64\ngateway: 'ffff::1'\n",
+            Format::Yaml,
+        )
+        .unwrap();
+        let r = PoolRange::of(&all).unwrap();
+        assert_eq!(r.size, u64::MAX);
+        assert!(
+            r.reserved.is_empty(),
+            "the gateway lies past the usable part"
+        );
+        let wide: IpPool = from_text(
+            "name: wide\ngatewayName: gw\nsubnet: fd00::/56\nprefix: 48\ngateway: 'fd00:0:0:ff::1'\n",
+            Format::Yaml,
+        )
+        .unwrap();
+        let r = PoolRange::of(&wide).unwrap();
+        assert!(r.reserved.is_empty(), "{:?}", r.reserved);
+    }
 
     #[test]
     fn free_list_takes_lowest_and_merges_on_release() {

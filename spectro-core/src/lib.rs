@@ -47,6 +47,7 @@ pub mod error;
 pub mod ipam;
 pub mod model;
 pub mod monitoring;
+pub mod precheck;
 pub mod provider;
 pub mod records;
 pub mod schema;

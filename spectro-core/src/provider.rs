@@ -569,6 +569,21 @@ pub trait CloudProvider: Send + Sync + 'static {
     /// Checks that the account's credentials work (e.g. STS GetCallerIdentity).
     async fn validate_account(&self, account: &CloudAccount) -> Result<(), ProviderError>;
 
+    /// Pre-checks the account against what `ctx`'s cluster needs, before anything is
+    /// created: every permission it lacks (by the cloud's name) and every capacity shortfall
+    /// (quotas minus usage), all at once; what the cloud cannot answer goes to `unchecked`.
+    /// Read-only. The default checks nothing and says so.
+    async fn precheck(
+        &self,
+        ctx: &ClusterContext,
+    ) -> Result<crate::precheck::Precheck, ProviderError> {
+        let _ = ctx;
+        Ok(crate::precheck::Precheck::unchecked(format!(
+            "{}: this provider has no pre-checks",
+            self.cloud().as_str()
+        )))
+    }
+
     /// Finds (or builds, when customization is needed) the image for the OS + Kubernetes packs.
     async fn ensure_image(
         &self,

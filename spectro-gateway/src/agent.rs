@@ -489,6 +489,7 @@ pub async fn execute(provider: &dyn CloudProvider, call: Call) -> Result<Returne
             .map(Returned::Infra),
         Call::ListMachines { ctx } => provider.list_machines(&ctx).await.map(Returned::Machines),
         Call::ListFleet { ctx } => provider.list_fleet(&ctx).await.map(Returned::Fleet),
+        Call::Precheck { ctx } => provider.precheck(&ctx).await.map(Returned::Precheck),
         Call::CreateMachines { ctx, infra, batch } => provider
             .create_machines(&ctx, &infra, &batch)
             .await

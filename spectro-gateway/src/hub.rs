@@ -705,6 +705,26 @@ impl CloudProvider for RemoteProvider {
         }
     }
 
+    async fn precheck(
+        &self,
+        ctx: &ClusterContext,
+    ) -> Result<spectro_core::precheck::Precheck, ProviderError> {
+        // Agents older than the engine do not know the call (they drop it): a pre-check is
+        // never worth holding a cluster back for, so it is given up after a while.
+        let wait = std::time::Duration::from_secs(60);
+        match tokio::time::timeout(wait, self.run(ctx, Call::Precheck { ctx: ctx.clone() })).await {
+            Ok(r) => match r? {
+                Returned::Precheck(p) => Ok(p),
+                r => Err(unexpected("precheck", &r)),
+            },
+            Err(_) => Ok(spectro_core::precheck::Precheck::unchecked(format!(
+                "the gateway's agents did not answer the pre-check within {} s (agents older \
+                 than the engine do not know it: upgrade them)",
+                wait.as_secs()
+            ))),
+        }
+    }
+
     async fn list_fleet(
         &self,
         ctx: &ClusterContext,

@@ -39,6 +39,11 @@ pub enum Call {
         /// The account.
         account: CloudAccount,
     },
+    /// `precheck`.
+    Precheck {
+        /// The cluster.
+        ctx: ClusterContext,
+    },
     /// `ensure_image`.
     EnsureImage {
         /// The cluster.
@@ -90,6 +95,7 @@ impl Call {
     pub fn method(&self) -> &'static str {
         match self {
             Call::ValidateAccount { .. } => "validate_account",
+            Call::Precheck { .. } => "precheck",
             Call::EnsureImage { .. } => "ensure_image",
             Call::EnsureInfrastructure { .. } => "ensure_infrastructure",
             Call::ListMachines { .. } => "list_machines",
@@ -117,6 +123,8 @@ pub enum Returned {
     Fleet(HashMap<ClusterId, Vec<Machine>>),
     /// `delete_infrastructure`.
     Deleted(DeleteStatus),
+    /// `precheck`.
+    Precheck(spectro_core::precheck::Precheck),
 }
 
 /// A provider error on the wire.

@@ -213,6 +213,20 @@ pub trait Vcenter: Send + Sync {
     /// Destroys a VM and its disks (already gone is fine).
     async fn destroy(&self, vm: &ObjRef) -> Result<()>;
 
+    /// The inventory's root folder (where vCenter-wide privileges are granted).
+    async fn root_folder(&self) -> Result<ObjRef>;
+
+    /// Which of `privileges` the session's user lacks on each of `entities`
+    /// (HasPrivilegeOnEntities): only entities with something missing are listed.
+    async fn missing_privileges(
+        &self,
+        entities: &[ObjRef],
+        privileges: &[String],
+    ) -> Result<Vec<(ObjRef, Vec<String>)>>;
+
+    /// A datastore's free space, in bytes (`summary.freeSpace`).
+    async fn datastore_free(&self, datastore: &ObjRef) -> Result<Option<u64>>;
+
     /// Calls made so far, by vSphere method (RetrievePropertiesEx, CloneVM_Task, ...).
     fn calls(&self) -> CallCounts;
 }

@@ -5,6 +5,7 @@
 pub mod api;
 pub mod error;
 pub mod guestinfo;
+pub mod privileges;
 pub mod provider;
 pub mod vim;
 

@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use spectro_core::bootstrap::{proxy_cloud_config, KubernetesSettings};
 use spectro_core::model::PoolRole;
 use spectro_core::model::{CloudAccount, CloudPlacement, CloudType, Credentials, IpAllocation};
+use spectro_core::precheck::{Precheck, Shortfall};
 use spectro_core::provider::{
     CloudProvider, CloudResource, ClusterContext, DeleteStatus, ImageRef, ImageSpec, InfraStatus,
     Machine, MachineBatch, MachineState, ProviderError,
@@ -663,6 +664,132 @@ fn now() -> String {
 }
 
 impl VsphereProvider {
+    /// The pre-check: the privileges of [`crate::privileges`] on the objects they apply to
+    /// (one HasPrivilegeOnEntities per privilege group; only [`crate::privileges::USED`]
+    /// ones fail it), and each datastore's free space against the full size of the disks the
+    /// cluster's nodes get there (thin clones may need less). CPU and memory are not
+    /// enforced (vSphere overcommits them; said in `unchecked`).
+    async fn precheck_on(&self, s: &Session, ctx: &ClusterContext) -> Result<Precheck> {
+        use crate::privileges as privs;
+        let p = placement(ctx)?;
+        let mut labels: HashMap<ObjRef, String> = HashMap::new();
+        let root = s.vc.root_folder().await?;
+        labels.insert(root.clone(), "vCenter (root folder)".into());
+        let folder = s.folder(&p).await?;
+        labels.insert(
+            folder.clone(),
+            format!("folder {}", folder_path(p.dc, p.folder)),
+        );
+        let (mut pools, mut datastores, mut networks) = (Vec::new(), Vec::new(), Vec::new());
+        // GiB of disk each datastore receives (nodes spread evenly over a pool's placements).
+        let mut disk_gib: BTreeMap<ObjRef, u64> = BTreeMap::new();
+        let mut unsized_disks = false;
+        for (idx, pool) in ctx.spec.node_pools.iter().enumerate() {
+            let n = pool.placements.len() as u64;
+            for (j, d) in pool.placements.iter().enumerate() {
+                let base = format!("nodePools[{idx}].placements[{j}]");
+                let rp_path = pool_path(p.dc, &d.compute_cluster, &d.resource_pool);
+                let rp = s
+                    .resolve(
+                        "resource pool",
+                        rp_path.clone(),
+                        &format!("{base}.computeCluster/resourcePool"),
+                    )
+                    .await?;
+                let ds_path = format!("{}/datastore/{}", p.dc, d.datastore);
+                let ds = s
+                    .resolve("datastore", ds_path.clone(), &format!("{base}.datastore"))
+                    .await?;
+                let net_path = format!("{}/network/{}", p.dc, d.network);
+                let net = s
+                    .resolve("network", net_path.clone(), &format!("{base}.network"))
+                    .await?;
+                labels.insert(rp.clone(), format!("resource pool {rp_path}"));
+                labels.insert(ds.clone(), format!("datastore {ds_path}"));
+                labels.insert(net.clone(), format!("network {net_path}"));
+                for (list, r) in [
+                    (&mut pools, &rp),
+                    (&mut datastores, &ds),
+                    (&mut networks, &net),
+                ] {
+                    if !list.contains(r) {
+                        list.push(r.clone());
+                    }
+                }
+                let share = u64::from(pool.size) / n.max(1)
+                    + u64::from((j as u64) < u64::from(pool.size) % n.max(1));
+                match pool.disk_size_gb {
+                    Some(gb) => *disk_gib.entry(ds).or_default() += share * u64::from(gb),
+                    None => unsized_disks |= share > 0,
+                }
+            }
+        }
+        let groups: Vec<(Vec<ObjRef>, Vec<&str>)> = vec![
+            (vec![root], privs::VCENTER.to_vec()),
+            (
+                vec![folder.clone()],
+                [privs::FOLDER, privs::VIRTUAL_MACHINE].concat(),
+            ),
+            (
+                pools.clone(),
+                [privs::RESOURCE_POOL, privs::VIRTUAL_MACHINE].concat(),
+            ),
+            (datastores.clone(), privs::DATASTORE.to_vec()),
+            (networks, privs::NETWORK.to_vec()),
+        ];
+        let mut out = Precheck::default();
+        let mut documented_only = Vec::new();
+        for (entities, list) in groups {
+            if entities.is_empty() {
+                continue;
+            }
+            let list: Vec<String> = list.iter().map(|x| x.to_string()).collect();
+            for (entity, missing) in s.vc.missing_privileges(&entities, &list).await? {
+                let on = labels
+                    .get(&entity)
+                    .cloned()
+                    .unwrap_or_else(|| format!("{} {}", entity.kind, entity.id));
+                for m in missing {
+                    if privs::USED.contains(&m.as_str()) {
+                        out.missing_permissions.push(format!("{m} on {on}"));
+                    } else {
+                        documented_only.push(format!("{m} on {on}"));
+                    }
+                }
+            }
+        }
+        for (ds, gib) in disk_gib {
+            match s.vc.datastore_free(&ds).await? {
+                Some(free) if free / (1 << 30) < gib => out.shortfalls.push(Shortfall::new(
+                    labels.get(&ds).cloned().unwrap_or_default(),
+                    gib,
+                    free / (1 << 30),
+                    "GiB",
+                )),
+                Some(_) => {}
+                None => out.unchecked.push(format!(
+                    "{}: free space not reported",
+                    labels.get(&ds).cloned().unwrap_or_default()
+                )),
+            }
+        }
+        if !documented_only.is_empty() {
+            out.unchecked.push(format!(
+                "not granted, from the documented role but not needed by spectro's calls \
+                 today: {}",
+                documented_only.join(", ")
+            ));
+        }
+        if unsized_disks {
+            out.unchecked.push(
+                "disks of pools without diskSizeGb (the template's size) are not counted".into(),
+            );
+        }
+        out.unchecked
+            .push("vSphere CPU and memory: not enforced (vSphere overcommits them)".into());
+        Ok(out)
+    }
+
     /// Where a pool's domain puts VMs: (resource pool, datastore, NIC backing).
     async fn domain(
         &self,
@@ -873,6 +1000,15 @@ impl CloudProvider for VsphereProvider {
     async fn validate_account(&self, account: &CloudAccount) -> Result<(), ProviderError> {
         let r = self.session(account).await.map(|_| ());
         self.on_error(account, r).await
+    }
+
+    async fn precheck(&self, ctx: &ClusterContext) -> Result<Precheck, ProviderError> {
+        let r = async {
+            let s = self.session(&ctx.account).await?;
+            self.precheck_on(&s, ctx).await
+        }
+        .await;
+        self.on_error(&ctx.account, r).await
     }
 
     async fn ensure_image(

@@ -18,7 +18,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use vim_rs::core::client::{Client, ClientBuilder, TransportMode};
-use vim_rs::mo::{CustomFieldsManager, PropertyCollector, SearchIndex, VirtualMachine};
+use vim_rs::mo::{
+    AuthorizationManager, CustomFieldsManager, PropertyCollector, SearchIndex, SessionManager,
+    VirtualMachine,
+};
 use vim_rs::types::boxed_types::ValueElements;
 use vim_rs::types::convert::CastInto;
 use vim_rs::types::enums::{
@@ -543,6 +546,79 @@ impl VimVcenter {
 
 #[async_trait]
 impl Vcenter for VimVcenter {
+    async fn root_folder(&self) -> Result<ObjRef> {
+        Ok(obj(&self.client.service_content().root_folder))
+    }
+
+    async fn missing_privileges(
+        &self,
+        entities: &[ObjRef],
+        privileges: &[String],
+    ) -> Result<Vec<(ObjRef, Vec<String>)>> {
+        let sc = self.client.service_content();
+        let (Some(am), Some(sm)) = (
+            sc.authorization_manager.as_ref(),
+            sc.session_manager.as_ref(),
+        ) else {
+            return Err(VsphereError::Protocol {
+                op: "HasPrivilegeOnEntities".into(),
+                message: "vCenter has no AuthorizationManager or SessionManager".into(),
+                source: None,
+            });
+        };
+        self.count("RetrievePropertiesEx");
+        let session = SessionManager::new(self.client.clone(), &sm.value)
+            .current_session()
+            .await
+            .map_err(|e| client_error("reading the current session", e))?
+            .ok_or_else(|| VsphereError::Protocol {
+                op: "reading the current session".into(),
+                message: "no current session".into(),
+                source: None,
+            })?;
+        let mos: Vec<ManagedObjectReference> = entities.iter().map(mo).collect();
+        self.count("HasPrivilegeOnEntities");
+        let answer = AuthorizationManager::new(self.client.clone(), &am.value)
+            .has_privilege_on_entities(&mos, &session.key, Some(privileges))
+            .await
+            .map_err(|e| client_error("HasPrivilegeOnEntities", e))?
+            .unwrap_or_default();
+        Ok(answer
+            .into_iter()
+            .map(|ep| {
+                let missing: Vec<String> = ep
+                    .priv_availability
+                    .into_iter()
+                    .filter(|p| !p.is_granted)
+                    .map(|p| p.priv_id)
+                    .collect();
+                (obj(&ep.entity), missing)
+            })
+            .filter(|(_, m)| !m.is_empty())
+            .collect())
+    }
+
+    async fn datastore_free(&self, datastore: &ObjRef) -> Result<Option<u64>> {
+        let rows = self
+            .retrieve(
+                vec![ObjectSpec {
+                    obj: mo(datastore),
+                    skip: Some(false),
+                    select_set: None,
+                }],
+                MoTypesEnum::Datastore,
+                &["summary.freeSpace"],
+                "reading a datastore's free space",
+            )
+            .await?;
+        Ok(rows
+            .into_iter()
+            .flat_map(|r| r.prop_set.unwrap_or_default())
+            .find(|p| p.name == "summary.freeSpace")
+            .and_then(|p| int(p.val))
+            .and_then(|v| u64::try_from(v).ok()))
+    }
+
     async fn find_by_path(&self, path: &str) -> Result<Option<ObjRef>> {
         let Some(si) = self.client.service_content().search_index.as_ref() else {
             return Err(VsphereError::Protocol {

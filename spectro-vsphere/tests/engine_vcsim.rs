@@ -409,6 +409,19 @@ impl Hooked {
 
 #[async_trait::async_trait]
 impl Vcenter for Hooked {
+    async fn root_folder(&self) -> spectro_vsphere::error::Result<ObjRef> {
+        self.inner.root_folder().await
+    }
+    async fn missing_privileges(
+        &self,
+        e: &[ObjRef],
+        p: &[String],
+    ) -> spectro_vsphere::error::Result<Vec<(ObjRef, Vec<String>)>> {
+        self.inner.missing_privileges(e, p).await
+    }
+    async fn datastore_free(&self, d: &ObjRef) -> spectro_vsphere::error::Result<Option<u64>> {
+        self.inner.datastore_free(d).await
+    }
     async fn find_by_path(&self, p: &str) -> spectro_vsphere::error::Result<Option<ObjRef>> {
         self.inner.find_by_path(p).await
     }
@@ -560,4 +573,101 @@ async fn vcenter_tasks_are_limited_per_vcenter() {
     assert_eq!(most, 2, "never more than the limit, and the limit is used");
     engine.delete_cluster(id).await.unwrap();
     engine.wait_for_phase(id, Phase::Deleted, T).await.unwrap();
+}
+
+/// The pre-check against vcsim: privileges through the real HasPrivilegeOnEntities call
+/// (the project's vcsim answers "not granted" for the privileges `-deny` names; stock vcsim
+/// grants everything), each named with the object it is missing on; the datastore's free
+/// space through `summary.freeSpace`. Created anyway, the cluster stops before any clone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn precheck_names_every_missing_privilege_and_the_datastore_shortfall() {
+    use spectro_core::engine::condition::{ConditionStatus, ConditionType};
+    let Some(sim) = vcsim(&[
+        "-cluster",
+        "2",
+        "-pool",
+        "1",
+        "-deny",
+        "user=Datastore.AllocateSpace,Network.Assign,VirtualMachine.Inventory.CreateFromExisting,VApp.Import",
+    ])
+    .await
+    else {
+        return;
+    };
+    let provider = Arc::new(VsphereProvider::default());
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path().join("vs.db")).unwrap());
+    let (engine, clusters) =
+        engine_with(store.clone(), provider.clone(), &sim, STATIC_CLUSTER).await;
+    let spec = clusters[0].clone();
+    let found = engine.precheck(&spec).await.unwrap();
+    assert!(!found.passed());
+    let missing = &found.missing_permissions;
+    // One datastore, two networks, the folder and two resource pools.
+    for want in [
+        "Datastore.AllocateSpace on datastore DC0/datastore/LocalDS_0",
+        "Network.Assign on network DC0/network/VM Network",
+        "Network.Assign on network DC0/network/DC0_DVPG0",
+    ] {
+        assert!(
+            missing.iter().any(|m| m == want),
+            "{want} not in {missing:?}"
+        );
+    }
+    let create: Vec<&String> = missing
+        .iter()
+        .filter(|m| m.starts_with("VirtualMachine.Inventory.CreateFromExisting on "))
+        .collect();
+    assert_eq!(create.len(), 3, "folder + 2 resource pools: {create:?}");
+    assert!(
+        create.iter().any(|m| m.contains(" on folder ")),
+        "{create:?}"
+    );
+    assert_eq!(missing.len(), 6, "{missing:?}");
+    assert!(found.shortfalls.is_empty(), "{:?}", found.shortfalls);
+    assert!(
+        found.message().contains("lacks 6 permissions"),
+        "{}",
+        found.message()
+    );
+
+    let id = engine.create_cluster(&spec).await.unwrap();
+    let rec = engine
+        .wait_for(id, T, |r| {
+            r.status.conditions.iter().any(|c| {
+                c.kind == ConditionType::InfrastructureReady
+                    && c.status == ConditionStatus::Failed
+                    && c.reason == "PrecheckFailed"
+            })
+        })
+        .await
+        .unwrap();
+    assert!(rec.status.infrastructure.is_none());
+    let vc = inspector(&sim).await;
+    assert!(vms(&vc, "edge-").await.is_empty(), "nothing cloned");
+
+    // Disks larger than the datastore's free space (vcsim reports its host's file system:
+    // read it the same way first): 3 masters at the largest disk allowed (62 TiB) + 3 × 40 GiB
+    // workers, all on LocalDS_0.
+    let ds = vc
+        .find_by_path("DC0/datastore/LocalDS_0")
+        .await
+        .unwrap()
+        .unwrap();
+    let free_gib = vc.datastore_free(&ds).await.unwrap().unwrap() / (1 << 30);
+    let needed = 3 * 62 * 1024 + 3 * 40;
+    let mut big = spec.clone();
+    big.name = "big".into();
+    big.node_pools[0].disk_size_gb = Some(62 * 1024);
+    let found = engine.precheck(&big).await.unwrap();
+    if free_gib < needed {
+        assert_eq!(found.shortfalls.len(), 1, "{found:?}");
+        let s = &found.shortfalls[0];
+        assert!(s.resource.contains("LocalDS_0"), "{s}");
+        assert_eq!((s.needed, s.unit.as_str()), (needed, "GiB"));
+        assert!(s.available < needed, "{s}");
+    }
+    // The cluster as given fits.
+    assert!(engine.precheck(&spec).await.unwrap().shortfalls.is_empty());
+    engine.shutdown().await;
 }

@@ -44,6 +44,22 @@ fn run(bin: &PathBuf, as_postgres: bool, args: &[&str]) -> std::process::Output 
 }
 
 impl PgServer {
+    /// `pg_dump` of the server's database (plain SQL), as bytes.
+    pub fn dump(&self) -> Vec<u8> {
+        let bin = pg_bin().expect("pg_dump (Debian's postgresql package)");
+        let out = Command::new(bin.join("pg_dump"))
+            .arg("--dbname")
+            .arg(&self.url)
+            .output()
+            .expect("run pg_dump");
+        assert!(
+            out.status.success(),
+            "pg_dump: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    }
+
     /// Starts a server (or picks a fresh database on `SPECTRO_TEST_PG_URL`); `None` (with a
     /// message) when PostgreSQL is not installed and not required.
     pub async fn start() -> Option<PgServer> {

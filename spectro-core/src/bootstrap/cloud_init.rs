@@ -40,6 +40,15 @@ pub struct NodeBootstrap<'a> {
     pub role: BootstrapRole,
 }
 
+/// Where every node keeps the log collector ([`LOG_COLLECTOR`]).
+pub const LOG_COLLECTOR_PATH: &str = "/usr/local/bin/spectro-collect-logs";
+
+/// The node-side log collector (bash): archives cloud-init, kubelet, container runtime,
+/// container and kernel logs and a few node facts into one tar.gz for a support ticket
+/// (`spectro-collect-logs [DESTDIR]`, default `/tmp`; prints the archive's path). Shipped
+/// to every node in its user data.
+pub const LOG_COLLECTOR: &str = include_str!("collect-logs.sh");
+
 fn file(path: &str, permissions: &str, content: &str) -> Value {
     json!({ "path": path, "owner": "root:root", "permissions": permissions, "content": content })
 }
@@ -194,6 +203,8 @@ pub fn user_data_with_vip(nb: &NodeBootstrap<'_>, vip: Option<IpAddr>) -> Result
         runcmd.push(json!(["systemctl", "daemon-reload"]));
         runcmd.push(json!(["systemctl", "restart", "containerd"]));
     }
+
+    files.push(file(LOG_COLLECTOR_PATH, "0755", LOG_COLLECTOR));
 
     let os = nb.profile.pack(PackLayer::Os);
     if os.is_some_and(|o| o.image_ref().is_some() && o.skip_k8s_install() == Some("false")) {

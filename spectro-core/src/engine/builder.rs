@@ -24,6 +24,7 @@ pub struct EngineBuilder {
     config: EngineConfig,
     workload: Option<Arc<dyn WorkloadConnector>>,
     agent: Option<super::monitoring::AgentSettings>,
+    keys: Option<Arc<dyn crate::secret::KeyProvider>>,
 }
 
 impl std::fmt::Debug for EngineBuilder {
@@ -33,6 +34,7 @@ impl std::fmt::Debug for EngineBuilder {
             .field("config", &self.config)
             .field("workload", &self.workload.is_some())
             .field("agent", &self.agent)
+            .field("keys", &self.keys)
             .finish()
     }
 }
@@ -46,6 +48,7 @@ impl EngineBuilder {
             config: EngineConfig::default(),
             workload: None,
             agent: None,
+            keys: None,
         }
     }
 
@@ -64,6 +67,23 @@ impl EngineBuilder {
     /// every cluster it builds, as a system pack. Starts the heartbeat sweep.
     pub fn agent(mut self, settings: super::monitoring::AgentSettings) -> Self {
         self.agent = Some(settings);
+        self
+    }
+
+    /// Where the keys that seal secrets at rest come from (AES-256-GCM; cloud credentials,
+    /// proxy URLs, cluster PKI keys: no store holds them in clear). Without it: the
+    /// `SPECTRO_SECRETS_KEY` environment variable (the keys, base64 of 32 bytes each, the
+    /// current one first, or the path of a file holding them); without that, a key file
+    /// beside a SQLite database file (`<file>.secrets-key`, created once, mode 0600: keep it
+    /// out of the database's backups); an in-memory SQLite store gets a random key; any other
+    /// store (PostgreSQL) without a key is refused at start (a made-up key would be lost with
+    /// the process, and the secrets with it).
+    ///
+    /// The engine refuses to start on a store holding values sealed with a key it lacks, and
+    /// re-seals everything with the current key when the store lists older ones
+    /// ([`Engine::reseal_secrets`](super::Engine::reseal_secrets)).
+    pub fn secret_keys(mut self, keys: Arc<dyn crate::secret::KeyProvider>) -> Self {
+        self.keys = Some(keys);
         self
     }
 
@@ -106,6 +126,23 @@ impl EngineBuilder {
                 violations,
             });
         }
+        let (keyring, origin) = super::secrets::resolve(self.keys.as_deref(), &*self.store).await?;
+        self.store.set_keyring(keyring.clone());
+        if super::secrets::check(&*self.store, &keyring).await? {
+            super::secrets::reseal(&*self.store, &keyring, false).await?;
+        }
+        match &origin {
+            super::secrets::KeyOrigin::File(path) => tracing::warn!(
+                key = keyring.current_id(),
+                file = %path.display(),
+                "no SPECTRO_SECRETS_KEY: secrets are sealed with the key file beside the database (keep it out of its backups)"
+            ),
+            super::secrets::KeyOrigin::Ephemeral => tracing::warn!(
+                key = keyring.current_id(),
+                "no SPECTRO_SECRETS_KEY: secrets are sealed with a key of this process only; a persistent store written now cannot be reopened without it"
+            ),
+            _ => tracing::info!(key = keyring.current_id(), "secrets at rest sealed"),
+        }
         let fallback = crate::clock::system_now()
             .timestamp_nanos_opt()
             .unwrap_or(7) as u64;
@@ -118,6 +155,7 @@ impl EngineBuilder {
             random,
             self.workload,
             self.agent,
+            keyring,
         ));
         for rec in inner.store.list_clusters(false).await? {
             inner.queue.add(rec.id);

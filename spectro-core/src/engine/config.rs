@@ -39,6 +39,9 @@ pub struct EngineConfig {
     pub seed: Option<u64>,
     /// Private cloud gateways: pairing codes, replica liveness.
     pub gateways: GatewayConfig,
+    /// Cloud calls kept per cluster, the most recent ones, for
+    /// [`Engine::support_bundle`](super::Engine::support_bundle) (0: none kept).
+    pub call_log: usize,
 }
 
 /// Private cloud gateway settings.
@@ -90,6 +93,7 @@ impl Default for EngineConfig {
             replica: None,
             seed: None,
             gateways: GatewayConfig::default(),
+            call_log: 64,
         }
     }
 }

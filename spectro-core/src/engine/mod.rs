@@ -57,9 +57,12 @@ mod lease;
 pub mod metrics;
 mod monitoring;
 pub mod planner;
+mod precheck;
 pub mod queue;
 mod runtime;
+mod secrets;
 mod seed;
+mod support;
 pub mod update;
 mod watch;
 mod worker;
@@ -71,7 +74,7 @@ use tokio::task::JoinHandle;
 
 use crate::error::{CoreError, Result};
 use crate::provider::ClusterId;
-use crate::secret::with_secrets_revealed;
+use crate::secret::with_secrets_marked;
 use crate::store::Store;
 use crate::validate::Violation;
 
@@ -81,6 +84,7 @@ pub use self::config::{EngineConfig, GatewayConfig, ReplicaConfig};
 pub use self::explain::{Blocker, BlockerKind, BlockerScope, Explanation};
 pub use self::gateways::{version_older, GatewayCredential, PairingCode};
 pub use self::monitoring::{AgentSettings, HealthChange, MonitoringConfig};
+pub use self::support::CallRecord;
 pub use self::update::UpdateNotification;
 pub use self::watch::{ReconcileOutcome, ReconcileReport};
 
@@ -147,8 +151,9 @@ fn decode<T: serde::de::DeserializeOwned>(what: &'static str, v: serde_json::Val
     serde_json::from_value(v).map_err(|source| CoreError::Corrupt { what, source })
 }
 
+/// A document for the store: its secrets tagged, for the store to seal.
 fn encode<T: serde::Serialize>(v: &T) -> Result<serde_json::Value> {
-    with_secrets_revealed(|| serde_json::to_value(v)).map_err(|source| CoreError::Corrupt {
+    with_secrets_marked(|| serde_json::to_value(v)).map_err(|source| CoreError::Corrupt {
         what: "document",
         source,
     })

@@ -72,6 +72,12 @@ pub(crate) struct Inner {
     pub(crate) connections: std::sync::Mutex<HashMap<ClusterId, Connection>>,
     /// The cluster agents' key and deployment (`None`: no monitoring).
     pub(crate) agent: Option<super::monitoring::AgentSettings>,
+    /// The most recent cloud calls per cluster (support bundles).
+    pub(crate) call_log: std::sync::Mutex<
+        HashMap<ClusterId, std::collections::VecDeque<super::support::CallRecord>>,
+    >,
+    /// Seals secrets at rest (the store holds the same keyring).
+    pub(crate) keyring: Arc<crate::secret::Keyring>,
     /// Health transitions (wakes `watch_health`).
     pub(crate) health_tx: broadcast::Sender<super::monitoring::HealthChange>,
 }
@@ -122,6 +128,7 @@ pub(crate) struct FleetListing {
 }
 
 impl Inner {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         store: Arc<dyn Store>,
         providers: HashMap<CloudType, Arc<dyn CloudProvider>>,
@@ -130,6 +137,7 @@ impl Inner {
         random: seed::Randomness,
         workload: Option<Arc<dyn crate::workload::WorkloadConnector>>,
         agent: Option<super::monitoring::AgentSettings>,
+        keyring: Arc<crate::secret::Keyring>,
     ) -> Self {
         let replica_name = config
             .replica
@@ -164,6 +172,8 @@ impl Inner {
             workload,
             connections: Default::default(),
             agent,
+            call_log: Default::default(),
+            keyring,
             health_tx: broadcast::channel(1024).0,
         }
     }
@@ -242,6 +252,10 @@ impl Inner {
 
     /// Forgets what this engine knows about a cluster (deleted, or owned by another replica).
     pub(crate) fn forget(&self, id: ClusterId) {
+        self.call_log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
         self.acted
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -123,12 +123,14 @@ pub struct ParseFailure {
 /// Parses every document of `text`. Returns the documents that parsed and the failures.
 #[must_use]
 pub fn parse_documents(text: &str, format: Format) -> (Vec<Document>, Vec<ParseFailure>) {
+    // Each value with its index in the stream (empty YAML documents count: the index names
+    // the document a user sees).
     let mut values = Vec::new();
     let mut failures = Vec::new();
     match format {
         Format::Json => match serde_json::from_str::<serde_json::Value>(text) {
-            Ok(serde_json::Value::Array(items)) => values.extend(items),
-            Ok(v) => values.push(v),
+            Ok(serde_json::Value::Array(items)) => values.extend(items.into_iter().enumerate()),
+            Ok(v) => values.push((0, v)),
             Err(e) => failures.push(ParseFailure {
                 index: 0,
                 violations: vec![Violation::new("", format!("not valid JSON: {e}"))],
@@ -138,7 +140,7 @@ pub fn parse_documents(text: &str, format: Format) -> (Vec<Document>, Vec<ParseF
             for (i, de) in serde_norway::Deserializer::from_str(text).enumerate() {
                 match serde_json::Value::deserialize(de) {
                     Ok(serde_json::Value::Null) => {}
-                    Ok(v) => values.push(v),
+                    Ok(v) => values.push((i, v)),
                     Err(e) => {
                         failures.push(ParseFailure {
                             index: i,
@@ -153,7 +155,7 @@ pub fn parse_documents(text: &str, format: Format) -> (Vec<Document>, Vec<ParseF
         }
     }
     let mut docs = Vec::new();
-    for (i, v) in values.into_iter().enumerate() {
+    for (i, v) in values {
         match document_from_value(v) {
             Ok(d) => docs.push(d),
             Err(v) => failures.push(ParseFailure {
@@ -221,4 +223,25 @@ pub fn from_text<T: DeserializeOwned>(text: &str, format: Format) -> Result<T, V
         other => other,
     };
     typed(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by `fuzz/` (documents): an empty document shifted the index of the failures
+    /// after it.
+    #[test]
+    fn failures_name_the_document_a_user_sees_empty_ones_counted() {
+        let (docs, failures) = parse_documents(
+            "kind: IpPool\nname: a\n---\n~\n---\nkind: Bogus\n",
+            Format::Yaml,
+        );
+        assert!(docs.is_empty() || docs.len() == 1);
+        assert_eq!(
+            failures.len(),
+            failures.iter().filter(|f| f.index != 1).count()
+        );
+        assert!(failures.iter().any(|f| f.index == 2), "{failures:?}");
+    }
 }

@@ -57,7 +57,7 @@ impl GatewayState {
 
 /// What the engine knows of a gateway beside its spec: lifecycle, pairing, connected
 /// replicas, version. Kept by the engine (`Engine::gateway_status`); secrets (the pairing
-/// code, the gateway's credential) are stored only as SHA-256 hashes.
+/// code, the gateway's credential) are stored only as SHA-256 hashes, the code's sealed too.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct GatewayStatus {
@@ -97,7 +97,8 @@ pub struct GatewayStatus {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PairingCodeRecord {
-    /// SHA-256 of the code (hex).
+    /// SHA-256 of the code (hex; sealed at rest: a short code's hash could be searched).
+    #[serde(serialize_with = "crate::secret::sensitive_str")]
     pub code_hash: String,
     /// When it stops being accepted.
     pub expires_at: chrono::DateTime<chrono::Utc>,

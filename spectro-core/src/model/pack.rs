@@ -123,31 +123,61 @@ pub fn parse_values(text: &str) -> Result<serde_json::Value, String> {
     }
 }
 
-/// Flattens a values mapping to `dotted.key -> leaf value` pairs.
+/// Flattens a values mapping to `dotted.key -> leaf value` pairs. A key's own dots and
+/// backslashes are escaped (`a\.b` is the key `a.b`, not `b` under `a`; see
+/// [`split_dotted_key`]), and an empty key is kept (`""`, or `a.` under `a`), so distinct
+/// values never flatten to the same key.
 #[must_use]
 pub fn flatten_values(v: &serde_json::Value) -> BTreeMap<String, serde_json::Value> {
-    fn walk(prefix: &str, v: &serde_json::Value, out: &mut BTreeMap<String, serde_json::Value>) {
+    fn walk(
+        path: Option<&str>,
+        v: &serde_json::Value,
+        out: &mut BTreeMap<String, serde_json::Value>,
+    ) {
         match v {
             serde_json::Value::Object(m) if !m.is_empty() => {
                 for (k, child) in m {
-                    let key = if prefix.is_empty() {
-                        k.clone()
-                    } else {
-                        format!("{prefix}.{k}")
+                    let k = k.replace('\\', "\\\\").replace('.', "\\.");
+                    let key = match path {
+                        None => k,
+                        Some(p) => format!("{p}.{k}"),
                     };
-                    walk(&key, child, out);
+                    walk(Some(&key), child, out);
                 }
             }
             _ => {
-                if !prefix.is_empty() {
-                    out.insert(prefix.to_string(), v.clone());
+                if let Some(p) = path {
+                    out.insert(p.to_string(), v.clone());
                 }
             }
         }
     }
     let mut out = BTreeMap::new();
-    walk("", v, &mut out);
+    walk(None, v, &mut out);
     out
+}
+
+/// The keys of a dotted key as [`flatten_values`] writes it (escapes undone).
+#[must_use]
+pub fn split_dotted_key(key: &str) -> Vec<String> {
+    let mut segs = vec![String::new()];
+    let mut chars = key.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                if let (Some(n), Some(last)) = (chars.next(), segs.last_mut()) {
+                    last.push(n);
+                }
+            }
+            '.' => segs.push(String::new()),
+            c => {
+                if let Some(last) = segs.last_mut() {
+                    last.push(c);
+                }
+            }
+        }
+    }
+    segs
 }
 
 /// Deep-merges `overlay` onto `base` (mappings merge key by key, anything else replaces).
@@ -164,5 +194,32 @@ pub fn merge_values(base: &mut serde_json::Value, overlay: &serde_json::Value) {
             }
         }
         (b, o) => *b = o.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by `fuzz/` (profile_values): an empty key was dropped, and `a.b` collided with
+    /// `a: {b}`, so a profile change could go unnoticed.
+    #[test]
+    fn flattened_keys_never_collide_and_round_trip() {
+        let v = serde_json::json!({"": [], "a.b": 1, "a": {"b": 2, "": 3}, "c\\d": 4});
+        let f = flatten_values(&v);
+        assert_eq!(f.len(), 5, "{f:?}");
+        assert_eq!(f["a\\.b"], 1);
+        assert_eq!(f["a.b"], 2);
+        assert_eq!(f["a."], 3);
+        assert_eq!(f["c\\\\d"], 4);
+        assert_eq!(f[""], serde_json::json!([]));
+        for key in f.keys() {
+            let segs = split_dotted_key(key);
+            let mut at = &v;
+            for s in &segs {
+                at = &at[s.as_str()];
+            }
+            assert_eq!(at, &f[key], "{key} -> {segs:?}");
+        }
     }
 }

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::pack::{flatten_values, parse_values, Pack, PackLayer};
+use super::pack::{flatten_values, parse_values, split_dotted_key, Pack, PackLayer};
 use super::CloudType;
 
 /// Which cloud a profile targets.
@@ -133,7 +133,8 @@ pub enum PackChange {
     ValueChanged {
         /// Pack name.
         pack: String,
-        /// Dotted key, e.g. `kubeadmconfig.apiServer.extraArgs.audit-log-maxage`.
+        /// Dotted key, e.g. `kubeadmconfig.apiServer.extraArgs.audit-log-maxage` (a key's
+        /// own dots escaped: `a\.b`; see `pack::flatten_values`).
         key: String,
         /// Old default (absent when the key is new).
         from: Option<serde_json::Value>,
@@ -173,7 +174,7 @@ impl PackChange {
 pub struct OverrideConflict {
     /// Pack name.
     pub pack: String,
-    /// Dotted key.
+    /// Dotted key (a key's own dots escaped: `a\.b`; see `pack::flatten_values`).
     pub key: String,
     /// The profile's new default.
     pub profile_value: Option<serde_json::Value>,
@@ -303,7 +304,7 @@ pub fn drop_conflicting_overrides(
         let Ok(mut v) = parse_values(text) else {
             continue;
         };
-        remove_dotted(&mut v, &c.key);
+        remove_path(&mut v, &split_dotted_key(&c.key));
         *text = if v.as_object().is_some_and(|m| m.is_empty()) {
             String::new()
         } else {
@@ -313,20 +314,48 @@ pub fn drop_conflicting_overrides(
     overrides.retain(|_, t| !t.trim().is_empty());
 }
 
-/// Removes `key` (dotted) and the mappings it leaves empty.
-fn remove_dotted(v: &mut serde_json::Value, key: &str) {
+/// Removes the value at `path` (keys) and the mappings it leaves empty.
+fn remove_path(v: &mut serde_json::Value, path: &[String]) {
     let Some(m) = v.as_object_mut() else { return };
-    match key.split_once('.') {
-        None => {
-            m.remove(key);
+    match path {
+        [] => {}
+        [last] => {
+            m.remove(last);
         }
-        Some((head, rest)) => {
+        [head, rest @ ..] => {
             if let Some(child) = m.get_mut(head) {
-                remove_dotted(child, rest);
+                remove_path(child, rest);
                 if child.as_object().is_some_and(|c| c.is_empty()) {
                     m.remove(head);
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by `fuzz/` (profile_values): an override key holding a dot could not be
+    /// dropped, so "take the profile's values" silently kept it.
+    #[test]
+    fn an_override_key_with_a_dot_is_dropped_with_its_conflict() {
+        let mut overrides = BTreeMap::from([
+            ("csi".to_string(), "a.b: null\nkeep: 1\n".to_string()),
+            ("cni".to_string(), "a: {b: 2}\n".to_string()),
+        ]);
+        let conflict = |pack: &str, key: &str| OverrideConflict {
+            pack: pack.into(),
+            key: key.into(),
+            profile_value: None,
+            cluster_value: serde_json::Value::Null,
+        };
+        drop_conflicting_overrides(
+            &mut overrides,
+            &[conflict("csi", "a\\.b"), conflict("cni", "a.b")],
+        );
+        assert_eq!(overrides.get("csi").map(|t| t.trim()), Some("keep: 1"));
+        assert!(!overrides.contains_key("cni"), "{overrides:?}");
     }
 }

@@ -11,11 +11,12 @@ use crate::secret::redact_url_userinfo;
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ProxySettings {
-    /// `HTTP_PROXY`, e.g. `http://user:pass@10.0.0.5:3128`.
-    #[serde(default)]
+    /// `HTTP_PROXY`, e.g. `http://user:pass@10.0.0.5:3128` (sealed at rest: it may carry
+    /// a password).
+    #[serde(default, serialize_with = "crate::secret::sensitive_str")]
     pub http_proxy: String,
-    /// `HTTPS_PROXY`.
-    #[serde(default)]
+    /// `HTTPS_PROXY` (sealed at rest).
+    #[serde(default, serialize_with = "crate::secret::sensitive_str")]
     pub https_proxy: String,
     /// `NO_PROXY` entries: hosts, domains (`.corp.org`), CIDRs.
     #[serde(default)]

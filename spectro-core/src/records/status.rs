@@ -137,6 +137,11 @@ pub struct ClusterStatus {
     /// time of asking.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<crate::monitoring::Health>,
+    /// The spec generation whose pre-check (permissions, capacity) passed before anything
+    /// was created (`None`: not yet; a cluster whose infrastructure exists is not checked
+    /// again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prechecked: Option<u64>,
 }
 
 /// A pack as applied to the running cluster.
@@ -170,6 +175,7 @@ impl Default for ClusterStatus {
             profile_update: None,
             packs: BTreeMap::new(),
             health: None,
+            prechecked: None,
         }
     }
 }

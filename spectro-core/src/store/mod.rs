@@ -42,12 +42,24 @@ pub(crate) fn from_json<T: serde::de::DeserializeOwned>(what: &'static str, s: &
     serde_json::from_str(s).map_err(|source| crate::error::CoreError::Corrupt { what, source })
 }
 
+/// The associated-data scope of a catalog object's sealed fields.
+#[must_use]
+pub fn object_scope(kind: ObjectKind, name: &str) -> String {
+    format!("{}/{name}", kind.as_str())
+}
+
+/// The associated-data scope of a cluster spec's sealed fields.
+#[must_use]
+pub fn cluster_spec_scope(id: &str) -> String {
+    format!("cluster/{id}/spec")
+}
+
 /// Kinds of catalog objects kept as JSON documents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ObjectKind {
     /// Cluster profiles, keyed `name@version`.
     Profile,
-    /// Cloud accounts (secrets stored in clear: keep the database private).
+    /// Cloud accounts (their credentials sealed: [`crate::secret::Keyring`]).
     CloudAccount,
     /// IP pools.
     IpPool,
@@ -61,6 +73,9 @@ pub enum ObjectKind {
     /// What the cluster's agent last reported and the health judged from it
     /// ([`MonitorState`](crate::monitoring::MonitorState)), keyed by cluster id.
     Monitor,
+    /// The ids (never the keys) of the secrets keys whose sealed values the store may hold,
+    /// one object named `secrets` (the engine refuses to start without them).
+    Keyring,
 }
 
 impl ObjectKind {
@@ -75,6 +90,7 @@ impl ObjectKind {
             ObjectKind::GatewayStatus => "gatewayStatus",
             ObjectKind::ClusterPki => "clusterPki",
             ObjectKind::Monitor => "monitor",
+            ObjectKind::Keyring => "keyring",
         }
     }
 }
@@ -199,6 +215,27 @@ impl UsageRow {
 /// shared by several engine replicas); an application may supply its own.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
+    /// Seals secret fields with `keyring` from now on (the engine calls it before anything
+    /// else). A store serializes its documents with [`SecretCodec::encode`] and reads them
+    /// with [`SecretCodec::decode`], scoped by object (see [`object_scope`],
+    /// [`cluster_spec_scope`]); it never writes a secret in clear.
+    ///
+    /// [`SecretCodec::encode`]: crate::secret::SecretCodec::encode
+    /// [`SecretCodec::decode`]: crate::secret::SecretCodec::decode
+    fn set_keyring(&self, keyring: std::sync::Arc<crate::secret::Keyring>);
+
+    /// Where a key file beside the data would live when no key is configured (a SQLite
+    /// file: `<file>.secrets-key`); `None` for stores that need a configured key.
+    fn key_file_hint(&self) -> Option<std::path::PathBuf> {
+        None
+    }
+
+    /// True for a store that ends with the process (in-memory SQLite): it may seal with a
+    /// key made up at start.
+    fn is_ephemeral(&self) -> bool {
+        false
+    }
+
     /// Writes a catalog object; with `expected_revision`, fails with a conflict when the
     /// stored revision differs (0 = must not exist). Returns the new revision.
     async fn put_object(

@@ -8,6 +8,7 @@
 //! so positions are handed out in commit order and a reader never skips an event.
 //! TLS: rustls with libpq's `sslmode` / `sslrootcert` (see [`TlsOptions`]).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -18,13 +19,14 @@ use tokio_postgres::Row;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::{
-    from_json, to_json, ClusterWrite, Intent, IpLease, IpRequest, Lease, ObjectKind, Store,
-    StoredObject, UsageRow,
+    cluster_spec_scope, from_json, object_scope, to_json, ClusterWrite, Intent, IpLease, IpRequest,
+    Lease, ObjectKind, Store, StoredObject, UsageRow,
 };
 use crate::error::{CoreError, Result};
 use crate::provider::ClusterId;
 use crate::records::event::{Event, Severity};
 use crate::records::status::{ClusterRecord, Phase};
+use crate::secret::{Keyring, SecretCodec};
 
 pub use super::pg_tls::{RootCerts, TlsMode, TlsOptions};
 
@@ -125,6 +127,8 @@ pub struct PostgresStore {
     /// For the LISTEN session (holds the password: never printed).
     config: tokio_postgres::Config,
     tls: MakeRustlsConnect,
+    /// Seals secret fields.
+    secrets: Arc<SecretCodec>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -139,7 +143,7 @@ impl std::fmt::Debug for PostgresStore {
 const CLUSTER_COLUMNS: &str =
     "id, generation, lifecycle, spec, profile, profile_revision, status, created_at";
 
-fn decode_cluster(r: &Row) -> Result<ClusterRecord> {
+fn decode_cluster(secrets: &SecretCodec, r: &Row) -> Result<ClusterRecord> {
     let id: String = r.get(0);
     let created: String = r.get(7);
     Ok(ClusterRecord {
@@ -148,7 +152,7 @@ fn decode_cluster(r: &Row) -> Result<ClusterRecord> {
             .map_err(|e| CoreError::store("decode cluster id", e))?,
         generation: r.get::<_, i64>(1) as u64,
         lifecycle: from_json("cluster lifecycle", r.get(2))?,
-        spec: from_json("cluster spec", r.get(3))?,
+        spec: secrets.decode("cluster spec", &cluster_spec_scope(&id), r.get(3))?,
         profile: from_json("cluster profile snapshot", r.get(4))?,
         profile_revision: r.get::<_, i64>(5) as u64,
         status: from_json("cluster status", r.get(6))?,
@@ -250,6 +254,7 @@ impl PostgresStore {
             pool,
             config,
             tls: connector,
+            secrets: Arc::new(SecretCodec::default()),
         };
         // Connection and TLS errors (a wrong CA, a server that refuses plain TCP) surface
         // here, named as such, not as a failed migration.
@@ -295,6 +300,10 @@ impl PostgresStore {
 
 #[async_trait]
 impl Store for PostgresStore {
+    fn set_keyring(&self, keyring: Arc<Keyring>) {
+        self.secrets.set_keyring(keyring);
+    }
+
     async fn put_object(
         &self,
         kind: ObjectKind,
@@ -302,7 +311,7 @@ impl Store for PostgresStore {
         body: &serde_json::Value,
         expected_revision: Option<u64>,
     ) -> Result<u64> {
-        let body = to_json(body)?;
+        let body = self.secrets.encode(&object_scope(kind, name), body)?;
         let mut c = self.pool.get().await.db("put object")?;
         let tx = c.transaction().await.db("put object")?;
         let current: Option<i64> = tx
@@ -371,7 +380,9 @@ impl Store for PostgresStore {
             Ok(StoredObject {
                 name: r.get(0),
                 revision: r.get::<_, i64>(1) as u64,
-                body: from_json("object", r.get(2))?,
+                body: self
+                    .secrets
+                    .decode("object", &object_scope(kind, r.get(0)), r.get(2))?,
             })
         })
         .transpose()
@@ -391,7 +402,9 @@ impl Store for PostgresStore {
                 Ok(StoredObject {
                     name: r.get(0),
                     revision: r.get::<_, i64>(1) as u64,
-                    body: from_json("object", r.get(2))?,
+                    body: self
+                        .secrets
+                        .decode("object", &object_scope(kind, r.get(0)), r.get(2))?,
                 })
             })
             .collect()
@@ -497,7 +510,9 @@ impl Store for PostgresStore {
                     &rec.spec.name,
                     &(rec.generation as i64),
                     &to_json(&rec.lifecycle)?,
-                    &to_json(&rec.spec)?,
+                    &self
+                        .secrets
+                        .encode(&cluster_spec_scope(&rec.id.to_string()), &rec.spec)?,
                     &to_json(&rec.profile)?,
                     &(rec.profile_revision as i64),
                     &to_json(&rec.status)?,
@@ -532,7 +547,9 @@ impl Store for PostgresStore {
                     &id,
                     &(rec.generation as i64),
                     &to_json(&rec.lifecycle)?,
-                    &to_json(&rec.spec)?,
+                    &self
+                        .secrets
+                        .encode(&cluster_spec_scope(&rec.id.to_string()), &rec.spec)?,
                     &to_json(&rec.profile)?,
                     &(rec.profile_revision as i64),
                     &(expected_generation as i64),
@@ -575,7 +592,9 @@ impl Store for PostgresStore {
             .query_opt(&st, &[&id.to_string()])
             .await
             .db("get cluster")?;
-        row.as_ref().map(decode_cluster).transpose()
+        row.as_ref()
+            .map(|r| decode_cluster(&self.secrets, r))
+            .transpose()
     }
 
     async fn find_cluster(&self, name: &str) -> Result<Option<ClusterRecord>> {
@@ -587,7 +606,9 @@ impl Store for PostgresStore {
             )
             .await
             .db("find cluster")?;
-        row.as_ref().map(decode_cluster).transpose()
+        row.as_ref()
+            .map(|r| decode_cluster(&self.secrets, r))
+            .transpose()
     }
 
     async fn list_clusters(&self, include_deleted: bool) -> Result<Vec<ClusterRecord>> {
@@ -601,7 +622,9 @@ impl Store for PostgresStore {
             )
             .await
             .db("list clusters")?;
-        rows.iter().map(decode_cluster).collect()
+        rows.iter()
+            .map(|r| decode_cluster(&self.secrets, r))
+            .collect()
     }
 
     async fn commit(&self, w: &ClusterWrite) -> Result<Vec<Event>> {

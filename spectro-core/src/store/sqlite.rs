@@ -10,13 +10,14 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{
-    from_json, to_json, ClusterWrite, Intent, IpLease, IpRequest, Lease, ObjectKind, Store,
-    StoredObject, UsageRow,
+    cluster_spec_scope, from_json, object_scope, to_json, ClusterWrite, Intent, IpLease, IpRequest,
+    Lease, ObjectKind, Store, StoredObject, UsageRow,
 };
 use crate::error::{CoreError, Result};
 use crate::provider::ClusterId;
 use crate::records::event::{Event, Severity};
 use crate::records::status::{ClusterRecord, Phase};
+use crate::secret::{Keyring, SecretCodec};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` counts the applied ones.
 const MIGRATIONS: &[&str] = &[
@@ -123,6 +124,10 @@ fn check_fence(tx: &rusqlite::Transaction<'_>, cluster: &str, fence: Option<u64>
 }
 
 struct Inner {
+    /// Seals secret fields.
+    secrets: SecretCodec,
+    /// `<file>.secrets-key` for a file database.
+    key_file: Option<std::path::PathBuf>,
     writer: Mutex<Connection>,
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
@@ -189,8 +194,12 @@ impl SqliteStore {
             configure(&r)?;
             readers.push(Mutex::new(r));
         }
+        let mut key_file = path.as_os_str().to_owned();
+        key_file.push(".secrets-key");
         Ok(SqliteStore {
             inner: Arc::new(Inner {
+                secrets: SecretCodec::default(),
+                key_file: Some(key_file.into()),
                 writer: Mutex::new(writer),
                 readers,
                 next_reader: AtomicUsize::new(0),
@@ -223,6 +232,8 @@ impl SqliteStore {
         migrate(&mut writer)?;
         Ok(SqliteStore {
             inner: Arc::new(Inner {
+                secrets: SecretCodec::default(),
+                key_file: None,
                 writer: Mutex::new(writer),
                 readers: Vec::new(),
                 next_reader: AtomicUsize::new(0),
@@ -266,7 +277,7 @@ fn read_cluster(r: &rusqlite::Row<'_>) -> rusqlite::Result<[String; 8]> {
     ])
 }
 
-fn decode_cluster(c: [String; 8]) -> Result<ClusterRecord> {
+fn decode_cluster(secrets: &SecretCodec, c: [String; 8]) -> Result<ClusterRecord> {
     let [id, generation, lifecycle, spec, profile, profile_revision, status, created_at] = c;
     Ok(ClusterRecord {
         id: id
@@ -274,7 +285,7 @@ fn decode_cluster(c: [String; 8]) -> Result<ClusterRecord> {
             .map_err(|e| CoreError::store("decode cluster id", e))?,
         generation: generation.parse().unwrap_or(0),
         lifecycle: from_json("cluster lifecycle", &lifecycle)?,
-        spec: from_json("cluster spec", &spec)?,
+        spec: secrets.decode("cluster spec", &cluster_spec_scope(&id), &spec)?,
         profile: from_json("cluster profile snapshot", &profile)?,
         profile_revision: profile_revision.parse().unwrap_or(0),
         status: from_json("cluster status", &status)?,
@@ -315,6 +326,18 @@ fn event_of(t: (i64, String, String, String, String, String)) -> Result<Event> {
 
 #[async_trait]
 impl Store for SqliteStore {
+    fn set_keyring(&self, keyring: Arc<Keyring>) {
+        self.inner.secrets.set_keyring(keyring);
+    }
+
+    fn key_file_hint(&self) -> Option<std::path::PathBuf> {
+        self.inner.key_file.clone()
+    }
+
+    fn is_ephemeral(&self) -> bool {
+        self.inner.key_file.is_none()
+    }
+
     async fn put_object(
         &self,
         kind: ObjectKind,
@@ -323,7 +346,10 @@ impl Store for SqliteStore {
         expected_revision: Option<u64>,
     ) -> Result<u64> {
         let name = name.to_string();
-        let body = to_json(body)?;
+        let body = self
+            .inner
+            .secrets
+            .encode(&object_scope(kind, &name), body)?;
         self.run(true, move |c| {
             let tx = c.transaction().db("put object")?;
             let current: Option<i64> = tx
@@ -373,9 +399,12 @@ impl Store for SqliteStore {
             .await?;
         row.map(|(name, rev, body)| {
             Ok(StoredObject {
+                body: self
+                    .inner
+                    .secrets
+                    .decode("object", &object_scope(kind, &name), &body)?,
                 name,
                 revision: rev as u64,
-                body: from_json("object", &body)?,
             })
         })
         .transpose()
@@ -402,9 +431,12 @@ impl Store for SqliteStore {
         rows.into_iter()
             .map(|(name, rev, body)| {
                 Ok(StoredObject {
+                    body: self
+                        .inner
+                        .secrets
+                        .decode("object", &object_scope(kind, &name), &body)?,
                     name,
                     revision: rev as u64,
-                    body: from_json("object", &body)?,
                 })
             })
             .collect()
@@ -509,7 +541,10 @@ impl Store for SqliteStore {
         let id = rec.id.to_string();
         let name = rec.spec.name.clone();
         let lifecycle = to_json(&rec.lifecycle)?;
-        let spec = to_json(&rec.spec)?;
+        let spec = self
+            .inner
+            .secrets
+            .encode(&cluster_spec_scope(&rec.id.to_string()), &rec.spec)?;
         let profile = to_json(&rec.profile)?;
         let status = to_json(&rec.status)?;
         let (generation, prev) = (rec.generation as i64, rec.profile_revision as i64);
@@ -539,7 +574,10 @@ impl Store for SqliteStore {
     async fn update_cluster(&self, rec: &ClusterRecord, expected_generation: u64) -> Result<()> {
         let id = rec.id.to_string();
         let lifecycle = to_json(&rec.lifecycle)?;
-        let spec = to_json(&rec.spec)?;
+        let spec = self
+            .inner
+            .secrets
+            .encode(&cluster_spec_scope(&rec.id.to_string()), &rec.spec)?;
         let profile = to_json(&rec.profile)?;
         let (generation, prev) = (rec.generation as i64, rec.profile_revision as i64);
         self.run(true, move |c| {
@@ -600,7 +638,8 @@ impl Store for SqliteStore {
                 .db("get cluster")
             })
             .await?;
-        row.map(decode_cluster).transpose()
+        row.map(|c| decode_cluster(&self.inner.secrets, c))
+            .transpose()
     }
 
     async fn find_cluster(&self, name: &str) -> Result<Option<ClusterRecord>> {
@@ -618,7 +657,8 @@ impl Store for SqliteStore {
                 .db("find cluster")
             })
             .await?;
-        row.map(decode_cluster).transpose()
+        row.map(|c| decode_cluster(&self.inner.secrets, c))
+            .transpose()
     }
 
     async fn list_clusters(&self, include_deleted: bool) -> Result<Vec<ClusterRecord>> {
@@ -640,7 +680,9 @@ impl Store for SqliteStore {
                 Ok(rows)
             })
             .await?;
-        rows.into_iter().map(decode_cluster).collect()
+        rows.into_iter()
+            .map(|c| decode_cluster(&self.inner.secrets, c))
+            .collect()
     }
 
     async fn commit(&self, w: &ClusterWrite) -> Result<Vec<Event>> {

@@ -31,7 +31,7 @@ pub(super) async fn cloud_call<T>(
     let result =
         crate::budget::with_scope(p.inner.call_scope(p.rec.id), call.instrument(span.clone()))
             .await;
-    if !matches!(operation, "list_machines" | "list_fleet") {
+    if !matches!(operation, "list_machines" | "list_fleet" | "precheck") {
         // Whatever it changed, a fleet listing that started before now cannot show it.
         p.inner.mark_acted(p.rec.id);
     }
@@ -47,5 +47,18 @@ pub(super) async fn cloud_call<T>(
     p.inner
         .metrics
         .cloud_call(setup.cloud, operation, outcome, took);
+    p.inner.log_call(
+        p.rec.id,
+        crate::engine::support::CallRecord {
+            at: p.inner.clock.now(),
+            provider: setup.cloud,
+            operation,
+            attempt,
+            outcome,
+            took_ms: u32::try_from(took.as_millis()).unwrap_or(u32::MAX),
+            // Provider messages never carry secrets (the provider contract).
+            error: result.as_ref().err().map(|e| e.to_string()),
+        },
+    );
     result
 }

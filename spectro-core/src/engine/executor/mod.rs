@@ -281,6 +281,25 @@ async fn run(p: &mut Pass<'_>) -> Result<Outcome> {
     let Some(_slot) = p.inner.account_slot(&setup.account_key, p.rec.id) else {
         return Ok(Outcome::Parked);
     };
+    // A new cluster's pre-check (permissions, capacity) before its first cloud create.
+    if super::precheck::due(p, setup.deleting) {
+        let provider = setup.provider.clone();
+        let mut found = match call::cloud_call(p, &setup, "precheck", provider.precheck(&setup.ctx))
+            .await
+        {
+            Ok(found) => found,
+            // Credentials that do not work stop here, as in any other call.
+            Err(e @ crate::provider::ProviderError::Unauthorized { .. }) => return Err(e.into()),
+            // A check the cloud could not answer does not hold the cluster back.
+            Err(e) => crate::precheck::Precheck::unchecked(format!(
+                "the cloud's pre-check did not answer: {e}"
+            )),
+        };
+        found.merge(super::precheck::ip_pools(p.inner, &p.rec.spec, p.rec.id).await?);
+        if let Some(o) = super::precheck::judge(p, &found) {
+            return Ok(o);
+        }
+    }
     let mut world = match observe::observe(p, &setup).await? {
         Ok(w) => w,
         Err(outcome) => return Ok(outcome),

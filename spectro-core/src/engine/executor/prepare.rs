@@ -13,7 +13,7 @@ use crate::bootstrap::ClusterPki;
 use crate::error::{CoreError, Result};
 use crate::model::CloudAccount;
 use crate::provider::{CloudProvider, ClusterContext, ClusterId};
-use crate::secret::with_secrets_revealed;
+use crate::secret::with_secrets_marked;
 use crate::store::ObjectKind;
 
 /// What every action of one reconcile works with.
@@ -110,7 +110,7 @@ pub(crate) async fn ensure_pki(inner: &Inner, id: ClusterId) -> Result<ClusterPk
             });
         }
         let pki = ClusterPki::generate()?;
-        let body = with_secrets_revealed(|| serde_json::to_value(&pki)).map_err(|source| {
+        let body = with_secrets_marked(|| serde_json::to_value(&pki)).map_err(|source| {
             CoreError::Corrupt {
                 what: "cluster PKI",
                 source,

@@ -41,6 +41,11 @@ pub(super) fn validate_proxy(r: &mut Report, base: &str, p: &ProxySettings) {
                 field(base, name),
                 "must be an http:// or https:// URL with a host, e.g. http://10.0.0.5:3128",
             );
+        } else if v.contains(":***@") {
+            r.add(
+                field(base, name),
+                "holds the redaction placeholder `***` as its password: give the real one",
+            );
         }
     }
     for (i, e) in p.no_proxy.iter().enumerate() {
