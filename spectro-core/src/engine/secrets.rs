@@ -118,6 +118,30 @@ async fn record(store: &dyn Store) -> Result<(KeyringRecord, u64)> {
     })
 }
 
+/// Writes the record if it is still at `revision`: false when another writer got there
+/// first (read it again and retry).
+async fn put_record(store: &dyn Store, rec: &KeyringRecord, revision: u64) -> Result<bool> {
+    let body = serde_json::to_value(rec).map_err(|source| CoreError::Corrupt {
+        what: "keyring record",
+        source,
+    })?;
+    match store
+        .put_object(ObjectKind::Keyring, RECORD, &body, Some(revision))
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(CoreError::Conflict { .. }) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+fn record_contended() -> CoreError {
+    CoreError::Secrets {
+        reason: "the keyring record keeps changing under this engine (other replicas starting)"
+            .into(),
+    }
+}
+
 /// Checks the store's record against `keyring`: refuses when the store may hold values
 /// sealed with a key the keyring lacks (nothing is changed then). Records the current key.
 /// Returns true when a re-seal is due (older keys listed, or a store written before
@@ -148,23 +172,11 @@ pub(crate) async fn check(store: &dyn Store, keyring: &Keyring) -> Result<bool> 
             return Ok(reseal);
         }
         record.key_ids.push(current);
-        let body = serde_json::to_value(&record).map_err(|source| CoreError::Corrupt {
-            what: "keyring record",
-            source,
-        })?;
-        match store
-            .put_object(ObjectKind::Keyring, RECORD, &body, Some(revision))
-            .await
-        {
-            Ok(_) => return Ok(reseal),
-            Err(CoreError::Conflict { .. }) => continue,
-            Err(e) => return Err(e),
+        if put_record(store, &record, revision).await? {
+            return Ok(reseal);
         }
     }
-    Err(CoreError::Secrets {
-        reason: "the keyring record keeps changing under this engine (other replicas starting)"
-            .into(),
-    })
+    Err(record_contended())
 }
 
 /// Re-seals every secret-bearing document with `keyring`'s current key (each read with
@@ -200,6 +212,7 @@ pub(crate) async fn reseal(store: &dyn Store, keyring: &Keyring, trim: bool) -> 
     }
     // Recorded: sealed; with `trim`, the current key as the only one (older replicas may
     // still seal with another key until they run the new keyring: trim only when all do).
+    let mut recorded = false;
     for _ in 0..5 {
         let (mut rec, revision) = record(store).await?;
         rec.sealed = true;
@@ -208,18 +221,13 @@ pub(crate) async fn reseal(store: &dyn Store, keyring: &Keyring, trim: bool) -> 
         } else if !rec.key_ids.iter().any(|id| id == keyring.current_id()) {
             rec.key_ids.push(keyring.current_id().to_string());
         }
-        let body = serde_json::to_value(&rec).map_err(|source| CoreError::Corrupt {
-            what: "keyring record",
-            source,
-        })?;
-        match store
-            .put_object(ObjectKind::Keyring, RECORD, &body, Some(revision))
-            .await
-        {
-            Ok(_) => break,
-            Err(CoreError::Conflict { .. }) => continue,
-            Err(e) => return Err(e),
+        if put_record(store, &rec, revision).await? {
+            recorded = true;
+            break;
         }
+    }
+    if !recorded {
+        return Err(record_contended());
     }
     tracing::info!(
         documents = written,
