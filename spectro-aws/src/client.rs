@@ -253,6 +253,7 @@ impl AwsConnector {
         let limits = match service {
             "ec2" => &limits.ec2,
             "elb" => &limits.elb,
+            // STS, and the pre-checks' IAM and Service Quotas calls.
             _ => &limits.sts,
         };
         self.budgets.get(&key, || limits.clone())
@@ -366,14 +367,14 @@ impl AwsConnector {
     }
 }
 
-impl AwsConnector {
-    /// The classic ELB client of an account in a region.
-    pub fn elb_client(
-        &self,
-        creds: &AwsCredentials,
-        region: &str,
-    ) -> aws_sdk_elasticloadbalancing::Client {
-        use aws_sdk_elasticloadbalancing::config as c;
+/// The client of one more SDK (`$sdk`) for an account in a region, built the way every
+/// client is: through the (account, region, `$service`) budget, its retry partition, the
+/// call counter, the extra headers, the endpoint override and the crash hook.
+macro_rules! service_client {
+    ($conn:expr, $sdk:ident, $creds:expr, $region:expr, $service:literal) => {{
+        use $sdk::config as c;
+        let (conn, creds, region): (&AwsConnector, &AwsCredentials, &str) =
+            ($conn, $creds, $region);
         let credentials = c::Credentials::new(
             creds.access_key_id.clone(),
             creds.secret_access_key.expose().to_string(),
@@ -381,32 +382,59 @@ impl AwsConnector {
             None,
             "spectro-cloud-account",
         );
-        let elb_budget = self.budget(creds, region, "elb");
+        let svc_budget = conn.budget(creds, region, $service);
         let mut b = c::Builder::new()
             .http_client(budget::BudgetedClient {
-                inner: self.http.clone(),
-                budget: elb_budget.clone(),
+                inner: conn.http.clone(),
+                budget: svc_budget.clone(),
             })
             .retry_partition(c::retry::RetryPartition::new(format!(
-                "spectro/{}/{region}/elb{}",
+                "spectro/{}/{region}/{}{}",
                 creds.access_key_id,
-                self.partition_suffix()
+                $service,
+                conn.partition_suffix()
             )))
             .behavior_version(c::BehaviorVersion::latest())
             .region(c::Region::new(region.to_string()))
             .credentials_provider(credentials)
-            .retry_config(self.retry())
-            .interceptor(Counting(self.calls.clone()))
-            .interceptor(ExtraHeaders(self.headers.clone()));
-        if let Some(e) = &self.endpoint {
+            .retry_config(conn.retry())
+            .interceptor(Counting(conn.calls.clone()))
+            .interceptor(ExtraHeaders(conn.headers.clone()));
+        if let Some(e) = &conn.endpoint {
             b = b.endpoint_url(e.clone());
         }
         #[cfg(feature = "test-util")]
-        if let Some(t) = &self.crash {
+        if let Some(t) = &conn.crash {
             b = b.interceptor(Crasher(t.clone()));
         }
-        b = b.interceptor(ThrottleSignal(elb_budget));
-        aws_sdk_elasticloadbalancing::Client::from_conf(b.build())
+        b = b.interceptor(ThrottleSignal(svc_budget));
+        $sdk::Client::from_conf(b.build())
+    }};
+}
+
+impl AwsConnector {
+    /// The classic ELB client of an account in a region.
+    pub fn elb_client(
+        &self,
+        creds: &AwsCredentials,
+        region: &str,
+    ) -> aws_sdk_elasticloadbalancing::Client {
+        service_client!(self, aws_sdk_elasticloadbalancing, creds, region, "elb")
+    }
+
+    /// The IAM client of an account (IAM is global; `region` picks the partition). Used by
+    /// the pre-checks only; its calls share the account's STS budget.
+    pub fn iam_client(&self, creds: &AwsCredentials, region: &str) -> aws_sdk_iam::Client {
+        service_client!(self, aws_sdk_iam, creds, region, "iam")
+    }
+
+    /// The Service Quotas client of an account in a region (pre-checks; the STS budget).
+    pub fn quotas_client(
+        &self,
+        creds: &AwsCredentials,
+        region: &str,
+    ) -> aws_sdk_servicequotas::Client {
+        service_client!(self, aws_sdk_servicequotas, creds, region, "quotas")
     }
 }
 

@@ -20,6 +20,7 @@ pub mod error;
 pub mod image;
 pub mod machines;
 pub mod network;
+pub mod precheck;
 pub mod provider;
 pub mod security;
 

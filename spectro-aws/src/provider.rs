@@ -9,6 +9,10 @@
 //! The load balancer's registrations are part of the observation: every listing reads them
 //! (one DescribeLoadBalancers) and registers running control-plane nodes that are missing,
 //! deregisters instances that are no longer live control-plane nodes.
+//!
+//! Pre-checks ([`crate::precheck`]): permissions and the region's quotas against what the
+//! cluster needs, one read per account and region serving its clusters for
+//! [`AwsProvider::with_precheck_ttl`].
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -25,12 +29,17 @@ use crate::client::{AwsClients, AwsConnector, CallCounter};
 use crate::error::{from_sdk, AwsError};
 use crate::machines::{launch, list_machines, terminate, Launch, RootVolume};
 use crate::network::{delete_nat_gateways, delete_network, ensure_network};
+use crate::precheck::AccountView;
 use crate::security::{cni_ports, SecurityPolicy};
+use spectro_core::precheck::Precheck;
 
 /// Largest user data EC2 accepts (before base64).
 pub const USER_DATA_LIMIT: usize = 16 * 1024;
 /// Bastion instance type.
 pub const BASTION_TYPE: &str = "t3.micro";
+
+/// One account and region's pre-check view, read by one pre-check at a time.
+type ViewSlot = Arc<tokio::sync::Mutex<Option<AccountView>>>;
 
 /// The AWS cloud provider.
 #[derive(Debug)]
@@ -40,6 +49,12 @@ pub struct AwsProvider {
     /// Root device name by (region, AMI): learned when the image is resolved, else described
     /// once per process.
     root_devices: Mutex<HashMap<(String, String), String>>,
+    /// Pre-check views by (access key id, region) (`crate::precheck::AccountView`).
+    views: Mutex<HashMap<(String, String), ViewSlot>>,
+    /// How long a pre-check view serves.
+    precheck_ttl: std::time::Duration,
+    /// Quota values set by the embedder.
+    quotas: crate::precheck::QuotaOverrides,
 }
 
 fn lb_not_found(e: &AwsError) -> bool {
@@ -88,7 +103,27 @@ impl AwsProvider {
             connector,
             clients: Mutex::default(),
             root_devices: Mutex::default(),
+            views: Mutex::default(),
+            precheck_ttl: std::time::Duration::from_secs(60),
+            quotas: Default::default(),
         }
+    }
+
+    /// A quota's value for the pre-checks instead of what Service Quotas answers, by
+    /// (service code, quota code) as in [`crate::precheck::codes`]: a raise AWS granted
+    /// that Service Quotas does not show yet, or an emulator whose quotas are not enforced.
+    pub fn with_quota(mut self, (service, code): (&str, &str), value: u64) -> Self {
+        self.quotas
+            .insert((service.to_string(), code.to_string()), value);
+        self
+    }
+
+    /// How long one read of an account's permissions, quotas and usage serves the pre-checks
+    /// of its clusters in a region (default 60 s; clusters that pass within it reserve what
+    /// they need). Zero: every pre-check reads again.
+    pub fn with_precheck_ttl(mut self, ttl: std::time::Duration) -> Self {
+        self.precheck_ttl = ttl;
+        self
     }
 
     /// The connector: its budgets' statistics, its call counter.
@@ -421,6 +456,41 @@ impl CloudProvider for AwsProvider {
         Ok(())
     }
 
+    /// Permissions (IAM simulation, else the principal's own policies) and the region's
+    /// quotas against what the cluster needs; see [`crate::precheck`].
+    async fn precheck(&self, ctx: &ClusterContext) -> Result<Precheck, ProviderError> {
+        let region = region(ctx)?;
+        let Credentials::Aws(creds) = &ctx.account.credentials else {
+            return Err(AwsError::NoCredentials {
+                account: ctx.account.name.clone(),
+            }
+            .into());
+        };
+        let (c, lb) = self.clients(&ctx.account, region)?;
+        let slot = self
+            .views
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry((creds.access_key_id.clone(), region.to_string()))
+            .or_default()
+            .clone();
+        let mut view = slot.lock().await;
+        let types = crate::precheck::instance_types(&ctx.spec);
+        let fresh = view
+            .as_ref()
+            .is_some_and(|v| v.read_at.elapsed() < self.precheck_ttl);
+        if !fresh {
+            let iam = self.connector.iam_client(creds, region);
+            let sq = self.connector.quotas_client(creds, region);
+            *view = Some(crate::precheck::gather(&c, &iam, &sq, &lb, &types, &self.quotas).await?);
+        }
+        let v = view
+            .as_mut()
+            .ok_or_else(|| AwsError::not_ready("pre-check view"))?;
+        crate::precheck::read_vcpus(&c, v, &types).await;
+        Ok(v.check(region, &ctx.spec))
+    }
+
     async fn ensure_image(
         &self,
         ctx: &ClusterContext,
@@ -657,7 +727,11 @@ impl CloudProvider for AwsProvider {
                 role: batch.pool.role,
                 shape: &batch.shape,
                 image: &batch.image.id,
-                instance_type: batch.pool.instance_type.as_deref().unwrap_or("m5.large"),
+                instance_type: batch
+                    .pool
+                    .instance_type
+                    .as_deref()
+                    .unwrap_or(crate::precheck::DEFAULT_INSTANCE_TYPE),
                 subnet: &subnet,
                 security_groups: &[sg],
                 key_name: aws.ssh_key_name.as_deref(),

@@ -47,6 +47,18 @@ const CREATE_CALLS: u64 = 72;
 /// Most API calls deleting it (after a scale-up to 9 nodes) may take (58 before issue 13).
 const DELETE_CALLS: u64 = 54;
 
+/// The calls by operation made between two snapshots of the call counter.
+fn calls_since(
+    before: &std::collections::BTreeMap<String, u64>,
+    after: &std::collections::BTreeMap<String, u64>,
+) -> std::collections::BTreeMap<String, u64> {
+    after
+        .iter()
+        .map(|(op, n)| (op.clone(), n - before.get(op).copied().unwrap_or(0)))
+        .filter(|(_, n)| *n > 0)
+        .collect()
+}
+
 /// An engine on `store` with `provider`, the test profile and the moto account.
 async fn engine_with(
     store: Arc<SqliteStore>,
@@ -79,15 +91,33 @@ async fn engine_lifecycle_on_moto_leaves_nothing_behind() {
     let engine = engine_with(store, provider.clone()).await;
     engine.verify_cloud_account("moto").await.unwrap();
     let mut spec: Cluster = from_text(CLUSTER, Format::Yaml).unwrap();
+    // The dry run a user makes first: its reads (permissions, quotas, usage) serve the
+    // engine's own pre-check of the create that follows (one view per account and region).
+    let before_precheck = provider.calls().snapshot();
+    let found = engine.precheck(&spec).await.unwrap();
+    assert!(found.passed(), "{}", found.message());
+    let prechecked = calls_since(&before_precheck, &provider.calls().snapshot());
+    eprintln!(
+        "pre-check: {} API calls: {prechecked:?}; not checked: {:?}",
+        prechecked.values().sum::<u64>(),
+        found.unchecked
+    );
+    let before_create = provider.calls().snapshot();
     let id = engine.create_cluster(&spec).await.unwrap();
     let rec = engine
         .wait_for_phase(id, Phase::Running, Duration::from_secs(120))
         .await
         .unwrap();
-    let created = provider.calls().snapshot();
+    let created = calls_since(&before_create, &provider.calls().snapshot());
     eprintln!(
         "create: {} API calls: {created:?}",
         created.values().sum::<u64>()
+    );
+    assert!(
+        !created
+            .keys()
+            .any(|op| op.starts_with("IAM.") || op.starts_with("Service Quotas.")),
+        "the create's pre-check used the dry run's view: {created:?}"
     );
     // The provider's own calls (issue 13): one describe per network resource type, none of
     // them again after the creates, no lookup in the VPC just made. The cluster: 3 zones,
@@ -196,12 +226,7 @@ async fn engine_lifecycle_on_moto_leaves_nothing_behind() {
         .wait_for_phase(id, Phase::Deleted, Duration::from_secs(120))
         .await
         .unwrap();
-    let after = provider.calls().snapshot();
-    let deleted: std::collections::BTreeMap<String, u64> = after
-        .iter()
-        .map(|(op, n)| (op.clone(), n - before.get(op).copied().unwrap_or(0)))
-        .filter(|(_, n)| *n > 0)
-        .collect();
+    let deleted = calls_since(&before, &provider.calls().snapshot());
     eprintln!(
         "delete: {} API calls: {deleted:?}",
         deleted.values().sum::<u64>()
@@ -905,11 +930,22 @@ async fn two_hundred_clusters_share_one_budget_and_one_listing() {
         .with_instances(Rate::new(50.0, 100.0));
     let busy_limits =
         Limits::new(Rate::new(2.0, 1.0), Rate::new(0.5, 1.0)).with_instances(Rate::new(0.5, 1.0));
-    let provider = Arc::new(AwsProvider::new(
-        conn_for(&m, &acct)
-            .with_limits(AwsLimits::all(fleet_limits.clone()))
-            .with_account_limits("AKIABUSYACCOUNT00001", AwsLimits::all(busy_limits)),
-    ));
+    // moto does not enforce quotas but Service Quotas answers AWS's defaults (5 VPCs per
+    // region...): the fleet's account is one whose quotas were raised.
+    use spectro_aws::precheck::codes;
+    let provider = Arc::new(
+        AwsProvider::new(
+            conn_for(&m, &acct)
+                .with_limits(AwsLimits::all(fleet_limits.clone()))
+                .with_account_limits("AKIABUSYACCOUNT00001", AwsLimits::all(busy_limits)),
+        )
+        .with_quota(codes::VCPUS, 100_000)
+        .with_quota(codes::VPCS, 1_000)
+        .with_quota(codes::IGWS, 1_000)
+        .with_quota(codes::NATS, 1_000)
+        .with_quota(codes::EIPS, 1_000)
+        .with_quota(codes::ELBS, 1_000),
+    );
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SqliteStore::open(dir.path().join("fleet.db")).unwrap());
     let engine = engine_with(store, provider.clone()).await;
@@ -1074,4 +1110,275 @@ fn provider_budget(
         .into_iter()
         .filter(|(k, _)| k.starts_with(key))
         .collect()
+}
+
+/// Pre-checks against moto, before anything is created:
+/// - permissions: moto has no `iam:SimulatePrincipalPolicy`, so the user's own policies
+///   are judged (a managed policy with wildcards lacking two actions, a group's inline policy
+///   denying a third): every missing action named at once;
+/// - capacity: Service Quotas (moto answers the VPC service's defaults; EC2's quotas come
+///   from `DescribeAccountAttributes`) minus what the region holds: VPCs, Elastic IPs and
+///   instances used up by the test, all three shortfalls in one message; the engine's create
+///   fails `Creating Infrastructure` with `PrecheckFailed` and creates nothing;
+/// - reservations: once capacity is freed, the first of two clusters passes and holds the
+///   last VPC; the second is told so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prechecks_name_missing_permissions_and_shortfalls_before_anything_is_created() {
+    use spectro_core::records::condition::{ConditionStatus, ConditionType};
+    let Some(m) = moto().await else { return };
+    let acct = account_id();
+    let conn = conn_for(&m, &acct);
+    let admin = conn.clients(&creds(), "us-east-1");
+    let iam = conn.iam_client(&creds(), "us-east-1");
+
+    // A user with the provider's actions but ec2:CreateNatGateway and
+    // elasticloadbalancing:CreateLoadBalancer (reads granted by wildcard), in a group that
+    // denies ec2:DeleteVpc.
+    let granted: Vec<&str> = spectro_aws::precheck::REQUIRED_ACTIONS
+        .iter()
+        .copied()
+        .filter(|a| {
+            !a.contains(":Describe")
+                && *a != "ec2:CreateNatGateway"
+                && *a != "elasticloadbalancing:CreateLoadBalancer"
+        })
+        .chain(["ec2:Describe*", "elasticloadbalancing:Describe*"])
+        .collect();
+    let policy = serde_json::json!({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": granted, "Resource": "*"}
+    ]});
+    iam.create_user().user_name("spectro").send().await.unwrap();
+    let arn = iam
+        .create_policy()
+        .policy_name("spectro-clusters")
+        .policy_document(policy.to_string())
+        .send()
+        .await
+        .unwrap()
+        .policy()
+        .and_then(|p| p.arn().map(str::to_string))
+        .unwrap();
+    iam.attach_user_policy()
+        .user_name("spectro")
+        .policy_arn(&arn)
+        .send()
+        .await
+        .unwrap();
+    iam.create_group()
+        .group_name("guarded")
+        .send()
+        .await
+        .unwrap();
+    iam.put_group_policy()
+        .group_name("guarded")
+        .policy_name("no-vpc-delete")
+        .policy_document(
+            serde_json::json!({"Version": "2012-10-17", "Statement": [
+                {"Effect": "Deny", "Action": "ec2:DeleteVpc", "Resource": "*"}
+            ]})
+            .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    iam.add_user_to_group()
+        .group_name("guarded")
+        .user_name("spectro")
+        .send()
+        .await
+        .unwrap();
+    let key = iam
+        .create_access_key()
+        .user_name("spectro")
+        .send()
+        .await
+        .unwrap();
+    let key = key.access_key().unwrap();
+    let limited: CloudAccount = from_text(
+        &format!(
+            "name: limited\ncredentials:\n  aws: {{accessKeyId: {}, secretAccessKey: {}}}\n",
+            key.access_key_id(),
+            key.secret_access_key()
+        ),
+        Format::Yaml,
+    )
+    .unwrap();
+
+    let provider =
+        Arc::new(AwsProvider::new(conn_for(&m, &acct)).with_precheck_ttl(Duration::from_secs(3)));
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path().join("pre.db")).unwrap());
+    let engine = engine_with(store, provider.clone()).await;
+    engine.put_cloud_account(&limited).await.unwrap();
+
+    let mut spec: Cluster = from_text(CLUSTER, Format::Yaml).unwrap();
+    spec.cloud_account = "limited".into();
+    let found = engine.precheck(&spec).await.unwrap();
+    assert_eq!(
+        found.missing_permissions,
+        vec![
+            "ec2:CreateNatGateway",
+            "ec2:DeleteVpc",
+            "elasticloadbalancing:CreateLoadBalancer"
+        ],
+        "{found:?}"
+    );
+    assert!(
+        found.message().contains("lacks 3 permissions: ec2:CreateNatGateway, ec2:DeleteVpc, elasticloadbalancing:CreateLoadBalancer"),
+        "{}",
+        found.message()
+    );
+    assert!(
+        found
+            .unchecked
+            .iter()
+            .any(|u| u.contains("user/spectro's own policies")
+                && u.contains("SimulatePrincipalPolicy")),
+        "{:?}",
+        found.unchecked
+    );
+
+    // Capacity: 4 more VPCs (moto's default VPC is the fifth of 5), 4 Elastic IPs (1 of 5
+    // left, 3 zones need 3), 14 instances (6 of 20 left, the cluster needs 9 with its bastion).
+    for i in 0..4 {
+        admin
+            .ec2
+            .create_vpc()
+            .cidr_block(format!("10.{}.0.0/16", 100 + i))
+            .send()
+            .await
+            .unwrap();
+        admin.ec2.allocate_address().send().await.unwrap();
+    }
+    admin
+        .ec2
+        .run_instances()
+        .image_id("ami-03c3da4cfa8e8943a")
+        .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
+        .min_count(14)
+        .max_count(14)
+        .send()
+        .await
+        .unwrap();
+    let spec: Cluster = from_text(CLUSTER, Format::Yaml).unwrap();
+    let found = engine.precheck(&spec).await.unwrap();
+    assert!(found.missing_permissions.is_empty(), "{found:?}");
+    let short: Vec<String> = found.shortfalls.iter().map(ToString::to_string).collect();
+    assert_eq!(short.len(), 3, "{short:#?}");
+    assert!(
+        short[0].starts_with("running instances in us-east-1 (quota 20, 14 in use): needs 9 instances, 6 left (short by 3)"),
+        "{}",
+        short[0]
+    );
+    assert!(
+        short[1].starts_with("VPCs in us-east-1 (quota 5, 5 in use): needs 1 VPCs, 0 left"),
+        "{}",
+        short[1]
+    );
+    assert!(
+        short[2]
+            .starts_with("Elastic IP addresses in us-east-1 (quota 5, 4 in use): needs 3 Elastic IPs, 1 left (short by 2)"),
+        "{}",
+        short[2]
+    );
+    // moto's default credentials belong to no IAM user: permissions are not checked (said),
+    // never reported missing.
+    assert!(
+        found.unchecked.iter().any(|u| u.starts_with("permissions")),
+        "{:?}",
+        found.unchecked
+    );
+
+    // The engine stops the create before its first cloud call.
+    let calls_before = provider.calls().snapshot();
+    let id = engine.create_cluster(&spec).await.unwrap();
+    let rec = engine
+        .wait_for(id, Duration::from_secs(60), |r| {
+            r.status.conditions.iter().any(|c| {
+                c.kind == ConditionType::InfrastructureReady
+                    && c.status == ConditionStatus::Failed
+                    && c.reason == "PrecheckFailed"
+            })
+        })
+        .await
+        .unwrap();
+    let c = rec
+        .status
+        .conditions
+        .iter()
+        .find(|c| c.kind == ConditionType::InfrastructureReady)
+        .unwrap();
+    assert!(
+        c.message.contains("VPCs in us-east-1") && c.message.contains("Elastic IP addresses"),
+        "{}",
+        c.message
+    );
+    let since = calls_since(&calls_before, &provider.calls().snapshot());
+    assert!(
+        !since.keys().any(|op| op.contains(".Create")
+            || op.contains("RunInstances")
+            || op.contains("Allocate")),
+        "nothing created: {since:?}"
+    );
+    assert!(rec.status.infrastructure.is_none());
+    let events = engine.events(Some(id), 0, 1000).await.unwrap();
+    assert!(events.iter().any(|e| e.reason == "PrecheckFailed"));
+    // Nothing was created: abort is the way out of a cluster still provisioning.
+    engine.abort_cluster(id).await.unwrap();
+    engine
+        .wait_for_phase(id, Phase::Deleted, Duration::from_secs(60))
+        .await
+        .unwrap();
+
+    // Free the instances and the addresses, and one VPC: one cluster fits, and holds the
+    // last VPC for its create; a second one is told.
+    let ids: Vec<String> = admin
+        .ec2
+        .describe_instances()
+        .send()
+        .await
+        .unwrap()
+        .reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .filter_map(|i| i.instance_id().map(str::to_string))
+        .collect();
+    admin
+        .ec2
+        .terminate_instances()
+        .set_instance_ids(Some(ids))
+        .send()
+        .await
+        .unwrap();
+    let addrs = admin.ec2.describe_addresses().send().await.unwrap();
+    for a in addrs.addresses() {
+        admin
+            .ec2
+            .release_address()
+            .set_allocation_id(a.allocation_id().map(str::to_string))
+            .send()
+            .await
+            .unwrap();
+    }
+    let vpcs = admin.ec2.describe_vpcs().send().await.unwrap();
+    let extra = vpcs
+        .vpcs()
+        .iter()
+        .find(|v| v.is_default() != Some(true))
+        .and_then(|v| v.vpc_id())
+        .unwrap()
+        .to_string();
+    admin.ec2.delete_vpc().vpc_id(extra).send().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await; // the view is read again
+    let found = engine.precheck(&spec).await.unwrap();
+    assert!(found.passed(), "{}", found.message());
+    let mut second = spec.clone();
+    second.name = "shop".into();
+    let found = engine.precheck(&second).await.unwrap();
+    assert!(
+        found.message().contains("VPCs in us-east-1 (quota 5, 4 in use, 1 reserved by clusters being created): needs 1 VPCs, 0 left"),
+        "{}",
+        found.message()
+    );
+    engine.shutdown().await;
 }

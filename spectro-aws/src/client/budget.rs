@@ -61,8 +61,12 @@ struct BudgetedConnector {
     budget: Arc<RequestBudget>,
 }
 
-/// What a request costs: its class, and the instances it launches.
-pub(crate) fn cost_of(body: Option<&[u8]>) -> (CallClass, u64) {
+/// What a request costs: its class, and the instances it launches. The JSON protocol
+/// (Service Quotas) names the operation in `X-Amz-Target` (`Service.Operation`) instead.
+pub(crate) fn cost_of(body: Option<&[u8]>, target: Option<&str>) -> (CallClass, u64) {
+    if let Some(t) = target {
+        return (class_of(t.rsplit('.').next().unwrap_or(t)), 0);
+    }
     let Some(body) = body else {
         return (CallClass::Read, 0);
     };
@@ -96,7 +100,10 @@ pub(crate) fn class_of(action: &str) -> CallClass {
 
 impl HttpConnector for BudgetedConnector {
     fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
-        let (class, instances) = cost_of(request.body().bytes());
+        let (class, instances) = cost_of(
+            request.body().bytes(),
+            request.headers().get("x-amz-target"),
+        );
         let inner = self.inner.clone();
         let budget = self.budget.clone();
         HttpConnectorFuture::new(async move {
@@ -120,21 +127,28 @@ mod tests {
     #[test]
     fn the_query_action_decides_the_class() {
         assert_eq!(
-            cost_of(Some(b"Action=DescribeInstances&Version=2016-11-15")),
+            cost_of(Some(b"Action=DescribeInstances&Version=2016-11-15"), None),
             (CallClass::Read, 0)
         );
         assert_eq!(
-            cost_of(Some(b"Action=RunInstances&MaxCount=3&MinCount=3")),
+            cost_of(Some(b"Action=RunInstances&MaxCount=3&MinCount=3"), None),
             (CallClass::Mutate, 3)
         );
         assert_eq!(
-            cost_of(Some(b"Action=CreateVpc&CidrBlock=10.0.0.0%2F16")),
+            cost_of(Some(b"Action=CreateVpc&CidrBlock=10.0.0.0%2F16"), None),
             (CallClass::Mutate, 0)
         );
         assert_eq!(
-            cost_of(Some(b"Action=GetCallerIdentity")),
+            cost_of(Some(b"Action=GetCallerIdentity"), None),
             (CallClass::Read, 0)
         );
-        assert_eq!(cost_of(None), (CallClass::Read, 0));
+        assert_eq!(cost_of(None, None), (CallClass::Read, 0));
+        assert_eq!(
+            cost_of(
+                Some(b"{\"ServiceCode\":\"vpc\"}"),
+                Some("ServiceQuotasV20190624.ListServiceQuotas")
+            ),
+            (CallClass::Read, 0)
+        );
     }
 }
