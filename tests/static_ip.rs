@@ -249,19 +249,17 @@ async fn a_cluster_its_ip_pools_cannot_hold_is_stopped_before_anything_is_create
     let id = engine.create_cluster(&big).await.unwrap();
     let rec = engine
         .wait_for(id, T, |r| {
-            r.status.conditions.iter().any(|c| {
-                c.kind == ConditionType::InfrastructureReady
-                    && c.status == ConditionStatus::Failed
-                    && c.reason == "PrecheckFailed"
-            })
+            r.status.has_condition(
+                ConditionType::InfrastructureReady,
+                ConditionStatus::Failed,
+                "PrecheckFailed",
+            )
         })
         .await
         .unwrap();
     let c = rec
         .status
-        .conditions
-        .iter()
-        .find(|c| c.kind == ConditionType::InfrastructureReady)
+        .condition(ConditionType::InfrastructureReady)
         .unwrap();
     assert!(
         c.message.contains("worker-pool") && c.message.contains("needs 10 addresses, 9 left"),

@@ -319,14 +319,19 @@ async fn observe_with(
         .map_err(|e| from_sdk("DescribeInternetGateways", e))?;
     for g in igws.internet_gateways() {
         if let Some(id) = g.internet_gateway_id() {
-            n.internet_gateway_attached = g.attachments().iter().any(|a| {
+            let attached = g.attachments().iter().any(|a| {
                 a.vpc_id() == Some(n.vpc.as_str())
                     && !matches!(
                         a.state().map(|s| s.as_str()),
                         Some("detaching") | Some("detached")
                     )
             });
-            n.internet_gateway = Some(id.to_string());
+            // More than one (made before creates got one attempt): the attached one is
+            // the cluster's; the others are deleted with the cluster (listed below).
+            if n.internet_gateway.is_none() || (attached && !n.internet_gateway_attached) {
+                n.internet_gateway = Some(id.to_string());
+                n.internet_gateway_attached = attached;
+            }
             n.resources.push(res("internet-gateway", id));
         }
     }
@@ -445,6 +450,15 @@ fn lost_answer(e: AwsError) -> AwsError {
     }
 }
 
+/// One attempt for the creates EC2 cannot make idempotent (no client token: VPC, Internet
+/// gateway, Elastic IP, route table): an SDK retry after a lost answer would make a second
+/// one. The error goes to the engine instead, and the next pass observes (by the cluster's
+/// tag) what the lost answer created, as after a crash between the call and the record.
+fn once() -> aws_sdk_ec2::config::Builder {
+    aws_sdk_ec2::config::Builder::default()
+        .retry_config(aws_smithy_types::retry::RetryConfig::standard().with_max_attempts(1))
+}
+
 fn id_or_empty(s: Option<&str>) -> String {
     s.unwrap_or_default().to_string()
 }
@@ -488,6 +502,8 @@ pub async fn ensure_network(
             .create_vpc()
             .cidr_block(VPC_CIDR)
             .tag_specifications(tag_specs(ResourceType::Vpc, tags, "vpc", &name("vpc")))
+            .customize()
+            .config_override(once())
             .send()
             .await
             .map_err(|e| from_sdk("CreateVpc", e))?;
@@ -531,6 +547,8 @@ pub async fn ensure_network(
                     "internet-gateway",
                     &name("igw"),
                 ))
+                .customize()
+                .config_override(once())
                 .send()
                 .await
                 .map_err(|e| from_sdk("CreateInternetGateway", e))?;
@@ -605,6 +623,8 @@ pub async fn ensure_network(
                     "nat-eip",
                     &name(&format!("eip-{zone}")),
                 ))
+                .customize()
+                .config_override(once())
                 .send()
                 .await
                 .map_err(|e| from_sdk("AllocateAddress", e))?;
@@ -656,6 +676,8 @@ pub async fn ensure_network(
                     .create_route_table()
                     .vpc_id(&n.vpc)
                     .tag_specifications(tag_specs(ResourceType::RouteTable, rtags, role, &rname))
+                    .customize()
+                    .config_override(once())
                     .send()
                     .await
                     .map_err(|e| from_sdk("CreateRouteTable", e))?;

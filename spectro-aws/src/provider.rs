@@ -488,7 +488,7 @@ impl CloudProvider for AwsProvider {
             .as_mut()
             .ok_or_else(|| AwsError::not_ready("pre-check view"))?;
         crate::precheck::read_vcpus(&c, v, &types).await;
-        Ok(v.check(region, &ctx.spec))
+        Ok(v.check(region, &ctx.spec, &ctx.cluster_id.to_string()))
     }
 
     async fn ensure_image(

@@ -1294,19 +1294,17 @@ async fn prechecks_name_missing_permissions_and_shortfalls_before_anything_is_cr
     let id = engine.create_cluster(&spec).await.unwrap();
     let rec = engine
         .wait_for(id, Duration::from_secs(60), |r| {
-            r.status.conditions.iter().any(|c| {
-                c.kind == ConditionType::InfrastructureReady
-                    && c.status == ConditionStatus::Failed
-                    && c.reason == "PrecheckFailed"
-            })
+            r.status.has_condition(
+                ConditionType::InfrastructureReady,
+                ConditionStatus::Failed,
+                "PrecheckFailed",
+            )
         })
         .await
         .unwrap();
     let c = rec
         .status
-        .conditions
-        .iter()
-        .find(|c| c.kind == ConditionType::InfrastructureReady)
+        .condition(ConditionType::InfrastructureReady)
         .unwrap();
     assert!(
         c.message.contains("VPCs in us-east-1") && c.message.contains("Elastic IP addresses"),

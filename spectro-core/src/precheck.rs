@@ -1,8 +1,8 @@
 //! Pre-checks: what a cloud account lacks for a cluster — permissions and capacity — found
 //! before anything is created, and reported all at once. Providers answer for their cloud
-//! ([`CloudProvider::precheck`](crate::provider::CloudProvider::precheck); today vSphere:
-//! privileges and datastore space); IP pools are checked here, from the store's leases (no
-//! I/O in this module).
+//! ([`CloudProvider::precheck`](crate::provider::CloudProvider::precheck); vSphere:
+//! privileges and datastore space; AWS: permissions and quotas); IP pools are checked here,
+//! from the store's leases (no I/O in this module).
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -634,11 +634,11 @@ async fn precheck_names_every_missing_privilege_and_the_datastore_shortfall() {
     let id = engine.create_cluster(&spec).await.unwrap();
     let rec = engine
         .wait_for(id, T, |r| {
-            r.status.conditions.iter().any(|c| {
-                c.kind == ConditionType::InfrastructureReady
-                    && c.status == ConditionStatus::Failed
-                    && c.reason == "PrecheckFailed"
-            })
+            r.status.has_condition(
+                ConditionType::InfrastructureReady,
+                ConditionStatus::Failed,
+                "PrecheckFailed",
+            )
         })
         .await
         .unwrap();

@@ -24,6 +24,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use aws_sdk_ec2::types::Filter;
 use spectro_core::model::{CloudPlacement, Cluster};
 use spectro_core::precheck::{Precheck, Shortfall};
+use spectro_core::provider::TAG_CLUSTER_ID;
 
 use crate::client::AwsClients;
 use crate::error::{from_sdk, AwsError};
@@ -130,6 +131,40 @@ pub struct Needs {
     pub elbs: u64,
     /// Instance types whose vCPUs are unknown (not offered, or not read).
     pub unknown_types: BTreeSet<String>,
+}
+
+impl Needs {
+    /// What is left to create once `held` (the cluster's own resources, found by its tag:
+    /// a create interrupted by a crash) exists.
+    pub fn without(mut self, held: &Held, vcpus_of: &BTreeMap<String, u32>) -> Needs {
+        for (ty, count) in &held.instances_by_type {
+            self.instances = self.instances.saturating_sub(*count);
+            if standard_family(ty) {
+                let v = vcpus_of.get(ty).copied().unwrap_or(0);
+                self.vcpus = self.vcpus.saturating_sub(count * u64::from(v));
+            }
+        }
+        self.vpcs = self.vpcs.saturating_sub(held.vpcs);
+        self.igws = self.igws.saturating_sub(held.igws);
+        self.eips = self.eips.saturating_sub(held.eips);
+        self.nat_zones.retain(|z| !held.nat_zones.contains(z));
+        self
+    }
+}
+
+/// What one cluster already holds in the region (by its tag).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Held {
+    /// Pending or running instances by type.
+    pub instances_by_type: BTreeMap<String, u64>,
+    /// VPCs.
+    pub vpcs: u64,
+    /// Internet gateways.
+    pub igws: u64,
+    /// Elastic IPs.
+    pub eips: u64,
+    /// Zones of its pending or available NAT gateways.
+    pub nat_zones: BTreeSet<String>,
 }
 
 /// Instance types a cluster's nodes (and bastion) use.
@@ -244,6 +279,10 @@ pub struct Usage {
     pub eips: Option<u64>,
     /// Classic load balancers.
     pub elbs: Option<u64>,
+    /// What each cluster holds, by cluster id (its tag).
+    pub own: BTreeMap<String, Held>,
+    /// The names of the classic load balancers.
+    pub lb_names: BTreeSet<String>,
 }
 
 /// The shortfalls of `need` against the quotas, the usage and what `reserved` (other
@@ -400,9 +439,21 @@ pub struct AccountView {
 }
 
 impl AccountView {
-    /// Judges `spec` in this view; a cluster that passes reserves what it needs.
-    pub fn check(&mut self, region: &str, spec: &Cluster) -> Precheck {
-        let need = needs(spec, &self.vcpus);
+    /// Judges `spec` (the cluster `cluster_id`) in this view: what it already holds is
+    /// not needed again (a create a crash interrupted); a cluster that passes reserves
+    /// what it still needs.
+    pub fn check(&mut self, region: &str, spec: &Cluster, cluster_id: &str) -> Precheck {
+        let mut need = needs(spec, &self.vcpus);
+        if let Some(held) = self.usage.own.get(cluster_id) {
+            need = need.without(held, &self.vcpus);
+        }
+        if self
+            .usage
+            .lb_names
+            .contains(&crate::provider::lb_name(cluster_id))
+        {
+            need.elbs = 0;
+        }
         let others: Vec<&Needs> = self
             .reserved
             .iter()
@@ -873,6 +924,14 @@ async fn quotas(
     q
 }
 
+/// The cluster id a resource is tagged with.
+fn cluster_tag(tags: &[aws_sdk_ec2::types::Tag]) -> Option<String> {
+    tags.iter()
+        .find(|t| t.key() == Some(TAG_CLUSTER_ID))
+        .and_then(|t| t.value())
+        .map(str::to_string)
+}
+
 /// What the region holds now, and the pending or running instances by type.
 async fn usage(
     c: &AwsClients,
@@ -901,12 +960,20 @@ async fn usage(
                 n += 1;
                 if let Some(t) = i.instance_type() {
                     *types.entry(t.as_str().to_string()).or_default() += 1;
+                    if let Some(cid) = cluster_tag(i.tags()) {
+                        *u.own
+                            .entry(cid)
+                            .or_default()
+                            .instances_by_type
+                            .entry(t.as_str().to_string())
+                            .or_default() += 1;
+                    }
                 }
             }
         }
         u.instances = Some(n);
     }
-    u.vpcs = c
+    let vpcs: Option<Vec<_>> = c
         .ec2
         .describe_vpcs()
         .into_paginator()
@@ -914,9 +981,14 @@ async fn usage(
         .send()
         .try_collect()
         .await
-        .ok()
-        .map(|v| v.len() as u64);
-    u.igws = c
+        .ok();
+    if let Some(vpcs) = vpcs {
+        u.vpcs = Some(vpcs.len() as u64);
+        for cid in vpcs.iter().filter_map(|v| cluster_tag(v.tags())) {
+            u.own.entry(cid).or_default().vpcs += 1;
+        }
+    }
+    let igws: Option<Vec<_>> = c
         .ec2
         .describe_internet_gateways()
         .into_paginator()
@@ -924,24 +996,34 @@ async fn usage(
         .send()
         .try_collect()
         .await
-        .ok()
-        .map(|v| v.len() as u64);
-    u.eips = c
-        .ec2
-        .describe_addresses()
-        .send()
-        .await
-        .ok()
-        .map(|o| o.addresses().len() as u64);
-    u.elbs = elb
+        .ok();
+    if let Some(igws) = igws {
+        u.igws = Some(igws.len() as u64);
+        for cid in igws.iter().filter_map(|g| cluster_tag(g.tags())) {
+            u.own.entry(cid).or_default().igws += 1;
+        }
+    }
+    if let Ok(out) = c.ec2.describe_addresses().send().await {
+        u.eips = Some(out.addresses().len() as u64);
+        for cid in out.addresses().iter().filter_map(|a| cluster_tag(a.tags())) {
+            u.own.entry(cid).or_default().eips += 1;
+        }
+    }
+    let lbs: Option<Vec<_>> = elb
         .describe_load_balancers()
         .into_paginator()
         .items()
         .send()
         .try_collect()
         .await
-        .ok()
-        .map(|v| v.len() as u64);
+        .ok();
+    if let Some(lbs) = lbs {
+        u.elbs = Some(lbs.len() as u64);
+        u.lb_names = lbs
+            .iter()
+            .filter_map(|l| l.load_balancer_name().map(str::to_string))
+            .collect();
+    }
     let nat_state = Filter::builder()
         .name("state")
         .values("pending")
@@ -988,6 +1070,9 @@ async fn usage(
             for n in &nats {
                 if let Some(z) = n.subnet_id().and_then(|s| zone_of.get(s)) {
                     *by_zone.entry(z.clone()).or_default() += 1;
+                    if let Some(cid) = cluster_tag(n.tags()) {
+                        u.own.entry(cid).or_default().nat_zones.insert(z.clone());
+                    }
                 }
             }
             u.nats_by_zone = Some(by_zone);
@@ -1096,6 +1181,7 @@ nodePools:
             nats_by_zone: Some([("us-east-1b".to_string(), 5)].into()),
             eips: Some(3),
             elbs: Some(0),
+            ..Default::default()
         };
         let other = Needs {
             vpcs: 1,
@@ -1165,17 +1251,75 @@ nodePools:
             reserved: BTreeMap::new(),
         };
         let a = cluster();
-        assert!(view.check("us-east-1", &a).passed());
+        assert!(view.check("us-east-1", &a, "a").passed());
         // The same cluster again (a retry) does not count its own reservation.
-        assert!(view.check("us-east-1", &a).passed());
+        assert!(view.check("us-east-1", &a, "a").passed());
         let mut b = cluster();
         b.name = "west".into();
-        let found = view.check("us-east-1", &b);
+        let found = view.check("us-east-1", &b, "b");
         assert!(!found.passed());
         assert!(
             found
                 .message()
                 .contains("1 reserved by clusters being created"),
+            "{}",
+            found.message()
+        );
+    }
+
+    #[test]
+    fn what_a_cluster_already_holds_is_not_needed_again() {
+        // A create a crash interrupted: the VPC, its gateway, 3 addresses, 2 NAT gateways, the
+        // load balancer and one control-plane node exist, tagged with the cluster's id.
+        let vcpus: BTreeMap<String, u32> =
+            [("m5.large".to_string(), 2), ("t3.micro".to_string(), 2)].into();
+        let held = Held {
+            instances_by_type: [("m5.large".to_string(), 1)].into(),
+            vpcs: 1,
+            igws: 1,
+            eips: 3,
+            nat_zones: ["us-east-1a".to_string(), "us-east-1b".to_string()].into(),
+        };
+        let mut view = AccountView {
+            read_at: spectro_core::clock::instant_now(),
+            permissions: Precheck::default(),
+            quotas: Quotas {
+                vpcs: q(5),
+                eips: q(5),
+                elbs: q(1),
+                nats_per_zone: q(1),
+                ..Default::default()
+            },
+            usage: Usage {
+                vpcs: Some(5),
+                eips: Some(5),
+                elbs: Some(1),
+                nats_by_zone: Some(
+                    [("us-east-1a".to_string(), 1), ("us-east-1b".to_string(), 1)].into(),
+                ),
+                own: [("c-1".to_string(), held.clone())].into(),
+                lb_names: [crate::provider::lb_name("c-1")].into(),
+                ..Default::default()
+            },
+            vcpus: vcpus.clone(),
+            reserved: BTreeMap::new(),
+        };
+        let left = needs(&cluster(), &vcpus).without(&held, &vcpus);
+        assert_eq!(
+            (left.vpcs, left.igws, left.eips, left.instances, left.vcpus),
+            (0, 0, 0, 7, 10)
+        );
+        assert_eq!(
+            left.nat_zones.into_iter().collect::<Vec<_>>(),
+            vec!["us-east-1c"]
+        );
+        // Everything is used up, by the cluster itself but the third zone's NAT gateway.
+        let found = view.check("us-east-1", &cluster(), "c-1");
+        assert_eq!(found.shortfalls.len(), 0, "{}", found.message());
+        // Another cluster in the same region finds nothing left.
+        let found = view.check("us-east-1", &cluster(), "c-2");
+        assert!(
+            found.message().contains("VPCs in us-east-1"),
             "{}",
             found.message()
         );

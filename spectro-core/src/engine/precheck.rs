@@ -107,7 +107,8 @@ impl Engine {
     /// validated as `create_cluster` does, then the cloud account is checked against what
     /// the cluster needs, as far as its provider implements `CloudProvider::precheck`
     /// (vSphere: the privileges on the placement objects and the datastores' free space;
-    /// providers without pre-checks say so in `unchecked`), and the IP pools (1 address per
+    /// AWS: the IAM actions it calls and the region's quotas; providers without pre-checks
+    /// say so in `unchecked`), and the IP pools (1 address per
     /// node + the VIP + 1 spare). The engine runs the same check before a new cluster's first
     /// create. A provider's pre-check that fails (other than `Unauthorized`) is reported in
     /// `unchecked`, never blocks.

@@ -159,6 +159,27 @@ pub struct AppliedPack {
     pub applied_at: DateTime<Utc>,
 }
 
+impl ClusterStatus {
+    /// The condition of `kind`, when the cluster has reached it.
+    #[must_use]
+    pub fn condition(&self, kind: super::condition::ConditionType) -> Option<&Condition> {
+        self.conditions.iter().find(|c| c.kind == kind)
+    }
+
+    /// True when the condition of `kind` is `status` for `reason` (e.g. `Creating
+    /// Infrastructure` failed with `PrecheckFailed`): a predicate for `Engine::wait_for`.
+    #[must_use]
+    pub fn has_condition(
+        &self,
+        kind: super::condition::ConditionType,
+        status: super::condition::ConditionStatus,
+        reason: &str,
+    ) -> bool {
+        self.condition(kind)
+            .is_some_and(|c| c.status == status && c.reason == reason)
+    }
+}
+
 impl Default for ClusterStatus {
     fn default() -> Self {
         ClusterStatus {
