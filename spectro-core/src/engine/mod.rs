@@ -84,7 +84,7 @@ pub use self::config::{EngineConfig, GatewayConfig, ReplicaConfig};
 pub use self::explain::{Blocker, BlockerKind, BlockerScope, Explanation};
 pub use self::gateways::{version_older, GatewayCredential, PairingCode};
 pub use self::monitoring::{AgentSettings, HealthChange, MonitoringConfig};
-pub use self::support::CallRecord;
+pub use self::support::{redact, CallRecord};
 pub use self::update::UpdateNotification;
 pub use self::watch::{ReconcileOutcome, ReconcileReport};
 

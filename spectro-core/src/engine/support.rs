@@ -92,8 +92,9 @@ fn redact_all(v: &mut Value) {
 }
 
 /// Redacts `v` in place: everything under secret-named keys, URL passwords, and the data of
-/// Kubernetes `Secret` objects.
-fn redact(v: &mut Value) {
+/// Kubernetes `Secret` objects (the support bundle's rule, for any tool that shows specs:
+/// the command line, a dashboard).
+pub fn redact(v: &mut Value) {
     match v {
         Value::String(s) if s.contains("://") => *s = redact_url_userinfo(s),
         Value::Array(items) => items.iter_mut().for_each(redact),

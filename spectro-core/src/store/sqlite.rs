@@ -88,7 +88,34 @@ CREATE TABLE usage (
     PRIMARY KEY (cluster_id, step, at)
 ) WITHOUT ROWID;
 "#,
+    // The change feed of file databases shared by processes (`Store::changes`): a row per
+    // cluster insert or spec/lifecycle update, read by sequence.
+    r#"
+CREATE TABLE cluster_changes (seq INTEGER PRIMARY KEY AUTOINCREMENT, cluster_id TEXT NOT NULL);
+"#,
 ];
+
+/// Change rows kept: older ones are pruned (a reader that far behind looks at everything
+/// again, as after a lost notification connection).
+const CHANGES_KEPT: i64 = 10_000;
+
+/// Records that `id`'s spec or lifecycle changed (same connection, right after the write).
+fn record_change(c: &Connection, id: &str) -> Result<()> {
+    c.execute(
+        "INSERT INTO cluster_changes (cluster_id) VALUES (?1)",
+        params![id],
+    )
+    .db("record change")?;
+    let seq = c.last_insert_rowid();
+    if seq % 1_000 == 0 {
+        c.execute(
+            "DELETE FROM cluster_changes WHERE seq <= ?1",
+            params![seq - CHANGES_KEPT],
+        )
+        .db("record change")?;
+    }
+    Ok(())
+}
 
 trait Db<T> {
     fn db(self, op: &'static str) -> Result<T>;
@@ -131,6 +158,8 @@ struct Inner {
     writer: Mutex<Connection>,
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
+    /// How often `changes()` looks for other processes' changes.
+    change_poll: std::time::Duration,
 }
 
 /// The SQLite store.
@@ -203,8 +232,25 @@ impl SqliteStore {
                 writer: Mutex::new(writer),
                 readers,
                 next_reader: AtomicUsize::new(0),
+                change_poll: std::time::Duration::from_millis(500),
             }),
         })
+    }
+
+    /// How often [`Store::changes`] looks for clusters other processes created or changed
+    /// (default 500 ms): engines on one database file in several processes (an embedding
+    /// application and the `spectro` command line, replicas) see each other's writes
+    /// within it.
+    #[must_use]
+    pub fn with_change_poll(self, every: std::time::Duration) -> Self {
+        let mut inner = match Arc::try_unwrap(self.inner) {
+            Ok(inner) => inner,
+            Err(shared) => return SqliteStore { inner: shared },
+        };
+        inner.change_poll = every.max(std::time::Duration::from_millis(10));
+        SqliteStore {
+            inner: Arc::new(inner),
+        }
     }
 
     /// A private in-memory database (one connection), for tests and demos.
@@ -237,6 +283,7 @@ impl SqliteStore {
                 writer: Mutex::new(writer),
                 readers: Vec::new(),
                 next_reader: AtomicUsize::new(0),
+                change_poll: std::time::Duration::from_millis(500),
             }),
         })
     }
@@ -556,7 +603,7 @@ impl Store for SqliteStore {
                 params![id, name, generation, lifecycle, spec, profile, prev, status, created],
             );
             match r {
-                Ok(_) => Ok(()),
+                Ok(_) => record_change(c, &id),
                 Err(rusqlite::Error::SqliteFailure(e, _))
                     if e.code == rusqlite::ErrorCode::ConstraintViolation =>
                 {
@@ -599,7 +646,7 @@ impl Store for SqliteStore {
                 )
                 .db("update cluster")?;
             if n == 1 {
-                return Ok(());
+                return record_change(c, &id);
             }
             let found: Option<i64> = c
                 .query_row(
@@ -918,6 +965,75 @@ impl Store for SqliteStore {
         .await
     }
 
+    /// Polls the change feed every `with_change_poll` (file databases only: an in-memory
+    /// database has one process). Starts at the newest change; a reader left behind by the
+    /// pruning gets the nil id (look at everything again).
+    async fn changes(&self) -> Result<Option<futures_util::stream::BoxStream<'static, ClusterId>>> {
+        use futures_util::StreamExt;
+        if self.inner.readers.is_empty() {
+            return Ok(None);
+        }
+        let newest = |c: &mut Connection| -> Result<i64> {
+            c.query_row(
+                "SELECT COALESCE(MAX(seq), 0) FROM cluster_changes",
+                [],
+                |r| r.get(0),
+            )
+            .db("changes")
+        };
+        let start = self.run(false, newest).await?;
+        let store = self.clone();
+        let every = self.inner.change_poll;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<ClusterId>();
+        tokio::spawn(async move {
+            let mut last = start;
+            loop {
+                tokio::time::sleep(every).await;
+                if tx.is_closed() {
+                    return;
+                }
+                let after = last;
+                let rows = store
+                    .run(false, move |c| {
+                        let oldest: i64 = c
+                            .query_row(
+                                "SELECT COALESCE(MIN(seq), 0) FROM cluster_changes",
+                                [],
+                                |r| r.get(0),
+                            )
+                            .db("changes")?;
+                        let mut stmt = c
+                            .prepare_cached(
+                                "SELECT seq, cluster_id FROM cluster_changes WHERE seq > ?1 ORDER BY seq LIMIT 1000",
+                            )
+                            .db("changes")?;
+                        let rows = stmt
+                            .query_map(params![after], |r| {
+                                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+                            })
+                            .db("changes")?
+                            .collect::<rusqlite::Result<Vec<_>>>()
+                            .db("changes")?;
+                        Ok((oldest > after + 1 && after > 0, rows))
+                    })
+                    .await;
+                let Ok((missed, rows)) = rows else { continue };
+                if missed && tx.send(ClusterId(uuid::Uuid::nil())).is_err() {
+                    return;
+                }
+                for (seq, id) in rows {
+                    last = seq;
+                    if let Ok(id) = id.parse::<ClusterId>() {
+                        if tx.send(id).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        Ok(Some(tokio_stream_from(rx).boxed()))
+    }
+
     async fn allocate_ip(&self, req: &IpRequest) -> Result<u64> {
         let req = req.clone();
         self.run(true, move |c| {
@@ -1134,4 +1250,11 @@ impl Store for SqliteStore {
             })
             .collect()
     }
+}
+
+/// A stream of what an unbounded channel receives.
+fn tokio_stream_from<T: Send + 'static>(
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<T>,
+) -> impl futures_util::Stream<Item = T> + Send + 'static {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
