@@ -94,3 +94,8 @@ pub use spectro_kube as kube;
 /// The vSphere provider (feature `vsphere`).
 #[cfg(feature = "vsphere")]
 pub use spectro_vsphere as vsphere;
+
+/// The web dashboard (feature `dashboard`): clusters, a page per cluster, the live event
+/// stream and usage charts, mountable in the application's own HTTP server.
+#[cfg(feature = "dashboard")]
+pub mod dashboard;

@@ -159,6 +159,10 @@ fn the_command_line_across_processes_on_one_store() {
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(text.contains("Phase:        running"), "{text}");
     assert!(text.contains("workers"), "{text}");
+    assert!(
+        text.contains("Machines:") && text.contains("running"),
+        "{text}"
+    );
     // No secret in what the command line shows.
     let accounts = spectro(&store, &["get", "accounts", "-o", "json"]);
     assert!(accounts.status.success());
@@ -180,6 +184,18 @@ fn the_command_line_across_processes_on_one_store() {
         &["describe", "cluster", "shop", "-o", "json"],
     ));
     assert_eq!(d["status"]["pools"]["workers"]["ready"], 4, "{d}");
+    let machines = d["status"]["machines"].as_array().unwrap();
+    assert_eq!(machines.len(), 5, "{d}");
+    assert!(
+        machines
+            .iter()
+            .all(|m| m["state"] == "running" && m["ready"] == true && m["zone"] == "us-east-1a"),
+        "{d}"
+    );
+    assert_eq!(
+        machines.iter().filter(|m| m["pool"] == "workers").count(),
+        4
+    );
 
     // Events, one JSON object per line.
     let ev = spectro(&store, &["events", "shop", "-o", "json"]);

@@ -306,7 +306,11 @@ impl Engine {
                 since: None,
             });
         }
-        if self.inner.config.replica.is_some() && !self.inner.may_act(id) {
+        // Another replica's cluster at its desired state (as stored) waits for nothing; one
+        // that is not is explained by its owner (its planner's waits live there).
+        let settled =
+            rec.status.phase == Phase::Running && rec.status.observed_generation == rec.generation;
+        if self.inner.config.replica.is_some() && !self.inner.may_act(id) && !settled {
             blockers.push(Blocker {
                 scope: BlockerScope::Cluster,
                 kind: BlockerKind::HeldElsewhere,

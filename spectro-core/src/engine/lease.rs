@@ -95,6 +95,8 @@ impl Inner {
     ) {
         use futures_util::StreamExt;
         while let Some(id) = changes.next().await {
+            // Another process wrote: event watchers look at the store again.
+            self.last_seq.send_modify(|_| {});
             if id.0.is_nil() {
                 // The notification connection was re-established: changes may have been
                 // missed, so every owned cluster is looked at again.

@@ -174,6 +174,12 @@ impl Engine {
         &self.inner.store
     }
 
+    /// The time on the engine's clock (`EngineBuilder::clock`): the "now" of usage ranges
+    /// and health judgements.
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.inner.clock.now()
+    }
+
     /// Reconciles run so far.
     pub fn reconciles(&self) -> u64 {
         self.inner.reconciles.load(Ordering::Relaxed)

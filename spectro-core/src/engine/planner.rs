@@ -26,7 +26,7 @@ use crate::provider::{
     BootstrapRole, Customization, ImageSpec, InfraStatus, Machine, MachineState,
 };
 use crate::records::intent::Intent;
-use crate::records::status::{AppliedPack, Lifecycle, PoolStatus, ResolvedImage};
+use crate::records::status::{AppliedPack, Lifecycle, MachineSummary, PoolStatus, ResolvedImage};
 use crate::workload::{quorum_after_removal, WorkloadView};
 
 /// How machines count as Kubernetes nodes, and how nodes are taken out.
@@ -200,6 +200,8 @@ pub struct Assessment {
     pub workers: Progress,
     /// Per pool counts.
     pub pools: BTreeMap<String, PoolStatus>,
+    /// Every machine of the spec's pools, per pool (control plane first).
+    pub machines: Vec<MachineSummary>,
     /// Machines exist that are still booting or being deleted: look again soon.
     pub waiting: bool,
     /// Everything matches the spec.
@@ -910,6 +912,13 @@ fn plan_machines(input: &PlanInput<'_>, image_id: &str, plan: &mut Plan) {
                 outdated: old.len() as u32,
             },
         );
+        for m in input.machines.iter().filter(|m| m.pool == pool.name) {
+            let outdated = old.iter().any(|o| o.name == m.name);
+            let ready = not_ready(input, m).is_none();
+            plan.assessment
+                .machines
+                .push(MachineSummary::of(m, outdated, ready));
+        }
         let prog = if pool.is_control_plane() {
             &mut cp
         } else {
@@ -1239,6 +1248,11 @@ fn pick_victims(
 
 fn plan_delete(input: &PlanInput<'_>) -> Plan {
     let mut plan = Plan::default();
+    plan.assessment.machines = input
+        .machines
+        .iter()
+        .map(|m| MachineSummary::of(m, false, false))
+        .collect();
     // A create whose outcome is unknown may have made machines the listing does not show
     // yet: re-issue it (same token) to learn them, so they are deleted, not leaked.
     let pending = unobserved(input);

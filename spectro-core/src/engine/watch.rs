@@ -26,6 +26,9 @@ impl Engine {
 
     /// A live stream of events of one cluster (or all) after position `after`: first the
     /// stored ones, then new ones as they are committed. Resume by passing the last `seq`.
+    /// Woken by this engine's events and, for a replica, by the store's change feed (other
+    /// processes' writes), with a look at the store every second for events that come
+    /// without a cluster change.
     pub fn watch_events(
         &self,
         cluster: Option<ClusterId>,
@@ -33,6 +36,12 @@ impl Engine {
     ) -> impl Stream<Item = Result<Event>> + Send + 'static {
         let store = self.inner.store.clone();
         let rx = self.inner.last_seq.subscribe();
+        let look_again = self
+            .inner
+            .config
+            .replica
+            .as_ref()
+            .map(|_| Duration::from_secs(1));
         let state = (
             store,
             rx,
@@ -55,7 +64,14 @@ impl Engine {
                     match store.events(cluster, last, 512).await {
                         Ok(evs) if !evs.is_empty() => buf.extend(evs),
                         Ok(_) => {
-                            if rx.changed().await.is_err() {
+                            let changed = match look_again {
+                                Some(pause) => tokio::select! {
+                                    r = rx.changed() => r,
+                                    () = tokio::time::sleep(pause) => Ok(()),
+                                },
+                                None => rx.changed().await,
+                            };
+                            if changed.is_err() {
                                 done = true;
                             }
                         }

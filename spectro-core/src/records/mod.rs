@@ -17,5 +17,6 @@ pub use condition::{Condition, ConditionStatus, ConditionType};
 pub use event::{Event, NewEvent, Severity};
 pub use intent::Intent;
 pub use status::{
-    ClusterRecord, ClusterStatus, Lifecycle, PendingProfileUpdate, Phase, PoolStatus, ResolvedImage,
+    ClusterRecord, ClusterStatus, Lifecycle, MachineSummary, PendingProfileUpdate, Phase,
+    PoolStatus, ResolvedImage,
 };

@@ -87,6 +87,54 @@ pub struct PoolStatus {
     pub outdated: u32,
 }
 
+/// A machine as the engine last saw it (the cluster page's machine list): refreshed by each
+/// reconcile, written only when it changes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MachineSummary {
+    /// Machine name (the Kubernetes Node's name).
+    pub name: String,
+    /// Cloud id (instance id, VM managed object id, ...).
+    pub id: String,
+    /// Node pool.
+    pub pool: String,
+    /// Role of its pool.
+    pub role: crate::model::PoolRole,
+    /// Fault domain (zone or placement domain).
+    pub zone: String,
+    /// State in the cloud.
+    pub state: crate::provider::MachineState,
+    /// Primary private address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<std::net::IpAddr>,
+    /// Still on an old shape (to be replaced by a rolling replacement).
+    pub outdated: bool,
+    /// Running and, with a workload connection, a `Ready` Node (healthy etcd member for a
+    /// control-plane node).
+    pub ready: bool,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+}
+
+impl MachineSummary {
+    /// The summary of an observed machine.
+    #[must_use]
+    pub fn of(m: &crate::provider::Machine, outdated: bool, ready: bool) -> Self {
+        MachineSummary {
+            name: m.name.clone(),
+            id: m.id.clone(),
+            pool: m.pool.clone(),
+            role: m.role,
+            zone: m.zone.clone(),
+            state: m.state,
+            address: m.address,
+            outdated,
+            ready,
+            created_at: m.created_at,
+        }
+    }
+}
+
 /// A profile update waiting to be applied: the profile the spec names and its revision.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -142,6 +190,9 @@ pub struct ClusterStatus {
     /// again).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prechecked: Option<u64>,
+    /// The machines as the last reconcile saw them, per pool (control plane first).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub machines: Vec<MachineSummary>,
 }
 
 /// A pack as applied to the running cluster.
@@ -197,6 +248,7 @@ impl Default for ClusterStatus {
             packs: BTreeMap::new(),
             health: None,
             prechecked: None,
+            machines: Vec::new(),
         }
     }
 }

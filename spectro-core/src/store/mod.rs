@@ -370,3 +370,10 @@ pub trait Store: Send + Sync + 'static {
         Ok(None)
     }
 }
+
+/// The end of a half-open time range in the whole seconds usage rows are kept in: a sample
+/// taken earlier in `to`'s own second is inside the range.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) fn end_second(to: chrono::DateTime<chrono::Utc>) -> i64 {
+    to.timestamp() + i64::from(to.timestamp_subsec_nanos() > 0)
+}

@@ -447,7 +447,7 @@ impl Store for PostgresStore {
                     &cluster.to_string(),
                     &(step as i32),
                     &from.timestamp(),
-                    &to.timestamp(),
+                    &super::end_second(to),
                 ],
             )
             .await
@@ -777,7 +777,10 @@ impl Store for PostgresStore {
             .await
             .db("acquire leases")?
             .get(0);
-        let room = (max as i64 - held).max(0);
+        let room = i64::try_from(max)
+            .unwrap_or(i64::MAX)
+            .saturating_sub(held)
+            .max(0);
         if room > 0 {
             tx.execute(
                 "UPDATE clusters SET lease_owner = $1, fence = fence + 1

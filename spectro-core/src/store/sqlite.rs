@@ -176,22 +176,55 @@ impl std::fmt::Debug for SqliteStore {
     }
 }
 
+/// A write transaction that takes the write lock at its start (`BEGIN IMMEDIATE`), so it
+/// waits for another process's writer (busy timeout) instead of failing at once with
+/// "database is locked" when a read turns into a write behind a newer commit.
+fn write_tx(c: &mut Connection) -> rusqlite::Result<rusqlite::Transaction<'_>> {
+    c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+}
+
 fn configure(c: &Connection) -> Result<()> {
     c.busy_timeout(std::time::Duration::from_secs(10))
         .db("configure")?;
-    c.pragma_update(None, "journal_mode", "WAL")
-        .db("configure")?;
+    // Switching a new file to WAL takes an exclusive lock, for which SQLite does not wait
+    // (no busy handler): another process opening the same new file at the same moment gets
+    // "database is locked" at once. Retried for the busy timeout.
+    let mut waited = std::time::Duration::ZERO;
+    loop {
+        match c.pragma_update(None, "journal_mode", "WAL") {
+            Ok(()) => break,
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy
+                    && waited < std::time::Duration::from_secs(10) =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                waited += std::time::Duration::from_millis(20);
+            }
+            Err(e) => return Err(e).db("configure"),
+        }
+    }
     c.pragma_update(None, "synchronous", "NORMAL")
         .db("configure")?;
     Ok(())
 }
 
+/// Brings the schema up to date. Each step reads the version inside an immediate (write-
+/// locked) transaction, so processes opening one new file at once migrate it once: the
+/// second waits for the first (busy timeout) and finds the step done.
 fn migrate(c: &mut Connection) -> Result<()> {
-    let version: i64 = c
+    let current: i64 = c
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .db("migrate")?;
-    for (i, m) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
-        let tx = c.transaction().db("migrate")?;
+    for (i, m) in MIGRATIONS.iter().enumerate().skip(current.max(0) as usize) {
+        let tx = c
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .db("migrate")?;
+        let version: i64 = tx
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .db("migrate")?;
+        if version > i as i64 {
+            continue;
+        }
         tx.execute_batch(m).db("migrate")?;
         tx.pragma_update(None, "user_version", (i + 1) as i64)
             .db("migrate")?;
@@ -398,7 +431,7 @@ impl Store for SqliteStore {
             .secrets
             .encode(&object_scope(kind, &name), body)?;
         self.run(true, move |c| {
-            let tx = c.transaction().db("put object")?;
+            let tx = write_tx(c).db("put object")?;
             let current: Option<i64> = tx
                 .query_row(
                     "SELECT revision FROM objects WHERE kind = ?1 AND name = ?2",
@@ -496,7 +529,7 @@ impl Store for SqliteStore {
             .map(|r| Ok((r.at.timestamp(), to_json(&r.body)?)))
             .collect::<Result<_>>()?;
         self.run(true, move |c| {
-            let tx = c.transaction().db("put usage")?;
+            let tx = write_tx(c).db("put usage")?;
             {
                 let mut st = tx
                     .prepare_cached(
@@ -532,7 +565,7 @@ impl Store for SqliteStore {
                     .db("usage")?;
                 let r = st
                     .query_map(
-                        params![cluster, step, from.timestamp(), to.timestamp()],
+                        params![cluster, step, from.timestamp(), super::end_second(to)],
                         |r| Ok((r.get(0)?, r.get(1)?)),
                     )
                     .db("usage")?
@@ -597,13 +630,17 @@ impl Store for SqliteStore {
         let (generation, prev) = (rec.generation as i64, rec.profile_revision as i64);
         let created = rec.created_at.to_rfc3339();
         self.run(true, move |c| {
-            let r = c.execute(
+            let tx = write_tx(c).db("insert cluster")?;
+            let r = tx.execute(
                 "INSERT INTO clusters (id, name, generation, lifecycle, spec, profile, profile_revision, status, deleted, created_at, updated_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, ?9, ?9)",
                 params![id, name, generation, lifecycle, spec, profile, prev, status, created],
             );
             match r {
-                Ok(_) => record_change(c, &id),
+                Ok(_) => {
+                    record_change(&tx, &id)?;
+                    tx.commit().db("insert cluster")
+                }
                 Err(rusqlite::Error::SqliteFailure(e, _))
                     if e.code == rusqlite::ErrorCode::ConstraintViolation =>
                 {
@@ -628,7 +665,8 @@ impl Store for SqliteStore {
         let profile = to_json(&rec.profile)?;
         let (generation, prev) = (rec.generation as i64, rec.profile_revision as i64);
         self.run(true, move |c| {
-            let n = c
+            let tx = write_tx(c).db("update cluster")?;
+            let n = tx
                 .execute(
                     "UPDATE clusters SET generation = ?2, lifecycle = ?3, spec = ?4, profile = ?5,
                        profile_revision = ?6, updated_at = ?7
@@ -646,9 +684,10 @@ impl Store for SqliteStore {
                 )
                 .db("update cluster")?;
             if n == 1 {
-                return record_change(c, &id);
+                record_change(&tx, &id)?;
+                return tx.commit().db("update cluster");
             }
-            let found: Option<i64> = c
+            let found: Option<i64> = tx
                 .query_row(
                     "SELECT generation FROM clusters WHERE id = ?1",
                     params![id],
@@ -749,7 +788,7 @@ impl Store for SqliteStore {
         let events = w.events.clone();
         let fence = w.fence;
         self.run(true, move |c| {
-            let tx = c.transaction().db("commit")?;
+            let tx = write_tx(c).db("commit")?;
             check_fence(&tx, &id, fence)?;
             if let Some(status) = status {
                 tx.execute(
@@ -882,7 +921,7 @@ impl Store for SqliteStore {
     ) -> Result<Vec<Lease>> {
         let owner = owner.to_string();
         self.run(true, move |c| {
-            let tx = c.transaction().db("acquire leases")?;
+            let tx = write_tx(c).db("acquire leases")?;
             let now = crate::clock::system_now().timestamp_millis();
             let until = now + ttl.as_millis() as i64;
             tx.execute(
@@ -898,7 +937,7 @@ impl Store for SqliteStore {
                     |r| r.get(0),
                 )
                 .db("acquire leases")?;
-            let room = (max as i64 - held).max(0);
+            let room = i64::try_from(max).unwrap_or(i64::MAX).saturating_sub(held).max(0);
             tx.execute(
                 "UPDATE clusters SET lease_owner = ?1, fence = fence + 1
                  WHERE id IN (SELECT c.id FROM clusters c LEFT JOIN replicas r ON r.id = c.lease_owner
@@ -951,7 +990,7 @@ impl Store for SqliteStore {
     async fn release_leases(&self, owner: &str) -> Result<()> {
         let owner = owner.to_string();
         self.run(true, move |c| {
-            let tx = c.transaction().db("release leases")?;
+            let tx = write_tx(c).db("release leases")?;
             tx.execute(
                 "UPDATE clusters SET lease_owner = NULL WHERE lease_owner = ?1",
                 params![owner],
@@ -1037,7 +1076,7 @@ impl Store for SqliteStore {
     async fn allocate_ip(&self, req: &IpRequest) -> Result<u64> {
         let req = req.clone();
         self.run(true, move |c| {
-            let tx = c.transaction().db("allocate ip")?;
+            let tx = write_tx(c).db("allocate ip")?;
             let cid = req.cluster.to_string();
             let pool = req.pool.as_str();
             check_fence(&tx, &cid, req.fence)?;
@@ -1135,7 +1174,7 @@ impl Store for SqliteStore {
             v
         });
         self.run(true, move |c| {
-            let tx = c.transaction().db("release ips")?;
+            let tx = write_tx(c).db("release ips")?;
             check_fence(&tx, &cid, fence)?;
             let mut rows: Vec<(String, i64)> = Vec::new();
             {
@@ -1257,4 +1296,31 @@ fn tokio_stream_from<T: Send + 'static>(
     mut rx: tokio::sync::mpsc::UnboundedReceiver<T>,
 ) -> impl futures_util::Stream<Item = T> + Send + 'static {
     futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Processes starting together on a new file (the command line's `run` and `apply`):
+    /// every open succeeds and the schema is migrated once.
+    #[test]
+    fn many_openers_of_one_new_file_all_succeed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("new.db");
+        let handles: Vec<_> = (0..6)
+            .map(|_| {
+                let p = path.clone();
+                std::thread::spawn(move || SqliteStore::open(&p).map(|_| ()))
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap().unwrap();
+        }
+        let c = Connection::open(&path).unwrap();
+        let v: i64 = c
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, MIGRATIONS.len() as i64);
+    }
 }

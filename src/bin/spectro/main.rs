@@ -160,6 +160,20 @@ enum Command {
         #[arg(long)]
         take: bool,
     },
+    /// Serves the web dashboard (clusters, live events, usage charts) until interrupted;
+    /// read-only unless an admin token is given.
+    Serve {
+        /// Where to listen (plain HTTP: loopback unless a TLS proxy fronts it).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// A file holding the admin token: who signs in with it may scale, delete, abort
+        /// and apply profile updates. Without it the dashboard only shows.
+        #[arg(long, env = "SPECTRO_DASHBOARD_TOKEN_FILE")]
+        token_file: Option<PathBuf>,
+        /// Serve under this path (`/ops/spectro`).
+        #[arg(long, default_value = "")]
+        base_path: String,
+    },
     /// Runs the engine: reconciles every cluster of the store until interrupted.
     Run {
         /// Clusters reconciled at once.
@@ -282,34 +296,51 @@ async fn engine(g: &Global, acting: Option<(usize, Duration)>) -> Res<Engine> {
         ..EngineConfig::default()
     };
     let mut b = Engine::builder(store).config(config);
-    for (cloud, p) in providers(g.sim) {
+    for (cloud, p) in providers(g.sim, acting.is_some()) {
         b = b.provider_for(cloud, p);
     }
     Ok(b.start().await?)
 }
 
 /// The cloud providers: the simulated cloud for every cloud with `--sim`, else those
-/// compiled in (features `aws`, `azure`, `gcp`; their credentials come from the cloud
-/// accounts, their endpoints from the environment).
-fn providers(sim: bool) -> Vec<(CloudType, Arc<dyn spectro::CloudProvider>)> {
-    let mut out: Vec<(CloudType, Arc<dyn spectro::CloudProvider>)> = Vec::new();
+/// compiled in (features `aws`, `azure`, `gcp`, `vsphere`; their credentials come from the
+/// cloud accounts, their endpoints from the environment: `AWS_ENDPOINT_URL`, the Azure
+/// connector's variables, `SPECTRO_GCE_ENDPOINT`).
+///
+/// A command that does not act (all but `run`) only validates, pre-checks and writes desired
+/// state; for a cloud compiled without a provider it takes the simulated one, the only one
+/// a `run` of this binary could provision that cloud with.
+fn providers(sim: bool, acting: bool) -> Vec<(CloudType, Arc<dyn spectro::CloudProvider>)> {
+    const CLOUDS: [CloudType; 4] = [
+        CloudType::Aws,
+        CloudType::Azure,
+        CloudType::Gcp,
+        CloudType::Vsphere,
+    ];
+    let simulated = |cloud: CloudType| -> Arc<dyn spectro::CloudProvider> {
+        Arc::new(spectro::sim::SimCloud::new(
+            cloud,
+            spectro::sim::SimConfig::default(),
+        ))
+    };
     if sim {
-        for cloud in [
-            CloudType::Aws,
-            CloudType::Azure,
-            CloudType::Gcp,
-            CloudType::Vsphere,
-        ] {
-            out.push((
-                cloud,
-                Arc::new(spectro::sim::SimCloud::new(
-                    cloud,
-                    spectro::sim::SimConfig::default(),
-                )),
-            ));
-        }
-        return out;
+        return CLOUDS.into_iter().map(|c| (c, simulated(c))).collect();
     }
+    let mut out = compiled_providers();
+    if !acting {
+        for c in CLOUDS {
+            if !out.iter().any(|(have, _)| *have == c) {
+                out.push((c, simulated(c)));
+            }
+        }
+    }
+    out
+}
+
+/// The providers of the cloud features this binary was built with.
+fn compiled_providers() -> Vec<(CloudType, Arc<dyn spectro::CloudProvider>)> {
+    #[allow(unused_mut)]
+    let mut out: Vec<(CloudType, Arc<dyn spectro::CloudProvider>)> = Vec::new();
     #[cfg(feature = "aws")]
     out.push((
         CloudType::Aws,
@@ -324,7 +355,29 @@ fn providers(sim: bool) -> Vec<(CloudType, Arc<dyn spectro::CloudProvider>)> {
             spectro::azure::AzureConnector::from_env(),
         )),
     ));
+    #[cfg(feature = "gcp")]
+    out.push((CloudType::Gcp, Arc::new(gcp_provider())));
+    #[cfg(feature = "vsphere")]
+    out.push((
+        CloudType::Vsphere,
+        Arc::new(spectro::vsphere::VsphereProvider::new(
+            spectro::vsphere::VsphereConfig::default(),
+        )),
+    ));
     out
+}
+
+/// Compute Engine, or `SPECTRO_GCE_ENDPOINT` when it is set (a private endpoint).
+#[cfg(feature = "gcp")]
+fn gcp_provider() -> spectro::gcp::GcpProvider {
+    let mut c = spectro::gcp::GcpConnector::default();
+    if let Some(e) = std::env::var("SPECTRO_GCE_ENDPOINT")
+        .ok()
+        .filter(|s| !s.is_empty())
+    {
+        c = c.with_endpoint(e);
+    }
+    spectro::gcp::GcpProvider::new(c)
 }
 
 /// The documents of the files, every parse failure named by file and document.
@@ -392,8 +445,79 @@ async fn run(cli: Cli) -> Res<()> {
         engine.shutdown().await;
         return Ok(());
     }
+    if let Command::Serve {
+        listen,
+        token_file,
+        base_path,
+    } = &cli.command
+    {
+        return serve(g, &out, *listen, token_file.as_deref(), base_path).await;
+    }
     let engine = engine(g, None).await?;
     let r = command(&engine, &out, cli.command).await;
+    engine.shutdown().await;
+    r
+}
+
+/// `spectro serve`: the dashboard over the store, until interrupted.
+async fn serve(
+    g: &Global,
+    out: &Out,
+    listen: std::net::SocketAddr,
+    token_file: Option<&std::path::Path>,
+    base_path: &str,
+) -> Res<()> {
+    let token = match token_file {
+        None => None,
+        Some(f) => {
+            let t = std::fs::read_to_string(f)
+                .map_err(|e| fail(4, format!("--token-file {}: {e}", f.display())))?;
+            let t = t.trim().to_string();
+            if t.len() < 16 {
+                return Err(fail(
+                    4,
+                    format!(
+                        "--token-file {}: the admin token must have at least 16 characters",
+                        f.display()
+                    ),
+                ));
+            }
+            Some(spectro::secret::Secret::new(t))
+        }
+    };
+    if token.is_some() && !listen.ip().is_loopback() {
+        return Err(fail(
+            4,
+            format!(
+                "--listen {listen}: with an admin token the dashboard listens on loopback only \
+                 (it serves plain HTTP: put a TLS proxy in front of it for remote access)"
+            ),
+        ));
+    }
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| fail(1, format!("--listen {listen}: {e}")))?;
+    let engine = engine(g, None).await?;
+    let mut dashboard = spectro::dashboard::Dashboard::new(engine.clone()).base_path(base_path);
+    if let Some(t) = &token {
+        dashboard = dashboard.admin_token(t);
+    }
+    let addr = listener
+        .local_addr()
+        .map_err(|e| fail(1, format!("--listen {listen}: {e}")))?;
+    out.note(&format!(
+        "spectro: dashboard on http://{addr}{}/ ({}; interrupt to stop)",
+        base_path.trim_end_matches('/'),
+        if token.is_some() {
+            "sign in with the admin token to act"
+        } else {
+            "read-only"
+        }
+    ));
+    let r = tokio::select! {
+        r = dashboard.serve(listener) => r.map_err(|e| fail(1, format!("dashboard: {e}"))),
+        _ = tokio::signal::ctrl_c() => Ok(()),
+    };
     engine.shutdown().await;
     r
 }
@@ -423,7 +547,7 @@ async fn wait_phase(
 
 async fn command(engine: &Engine, out: &Out, command: Command) -> Res<()> {
     match command {
-        Command::Run { .. } => Ok(()),
+        Command::Run { .. } | Command::Serve { .. } => Ok(()),
         Command::Apply {
             files,
             dry_run,
@@ -593,6 +717,29 @@ async fn command(engine: &Engine, out: &Out, command: Command) -> Res<()> {
 
 /// Validates the documents and shows what applying them would change; writes nothing.
 async fn dry_run_apply(engine: &Engine, out: &Out, docs: &[Document]) -> Res<()> {
+    // Every document validated against the others of the files (a cluster's profile and
+    // account may come with it); references to what is only in the store are checked by
+    // the engine's pre-check below.
+    let mut batch = spectro::validate::Catalog::default();
+    for d in docs {
+        batch.insert(d);
+    }
+    let mut problems = Vec::new();
+    for (i, d) in docs.iter().enumerate() {
+        for v in spectro::validate::validate_document(d, &batch) {
+            problems.push(format!(
+                "document {} ({} {}): {}: {}",
+                i + 1,
+                d.kind(),
+                d.name(),
+                v.path,
+                v.rule
+            ));
+        }
+    }
+    if !problems.is_empty() {
+        return Err(fail(4, problems.join("\n")));
+    }
     let mut t = Table::new(&["KIND", "NAME", "WOULD", "DETAIL"]);
     let mut json = Vec::new();
     for d in docs {
@@ -617,6 +764,24 @@ async fn dry_run_apply(engine: &Engine, out: &Out, docs: &[Document]) -> Res<()>
                         would,
                         format!("+{} -{} machines; {detail}", p.creates, p.deletes),
                         serde_json::to_value(&p).ok(),
+                    )
+                }
+                Err(CoreError::NotFound { .. })
+                    if batch
+                        .profiles
+                        .contains_key(&(c.profile.name.clone(), c.profile.version.clone()))
+                        || batch.accounts.contains_key(&c.cloud_account) =>
+                {
+                    let nodes: u32 = c.node_pools.iter().map(|p| p.size).sum();
+                    (
+                        "Cluster",
+                        c.name.clone(),
+                        "create",
+                        format!(
+                            "{nodes} nodes; valid; pre-checked when applied (its profile or \
+                             account comes with it)"
+                        ),
+                        None,
                     )
                 }
                 Err(CoreError::NotFound { .. }) => {

@@ -275,6 +275,26 @@ impl Out {
             ]);
         }
         print!("{}", t.render());
+        if !s.machines.is_empty() {
+            println!("Machines:");
+            let mut t = Table::new(&["  MACHINE", "POOL", "ZONE", "STATE", "ADDRESS", "READY"]);
+            for m in &s.machines {
+                t.row(vec![
+                    format!("  {}", m.name),
+                    m.pool.clone(),
+                    m.zone.clone(),
+                    format!(
+                        "{:?}{}",
+                        m.state,
+                        if m.outdated { " (outdated)" } else { "" }
+                    )
+                    .to_lowercase(),
+                    m.address.map_or("-".into(), |a| a.to_string()),
+                    if m.ready { "yes" } else { "no" }.into(),
+                ]);
+            }
+            print!("{}", t.render());
+        }
         if let Some(e) = why {
             if e.blockers.is_empty() {
                 println!("Blockers:     none");

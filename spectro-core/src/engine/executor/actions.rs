@@ -297,6 +297,7 @@ async fn finalize(p: &mut Pass<'_>) -> Result<Step> {
     p.write.clear_intents = true;
     p.status.phase = Phase::Deleted;
     p.status.pools.clear();
+    p.status.machines.clear();
     p.status.infrastructure = None;
     p.status.last_error = None;
     p.condition(

@@ -39,6 +39,7 @@ pub(super) fn apply_assessment(p: &mut Pass<'_>, a: &Assessment) {
     if p.rec.lifecycle.is_deleting() {
         if p.status.phase != Phase::Deleted {
             p.status.phase = Phase::Deleting;
+            p.status.machines = a.machines.clone();
         }
         return;
     }
@@ -97,6 +98,7 @@ pub(super) fn apply_assessment(p: &mut Pass<'_>, a: &Assessment) {
             set(p, kind, status, reason, &msg);
         }
         p.status.pools = a.pools.clone();
+        p.status.machines = a.machines.clone();
     }
     if a.converged && p.failed.is_none() {
         if p.status.phase != Phase::Running {
