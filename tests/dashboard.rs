@@ -279,6 +279,7 @@ async fn the_dashboard_in_headless_chromium() {
     tokio::spawn(
         Dashboard::new(engine.clone())
             .base_path("/ops")
+            .unwrap()
             .admin_token(&Secret::new(TOKEN))
             .keep_alive(Duration::from_secs(1))
             .serve(listener),
@@ -417,12 +418,33 @@ async fn the_dashboard_in_headless_chromium() {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
+    let origin = base.trim_end_matches("/ops").to_string();
+    let r = http
+        .post(format!("{base}/clusters/web/delete"))
+        .header("origin", &origin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "same origin, not signed in");
+    assert!(r.headers().contains_key("www-authenticate"));
     let r = http
         .post(format!("{base}/clusters/web/delete"))
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 401);
+    assert_eq!(r.status(), 403, "a form that names no origin");
+    let r = http
+        .get(format!("{base}/"))
+        .header("host", "rebound.example:80")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 421, "another host name (DNS rebinding)");
+    let r = http.get(format!("{origin}/opsx")).send().await.unwrap();
+    assert_eq!(r.status(), 404, "outside the base path");
+    assert!(Dashboard::new(engine.clone())
+        .base_path("//evil.example")
+        .is_err());
     let r = http
         .post(format!("{base}/clusters/web/delete"))
         .bearer_auth("not-the-token")

@@ -176,6 +176,17 @@ async fn conformance(s: Arc<dyn Store>) {
         rest.iter().map(|e| e.seq).collect::<Vec<_>>(),
         [all[2].seq, all[3].seq]
     );
+    // The newest ones, oldest first (a page before its live events).
+    let newest = s.latest_events(Some(r.id), 2).await.unwrap();
+    assert_eq!(
+        newest.iter().map(|e| e.reason.as_str()).collect::<Vec<_>>(),
+        ["B", "C"]
+    );
+    let newest = s.latest_events(None, 3).await.unwrap();
+    assert_eq!(
+        newest.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        [all[1].seq, all[2].seq, all[3].seq]
+    );
 
     // Deletion frees the name; deleted clusters are listed only on request.
     let mut w = ClusterWrite::new(other.id);

@@ -56,6 +56,9 @@ const MAX_NODE_SERIES: usize = 12;
 /// Events on a page before the live ones.
 const PAGE_EVENTS: usize = 100;
 
+/// How long a sign-in lasts.
+const SESSION_HOURS: i64 = 12;
+
 /// The dashboard: cheap to clone (one per connection).
 #[derive(Clone)]
 pub struct Dashboard {
@@ -63,6 +66,11 @@ pub struct Dashboard {
     base: String,
     /// SHA-256 of the admin token (never the token itself).
     session: Option<[u8; 32]>,
+    /// Signs session cookies: random per dashboard, so a restart signs everyone out and a
+    /// cookie never holds anything derived from the token alone.
+    cookie_key: std::sync::Arc<ring::hmac::Key>,
+    /// Host names (with or without port) requests may carry; empty: any.
+    hosts: Vec<String>,
     keep_alive: Duration,
 }
 
@@ -239,29 +247,110 @@ fn usage_chart(metric: &str, series: &[UsagePoint], range: Range<DateTime<Utc>>)
     line_chart(title, &lines, range.start, range.end, 1.0, percent)
 }
 
+/// A base path is `/` followed by plain path characters, no empty segment.
+fn valid_base(p: &str) -> bool {
+    p.is_empty()
+        || (p.starts_with('/')
+            && !p.contains("//")
+            && p.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"/-._~".contains(&b)))
+}
+
 impl Dashboard {
     /// A read-only dashboard of `engine`'s clusters, at the root path.
     #[must_use]
     pub fn new(engine: Engine) -> Self {
+        let rng = ring::rand::SystemRandom::new();
+        // The OS's random source failing is not recoverable in any useful way: a fixed key
+        // would let cookies be forged, so the dashboard refuses every sign-in instead.
+        let cookie_key = ring::hmac::Key::generate(ring::hmac::HMAC_SHA256, &rng)
+            .unwrap_or_else(|_| ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &[]));
         Dashboard {
             engine,
             base: String::new(),
             session: None,
+            cookie_key: std::sync::Arc::new(cookie_key),
+            hosts: Vec::new(),
             keep_alive: Duration::from_secs(15),
         }
     }
 
     /// Serves under `path` (`/ops/spectro`): every link and form points below it, and
-    /// [`Dashboard::handle`] expects requests whose path starts with it.
-    #[must_use]
-    pub fn base_path(mut self, path: &str) -> Self {
+    /// [`Dashboard::handle`] answers only requests below it. A path with other characters
+    /// than letters, digits, `/-._~`, or with an empty segment, is refused.
+    pub fn base_path(mut self, path: &str) -> std::result::Result<Self, String> {
         let p = path.trim_end_matches('/');
-        self.base = if p.is_empty() || p.starts_with('/') {
+        let p = if p.is_empty() || p.starts_with('/') {
             p.to_string()
         } else {
             format!("/{p}")
         };
+        if !valid_base(&p) {
+            return Err(format!(
+                "base path `{path}`: must be `/` and letters, digits or `-._~` segments, no empty segment"
+            ));
+        }
+        self.base = p;
+        Ok(self)
+    }
+
+    /// Answers only requests whose `Host` is one of these (`name` or `name:port`); others
+    /// get 421. A dashboard reachable through a browser should set it (a page of another
+    /// site whose name points at this address, DNS rebinding, could read it otherwise);
+    /// [`Dashboard::serve`] allows the listener's own address and `localhost` when none
+    /// are set.
+    #[must_use]
+    pub fn allowed_hosts<I, S>(mut self, hosts: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.hosts = hosts
+            .into_iter()
+            .map(|h| h.into().to_ascii_lowercase())
+            .collect();
         self
+    }
+
+    fn host_allowed<B>(&self, req: &Request<B>) -> bool {
+        if self.hosts.is_empty() {
+            return true;
+        }
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+            .or_else(|| req.uri().authority().map(|a| a.to_string()))
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        let name = host
+            .rsplit_once(':')
+            .filter(|(n, port)| !n.ends_with(']') || !port.is_empty())
+            .map_or(host.as_str(), |(n, _)| n);
+        self.hosts.iter().any(|h| *h == host || h == name)
+    }
+
+    /// The session cookie's value for a sign-in at `issued` (unix seconds).
+    fn cookie_value(&self, issued: i64) -> String {
+        let token = self.session.unwrap_or_default();
+        let mut msg = token.to_vec();
+        msg.extend_from_slice(&issued.to_be_bytes());
+        let tag = ring::hmac::sign(&self.cookie_key, &msg);
+        format!("{issued}.{}", hex(tag.as_ref()))
+    }
+
+    /// A cookie value signed by this dashboard, for the current token, not expired.
+    fn cookie_valid(&self, value: &str) -> bool {
+        let Some((issued, _)) = value.split_once('.') else {
+            return false;
+        };
+        let Ok(issued) = issued.parse::<i64>() else {
+            return false;
+        };
+        let age = self.engine.now().timestamp() - issued;
+        (0..SESSION_HOURS * 3600).contains(&age)
+            && same(self.cookie_value(issued).as_bytes(), value.as_bytes())
     }
 
     /// Lets visitors who sign in with `token` act (scale, apply an update, delete, abort).
@@ -279,10 +368,32 @@ impl Dashboard {
         self
     }
 
-    /// Serves `listener` (plain HTTP/1.1) until it fails.
-    pub async fn serve(self, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+    /// Serves `listener` (plain HTTP/1.1) until the task is dropped. Without
+    /// [`Dashboard::allowed_hosts`], only the listener's address and `localhost` are
+    /// answered. A failed accept (out of file descriptors) is waited out, not fatal.
+    pub async fn serve(mut self, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+        if self.hosts.is_empty() {
+            let addr = listener.local_addr()?;
+            let port = addr.port();
+            let ip = match addr.ip() {
+                std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+                v4 => v4.to_string(),
+            };
+            self.hosts = vec![
+                format!("{ip}:{port}"),
+                format!("localhost:{port}"),
+                format!("127.0.0.1:{port}"),
+                format!("[::1]:{port}"),
+            ];
+        }
         loop {
-            let (tcp, _) = listener.accept().await?;
+            let tcp = match listener.accept().await {
+                Ok((tcp, _)) => tcp,
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+            };
             let this = self.clone();
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req| {
@@ -315,7 +426,7 @@ impl Dashboard {
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(';'))
             .filter_map(|c| c.trim().strip_prefix(COOKIE)?.strip_prefix('='))
-            .any(|v| same(v.as_bytes(), hex(expect).as_bytes()));
+            .any(|v| self.cookie_valid(v));
         if bearer || cookie {
             Access::SignedIn
         } else {
@@ -339,10 +450,17 @@ impl Dashboard {
         B::Data: Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        if !self.host_allowed(&req) {
+            return respond(
+                StatusCode::MISDIRECTED_REQUEST,
+                "text/plain; charset=utf-8",
+                "this dashboard does not answer for that host name\n",
+            );
+        }
         let access = self.access(&req);
         let path = req.uri().path().to_string();
         let api = path.starts_with(&format!("{}/api/", self.base));
-        match self.route(req, access).await {
+        let mut r = match self.route(req, access).await {
             Ok(r) => r,
             Err(f) if api => json(f.status, &serde_json::json!({ "error": f.message })),
             Err(f) => self.page(
@@ -351,7 +469,14 @@ impl Dashboard {
                 access,
                 &pages::error(&self.base, f.status.as_u16(), &f.message),
             ),
+        };
+        if r.status() == StatusCode::UNAUTHORIZED {
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"spectro dashboard\""),
+            );
         }
+        r
     }
 
     async fn route<B>(&self, req: Request<B>, access: Access) -> Res<Response<Body>>
@@ -361,7 +486,12 @@ impl Dashboard {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let not_found = || failure(StatusCode::NOT_FOUND, "no such page");
-        let Some(rest) = req.uri().path().strip_prefix(self.base.as_str()) else {
+        let Some(rest) = req
+            .uri()
+            .path()
+            .strip_prefix(self.base.as_str())
+            .filter(|r| r.is_empty() || r.starts_with('/'))
+        else {
             return Err(not_found());
         };
         let rest = rest.to_string();
@@ -377,16 +507,26 @@ impl Dashboard {
             return self.post(req, access, &parts).await;
         }
         if method != Method::GET && method != Method::HEAD {
-            return Err(failure(StatusCode::METHOD_NOT_ALLOWED, "GET or POST only"));
+            let mut r = self.page(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "Method Not Allowed",
+                access,
+                &pages::error(&self.base, 405, "GET or POST only"),
+            );
+            r.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, POST"));
+            return Ok(r);
         }
         let last_event_id = req
             .headers()
             .get("last-event-id")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
+        // Positions are signed 64-bit in the stores: a larger one is past every event.
         let after = last_event_id
             .or_else(|| query(&q, "after").and_then(|a| a.parse().ok()))
-            .unwrap_or(0);
+            .unwrap_or(0)
+            .min(i64::MAX as u64);
         match parts.as_slice() {
             [] => self.list(access).await,
             ["healthz"] => Ok(respond(StatusCode::OK, "text/plain; charset=utf-8", "ok\n")),
@@ -510,23 +650,11 @@ impl Dashboard {
 
     /// The newest events (oldest first), at most [`PAGE_EVENTS`].
     async fn latest_events(&self, cluster: Option<ClusterId>) -> Res<Vec<Event>> {
-        // The store pages forward from a position: walk to the end, keep the tail.
-        let mut after = 0;
-        let mut tail: std::collections::VecDeque<Event> = std::collections::VecDeque::new();
-        loop {
-            let page = self.engine.events(cluster, after, 1000).await?;
-            let Some(last) = page.last() else { break };
-            after = last.seq;
-            let n = page.len();
-            tail.extend(page);
-            while tail.len() > PAGE_EVENTS {
-                tail.pop_front();
-            }
-            if n < 1000 {
-                break;
-            }
-        }
-        Ok(tail.into())
+        Ok(self
+            .engine
+            .store()
+            .latest_events(cluster, PAGE_EVENTS)
+            .await?)
     }
 
     async fn cluster(&self, rec: &ClusterRecord, access: Access, q: &str) -> Res<Response<Body>> {
@@ -634,21 +762,18 @@ impl Dashboard {
         B::Data: Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        // A form posted from another site is refused (the cookie is SameSite=Strict too).
-        if let (Some(origin), Some(host)) = (
-            req.headers()
-                .get(header::ORIGIN)
-                .and_then(|v| v.to_str().ok()),
-            req.headers()
-                .get(header::HOST)
-                .and_then(|v| v.to_str().ok()),
-        ) {
-            let origin_host = origin.split("://").nth(1).unwrap_or("");
-            if origin != "null" && origin_host != host {
+        // A form posted from another site is refused (the cookie is SameSite=Strict too): a
+        // browser's POST names its origin; one that names none (or `null`) is refused unless
+        // it authenticates with a bearer token, which no other site can send.
+        let bearer = req.headers().contains_key(header::AUTHORIZATION);
+        match same_origin(&req) {
+            Some(true) => {}
+            None if bearer => {}
+            _ => {
                 return Err(failure(
                     StatusCode::FORBIDDEN,
-                    "a form from another site is refused",
-                ));
+                    "a form from another site (or one that names no origin) is refused",
+                ))
             }
         }
         let secure = req
@@ -677,15 +802,16 @@ impl Dashboard {
                 let token = field("token").unwrap_or_default();
                 if !same(&digest(token.trim()), expect) {
                     return Ok(self.page(
-                        StatusCode::UNAUTHORIZED,
+                        StatusCode::FORBIDDEN,
                         "Sign in",
                         Access::SignedOut,
                         &pages::login(&self.base, true),
                     ));
                 }
                 let cookie = format!(
-                    "{COOKIE}={}; Path={base}; HttpOnly; SameSite=Strict{}",
-                    hex(expect),
+                    "{COOKIE}={}; Path={base}; Max-Age={}; HttpOnly; SameSite=Strict{}",
+                    self.cookie_value(self.engine.now().timestamp()),
+                    SESSION_HOURS * 3600,
                     if secure { "; Secure" } else { "" }
                 );
                 return Ok(redirect(&format!("{}/", self.base), Some(cookie)));
@@ -775,6 +901,20 @@ impl Dashboard {
         );
         Ok(redirect(&to, None))
     }
+}
+
+/// Whether a POST comes from this dashboard's own pages: its `Origin` (or, without one,
+/// its `Referer`) names the host the request was sent to. `None` when it names neither.
+fn same_origin<B>(req: &Request<B>) -> Option<bool> {
+    let header_str = |h| req.headers().get(h).and_then(|v| v.to_str().ok());
+    let from = header_str(header::ORIGIN).or_else(|| header_str(header::REFERER))?;
+    let host = header_str(header::HOST)
+        .map(str::to_string)
+        .or_else(|| req.uri().authority().map(|a| a.to_string()))?;
+    let from_host = from
+        .split_once("://")
+        .map(|(_, rest)| rest.split('/').next().unwrap_or(""))?;
+    Some(from != "null" && from_host.eq_ignore_ascii_case(&host))
 }
 
 /// The cluster for people and scripts: identity, redacted spec, status.

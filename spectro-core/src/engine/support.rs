@@ -91,9 +91,10 @@ fn redact_all(v: &mut Value) {
     }
 }
 
-/// Redacts `v` in place: everything under secret-named keys, URL passwords, and the data of
-/// Kubernetes `Secret` objects (the support bundle's rule, for any tool that shows specs:
-/// the command line, a dashboard).
+/// Redacts `v` in place: everything under secret-named keys, URL passwords, the data of
+/// Kubernetes `Secret` objects, and the same inside the YAML text a spec or profile carries
+/// (a pack's `values` and `manifests`, a cluster's `packValues`) — the support bundle's
+/// rule, for any tool that shows specs: the command line, a dashboard.
 pub fn redact(v: &mut Value) {
     match v {
         Value::String(s) if s.contains("://") => *s = redact_url_userinfo(s),
@@ -103,6 +104,17 @@ pub fn redact(v: &mut Value) {
             for (k, item) in map.iter_mut() {
                 if (k8s_secret && (k == "data" || k == "stringData")) || secret_key_name(k) {
                     redact_all(item);
+                } else if let (true, Value::String(text)) =
+                    (k == "values" || k == "manifests", &mut *item)
+                {
+                    *text = redact_yaml(text);
+                } else if let (true, Value::Object(texts)) = (k == "packValues", &mut *item) {
+                    for t in texts.values_mut() {
+                        match t {
+                            Value::String(text) => *text = redact_yaml(text),
+                            other => redact(other),
+                        }
+                    }
                 } else {
                     redact(item);
                 }
@@ -382,5 +394,21 @@ mod tests {
             redact_yaml("a: [unclosed"),
             "# withheld: 12 bytes that are not YAML\n"
         );
+    }
+
+    #[test]
+    fn redaction_reaches_into_the_yaml_text_of_specs_and_profiles() {
+        let mut v = json!({
+            "name": "c",
+            "packValues": { "grafana": "adminPassword: pv-secret-1\nreplicas: 2\n" },
+            "packs": [{ "name": "x", "values": "db:\n  password: pv-secret-2\n",
+                        "manifests": "kind: Secret\napiVersion: v1\ndata: { k: cHYtc2VjcmV0LTM= }\n" }],
+        });
+        redact(&mut v);
+        let text = v.to_string();
+        for s in ["pv-secret-1", "pv-secret-2", "cHYtc2VjcmV0LTM="] {
+            assert!(!text.contains(s), "{s} in {text}");
+        }
+        assert!(text.contains("replicas: 2"), "{text}");
     }
 }

@@ -285,6 +285,28 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<Event>>;
 
+    /// The newest `limit` events (of one cluster, or all), oldest first: what a page shows
+    /// before the live ones. The default pages forward through [`Store::events`]; stores
+    /// answer it with one query.
+    async fn latest_events(&self, cluster: Option<ClusterId>, limit: usize) -> Result<Vec<Event>> {
+        let mut after = 0;
+        let mut tail: std::collections::VecDeque<Event> = std::collections::VecDeque::new();
+        loop {
+            let page = self.events(cluster, after, 1000).await?;
+            let Some(last) = page.last() else { break };
+            after = last.seq;
+            let n = page.len();
+            tail.extend(page);
+            while tail.len() > limit {
+                tail.pop_front();
+            }
+            if n < 1000 {
+                break;
+            }
+        }
+        Ok(tail.into())
+    }
+
     /// Renews the leases `owner` holds and claims live clusters nobody holds (or whose lease
     /// expired) until `owner` holds `max`; skips rows other claimers have locked. The
     /// database's clock decides expiry. Returns every lease `owner` holds now.

@@ -755,6 +755,32 @@ impl Store for PostgresStore {
         rows.iter().map(decode_event).collect()
     }
 
+    async fn latest_events(&self, cluster: Option<ClusterId>, limit: usize) -> Result<Vec<Event>> {
+        let c = self.pool.get().await.db("latest events")?;
+        let limit = limit.min(i64::MAX as usize) as i64;
+        let rows = match cluster {
+            Some(id) => c
+                .query(
+                    "SELECT seq, cluster_id, time, severity, reason, message FROM events
+                     WHERE cluster_id = $1 ORDER BY seq DESC LIMIT $2",
+                    &[&id.to_string(), &limit],
+                )
+                .await
+                .db("latest events")?,
+            None => c
+                .query(
+                    "SELECT seq, cluster_id, time, severity, reason, message FROM events
+                     ORDER BY seq DESC LIMIT $1",
+                    &[&limit],
+                )
+                .await
+                .db("latest events")?,
+        };
+        let mut out = rows.iter().map(decode_event).collect::<Result<Vec<_>>>()?;
+        out.reverse();
+        Ok(out)
+    }
+
     async fn acquire_leases(&self, owner: &str, ttl: Duration, max: usize) -> Result<Vec<Lease>> {
         // A lease is a heartbeat per replica (one row, whatever the number of clusters it
         // holds) plus `lease_owner` on each cluster; a cluster whose owner's heartbeat

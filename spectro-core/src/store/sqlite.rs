@@ -913,6 +913,36 @@ impl Store for SqliteStore {
         rows.into_iter().map(event_of).collect()
     }
 
+    async fn latest_events(&self, cluster: Option<ClusterId>, limit: usize) -> Result<Vec<Event>> {
+        let cluster = cluster.map(|c| c.to_string());
+        let limit = limit.min(i64::MAX as usize) as i64;
+        let mut rows = self
+            .run(false, move |c| {
+                let (sql, id) = match &cluster {
+                    Some(id) => (
+                        "SELECT seq, cluster_id, time, severity, reason, message FROM events
+                         WHERE cluster_id = ?1 ORDER BY seq DESC LIMIT ?2",
+                        id.clone(),
+                    ),
+                    None => (
+                        "SELECT seq, cluster_id, time, severity, reason, message FROM events
+                         WHERE ?1 = ?1 ORDER BY seq DESC LIMIT ?2",
+                        String::new(),
+                    ),
+                };
+                let mut st = c.prepare_cached(sql).db("latest events")?;
+                let r = st
+                    .query_map(params![id, limit], decode_event)
+                    .db("latest events")?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+                    .db("latest events")?;
+                Ok(r)
+            })
+            .await?;
+        rows.reverse();
+        rows.into_iter().map(event_of).collect()
+    }
+
     async fn acquire_leases(
         &self,
         owner: &str,

@@ -173,6 +173,10 @@ enum Command {
         /// Serve under this path (`/ops/spectro`).
         #[arg(long, default_value = "")]
         base_path: String,
+        /// Host names the dashboard answers for (`name` or `name:port`, repeatable; a
+        /// proxy's public name). Default: the listen address and `localhost`.
+        #[arg(long)]
+        allow_host: Vec<String>,
     },
     /// Runs the engine: reconciles every cluster of the store until interrupted.
     Run {
@@ -441,7 +445,7 @@ async fn run(cli: Cli) -> Res<()> {
             "spectro: engine running on {} (interrupt to stop)",
             g.store
         ));
-        let _ = tokio::signal::ctrl_c().await;
+        stopped().await;
         engine.shutdown().await;
         return Ok(());
     }
@@ -449,14 +453,41 @@ async fn run(cli: Cli) -> Res<()> {
         listen,
         token_file,
         base_path,
+        allow_host,
     } = &cli.command
     {
-        return serve(g, &out, *listen, token_file.as_deref(), base_path).await;
+        return serve(
+            g,
+            &out,
+            *listen,
+            token_file.as_deref(),
+            base_path,
+            allow_host,
+        )
+        .await;
     }
     let engine = engine(g, None).await?;
     let r = command(&engine, &out, cli.command).await;
     engine.shutdown().await;
     r
+}
+
+/// Interrupted (Ctrl-C) or asked to terminate (SIGTERM: a service manager, `kill`): `run`
+/// then gives its leases up at once instead of letting them expire.
+async fn stopped() {
+    #[cfg(unix)]
+    {
+        if let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 /// `spectro serve`: the dashboard over the store, until interrupted.
@@ -466,6 +497,7 @@ async fn serve(
     listen: std::net::SocketAddr,
     token_file: Option<&std::path::Path>,
     base_path: &str,
+    allow_host: &[String],
 ) -> Res<()> {
     let token = match token_file {
         None => None,
@@ -498,7 +530,12 @@ async fn serve(
         .await
         .map_err(|e| fail(1, format!("--listen {listen}: {e}")))?;
     let engine = engine(g, None).await?;
-    let mut dashboard = spectro::dashboard::Dashboard::new(engine.clone()).base_path(base_path);
+    let mut dashboard = spectro::dashboard::Dashboard::new(engine.clone())
+        .base_path(base_path)
+        .map_err(|e| fail(4, format!("--base-path: {e}")))?;
+    if !allow_host.is_empty() {
+        dashboard = dashboard.allowed_hosts(allow_host.iter().cloned());
+    }
     if let Some(t) = &token {
         dashboard = dashboard.admin_token(t);
     }
@@ -516,7 +553,7 @@ async fn serve(
     ));
     let r = tokio::select! {
         r = dashboard.serve(listener) => r.map_err(|e| fail(1, format!("dashboard: {e}"))),
-        _ = tokio::signal::ctrl_c() => Ok(()),
+        () = stopped() => Ok(()),
     };
     engine.shutdown().await;
     r
@@ -610,14 +647,15 @@ async fn command(engine: &Engine, out: &Out, command: Command) -> Res<()> {
                     out.event(e);
                     after = after.max(e.seq);
                 }
+                if events.len() == 1000 {
+                    continue;
+                }
                 if !follow {
                     return Ok(());
                 }
-                if events.is_empty() {
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                        _ = tokio::signal::ctrl_c() => return Ok(()),
-                    }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    _ = stopped() => return Ok(()),
                 }
             }
         }
