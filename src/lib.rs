@@ -95,7 +95,7 @@ pub use spectro_kube as kube;
 #[cfg(feature = "vsphere")]
 pub use spectro_vsphere as vsphere;
 
-/// The web dashboard (feature `dashboard`): clusters, a page per cluster, the live event
-/// stream and usage charts, mountable in the application's own HTTP server.
+// The web dashboard (feature `dashboard`); its docs are the module's own (an outer doc here
+// would make rustdoc resolve the module's links from the crate root).
 #[cfg(feature = "dashboard")]
 pub mod dashboard;
