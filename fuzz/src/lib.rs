@@ -48,12 +48,12 @@ pub fn check_violations(what: &str, violations: &[Violation]) {
             continue;
         }
         let root = v.path.split(['.', '[']).next().unwrap_or_default();
-        // A parse failure for an unknown field names that field.
-        let unknown = v
-            .rule
-            .strip_prefix("unknown field `")
-            .and_then(|r| r.split_once("`, "))
-            .is_some_and(|(name, _)| v.path.ends_with(name));
+        // A parse failure for an unknown field names that field (which may itself hold
+        // "`, ": any of those may end the name).
+        let unknown = v.rule.strip_prefix("unknown field `").is_some_and(|r| {
+            r.match_indices("`, ")
+                .any(|(end, _)| v.path.ends_with(&r[..end]))
+        });
         assert!(
             schema_fields().contains(root) || unknown,
             "{what}: violation path `{}` does not start with a field of the document ({v})",

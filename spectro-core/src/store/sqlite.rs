@@ -208,6 +208,25 @@ fn configure(c: &Connection) -> Result<()> {
     Ok(())
 }
 
+/// Runs WAL checkpoints on `conn` in a thread of their own every 200 ms (passive: never
+/// waiting for readers or the writer) until the store is dropped.
+fn checkpoints(store: std::sync::Weak<Inner>, conn: Connection) {
+    let spawned = std::thread::Builder::new()
+        .name("spectro-sqlite-checkpoint".into())
+        .spawn(move || {
+            while store.strong_count() > 0 {
+                std::thread::sleep(std::time::Duration::from_millis(200));
+                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    tracing::debug!(error = %e, "WAL checkpoint");
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        // The writer's own checkpoints (past 10,000 pages) keep the WAL bounded.
+        tracing::warn!(error = %e, "no checkpoint thread");
+    }
+}
+
 /// Brings the schema up to date. Each step reads the version inside an immediate (write-
 /// locked) transaction, so processes opening one new file at once migrate it once: the
 /// second waits for the first (busy timeout) and finds the step done.
@@ -256,18 +275,27 @@ impl SqliteStore {
             configure(&r)?;
             readers.push(Mutex::new(r));
         }
+        // Checkpoints off the commit path: the writer leaves them to a thread of their own
+        // (its own connection, every 200 ms), so no commit waits for the copy into the
+        // database file and its sync. The writer still checkpoints itself past 10,000 WAL
+        // pages (~40 MB), should that thread fall behind.
+        writer
+            .pragma_update(None, "wal_autocheckpoint", 10_000)
+            .db("configure")?;
+        let checkpointer = Connection::open(path).db("open")?;
+        configure(&checkpointer)?;
         let mut key_file = path.as_os_str().to_owned();
         key_file.push(".secrets-key");
-        Ok(SqliteStore {
-            inner: Arc::new(Inner {
-                secrets: SecretCodec::default(),
-                key_file: Some(key_file.into()),
-                writer: Mutex::new(writer),
-                readers,
-                next_reader: AtomicUsize::new(0),
-                change_poll: std::time::Duration::from_millis(500),
-            }),
-        })
+        let inner = Arc::new(Inner {
+            secrets: SecretCodec::default(),
+            key_file: Some(key_file.into()),
+            writer: Mutex::new(writer),
+            readers,
+            next_reader: AtomicUsize::new(0),
+            change_poll: std::time::Duration::from_millis(500),
+        });
+        checkpoints(Arc::downgrade(&inner), checkpointer);
+        Ok(SqliteStore { inner })
     }
 
     /// How often [`Store::changes`] looks for clusters other processes created or changed

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::super::condition::{ConditionStatus, ConditionType};
 use super::super::event::{NewEvent, Severity};
-use super::super::planner::CreateRequest;
+use super::super::planner::{Action, CreateRequest};
 use super::super::runtime::Inner;
 use super::super::status::ClusterRecord;
 use super::call::cloud_call;
@@ -43,46 +43,145 @@ fn machine_name(
     }
 }
 
-/// Records the intent, then makes the call. The outer error is a store failure (stop); the
-/// inner one a failure already shown on the pool's milestone, with the delay the cloud asked
-/// for.
+/// What a create of `count` machines of `pool` is doing, for its condition and events.
+fn describe(pool: &crate::model::NodePool, role: BootstrapRole, count: usize) -> String {
+    match (pool.role, role) {
+        (_, BootstrapRole::Init) => "initializing the control plane".to_string(),
+        (PoolRole::ControlPlane, _) => "adding a control-plane node".to_string(),
+        _ => format!("adding {count} node(s) to pool {}", pool.name),
+    }
+}
+
+/// Records the intents of every new batch of one round in **one** write, before any of
+/// their creates goes out: each request then carries its names and token as a recorded one
+/// does (`reissue`), and its token is listed in `world.prepared` until its create call is
+/// made. A round that stops before some of them went out forgets those at the end of the
+/// reconcile ([`forget_unsent`]): no call carried their token, so nothing can exist.
+pub(super) async fn record_intents(
+    p: &mut Pass<'_>,
+    world: &mut World,
+    actions: &mut [Action],
+) -> Result<()> {
+    let mut taken: std::collections::HashSet<String> = world
+        .machines
+        .iter()
+        .map(|m| m.name.clone())
+        .chain(world.intents.iter().map(|i| i.name.clone()))
+        .collect();
+    let mut new = Vec::new();
+    let mut events = Vec::new();
+    for action in actions.iter_mut() {
+        let Action::CreateMachines(req) = action else {
+            continue;
+        };
+        if req.reissue.is_some() {
+            continue;
+        }
+        let Some(pool) = p.rec.spec.pool(&req.pool) else {
+            continue;
+        };
+        let names: Vec<String> = (0..req.count)
+            .map(|_| machine_name(p.inner, &p.rec, &pool.name, &mut taken))
+            .collect();
+        let token = p
+            .inner
+            .random
+            .uuid(&[p.rec.id.0.as_bytes(), names.join(",").as_bytes()])
+            .to_string();
+        events.push(NewEvent {
+            time: p.now,
+            severity: Severity::Info,
+            reason: "CreatingMachines".into(),
+            message: format!(
+                "{}: {} in {} (token {})",
+                describe(pool, req.bootstrap, names.len()),
+                names.join(", "),
+                if req.zone.is_empty() {
+                    "the default zone"
+                } else {
+                    &req.zone
+                },
+                &token[..8]
+            ),
+        });
+        new.extend(names.iter().map(|n| Intent {
+            name: n.clone(),
+            token: token.clone(),
+            pool: pool.name.clone(),
+            zone: req.zone.clone(),
+            shape: req.shape.clone(),
+            bootstrap: req.bootstrap,
+            created_at: p.now,
+        }));
+        world.prepared.push(token.clone());
+        req.reissue = Some((token, names));
+    }
+    if new.is_empty() {
+        return Ok(());
+    }
+    // Durable before the cloud calls: a crash after a call finds its intent again.
+    let mut w = ClusterWrite::new(p.rec.id);
+    w.fence = p.fence;
+    w.add_intents = new.clone();
+    w.events = std::mem::take(&mut p.write.events);
+    w.events.extend(events);
+    let written = p.inner.store.commit(&w).await?;
+    p.inner.published(&written);
+    world.intents.extend(new);
+    Ok(())
+}
+
+/// Forgets the intents recorded by [`record_intents`] whose create never went out (the
+/// round stopped before it).
+pub(super) fn forget_unsent(p: &mut Pass<'_>, world: &mut World) {
+    for token in std::mem::take(&mut world.prepared) {
+        let names: Vec<String> = world
+            .intents
+            .iter()
+            .filter(|i| i.token == token)
+            .map(|i| i.name.clone())
+            .collect();
+        world.intents.retain(|i| i.token != token);
+        p.write.remove_intents.extend(names);
+    }
+}
+
+/// Makes the create call of a batch whose intent is recorded (by [`record_intents`], or by
+/// an earlier reconcile: then it is re-issued with its token). The outer error is a store
+/// failure (stop); the inner one a failure already shown on the pool's milestone, with the
+/// delay the cloud asked for.
 pub(super) async fn create(
     p: &mut Pass<'_>,
     setup: &Setup,
-    req: CreateRequest,
+    mut req: CreateRequest,
     world: &mut World,
 ) -> Result<std::result::Result<Vec<Machine>, Option<Duration>>> {
-    let (intents, machines) = (&mut world.intents, &world.machines);
-    let Some(pool) = p.rec.spec.pool(&req.pool).cloned() else {
-        // An intent of a pool that was removed meanwhile: forget it.
-        if let Some((_, names)) = &req.reissue {
-            p.write.remove_intents.extend(names.iter().cloned());
-            intents.retain(|i| !names.contains(&i.name));
-        }
+    if req.reissue.is_none() {
+        let mut one = [Action::CreateMachines(req)];
+        record_intents(p, world, &mut one).await?;
+        let [Action::CreateMachines(r)] = one else {
+            return Ok(Ok(Vec::new()));
+        };
+        req = r;
+    }
+    let Some((token, names)) = req.reissue.clone() else {
+        // Its pool was removed meanwhile: nothing to record, nothing to create.
         return Ok(Ok(Vec::new()));
     };
-    let reissued = req.reissue.is_some();
-    let (token, names, fresh) = match req.reissue {
-        Some((token, names)) => (token, names, false),
-        None => {
-            let mut taken: std::collections::HashSet<String> = machines
-                .iter()
-                .map(|m| m.name.clone())
-                .chain(intents.iter().map(|i| i.name.clone()))
-                .collect();
-            let names: Vec<String> = (0..req.count)
-                .map(|_| machine_name(p.inner, &p.rec, &pool.name, &mut taken))
-                .collect();
-            let token = p
-                .inner
-                .random
-                .uuid(&[p.rec.id.0.as_bytes(), names.join(",").as_bytes()]);
-            (token.to_string(), names, true)
-        }
+    let intents = &mut world.intents;
+    let Some(pool) = p.rec.spec.pool(&req.pool).cloned() else {
+        // An intent of a pool that was removed meanwhile: forget it.
+        p.write.remove_intents.extend(names.iter().cloned());
+        intents.retain(|i| !names.contains(&i.name));
+        return Ok(Ok(Vec::new()));
     };
+    // Recorded in this reconcile (its event said so), or re-issued from an earlier one.
+    let fresh = world.prepared.contains(&token);
+    let reissued = !fresh;
     let kind = pool_condition(pool.role);
-    // Static IPs: allocated before the intent (idempotent per machine name; an allocation
-    // whose intent never got written is collected by the next reconcile).
+    // Static IPs: allocated after the intent, idempotent per machine name (a re-issue gets
+    // the same addresses; an address whose intent is forgotten is collected by the next
+    // reconcile).
     let network = match static_ip_pool(&p.rec.spec, &pool, &req.zone) {
         None => Vec::new(),
         Some(ip_pool) => {
@@ -101,49 +200,9 @@ pub(super) async fn create(
             }
         }
     };
-    let what = match (pool.role, req.bootstrap) {
-        (_, BootstrapRole::Init) => "initializing the control plane".to_string(),
-        (PoolRole::ControlPlane, _) => "adding a control-plane node".to_string(),
-        _ => format!("adding {} node(s) to pool {}", names.len(), pool.name),
-    };
+    let what = describe(&pool, req.bootstrap, names.len());
     p.condition(kind, ConditionStatus::InProgress, "Creating", &what);
-    if fresh {
-        let new: Vec<Intent> = names
-            .iter()
-            .map(|n| Intent {
-                name: n.clone(),
-                token: token.clone(),
-                pool: pool.name.clone(),
-                zone: req.zone.clone(),
-                shape: req.shape.clone(),
-                bootstrap: req.bootstrap,
-                created_at: p.now,
-            })
-            .collect();
-        // Durable before the cloud call: a crash after the call finds the intent again.
-        let mut w = ClusterWrite::new(p.rec.id);
-        w.fence = p.fence;
-        w.add_intents = new.clone();
-        w.events = std::mem::take(&mut p.write.events);
-        w.events.push(NewEvent {
-            time: p.now,
-            severity: Severity::Info,
-            reason: "CreatingMachines".into(),
-            message: format!(
-                "{what}: {} in {} (token {})",
-                names.join(", "),
-                if req.zone.is_empty() {
-                    "the default zone"
-                } else {
-                    &req.zone
-                },
-                &token[..8]
-            ),
-        });
-        let events = p.inner.store.commit(&w).await?;
-        p.inner.published(&events);
-        intents.extend(new);
-    } else {
+    if reissued {
         p.event(
             Severity::Info,
             "RetryingCreate",
@@ -175,27 +234,40 @@ pub(super) async fn create(
         p.pki = Some(ensure_pki(p.inner, p.rec.id).await?);
     }
     let pki = p.pki.as_ref().expect("PKI loaded above");
-    // A VIP (static IPs) is served by kube-vip on the control plane.
-    let text = match bootstrap::user_data_with_vip(
-        &NodeBootstrap {
-            // The context's spec: with the gateway's proxy when the cluster names none.
-            cluster: &setup.ctx.spec,
-            profile: &p.rec.profile,
-            pki,
-            endpoint: &endpoint,
-            role: req.bootstrap,
+    let rendered = p
+        .user_data
+        .iter()
+        .find(|(role, at, _)| *role == req.bootstrap && *at == endpoint)
+        .map(|(_, _, text)| text.clone());
+    let text = match rendered {
+        Some(text) => text,
+        // A VIP (static IPs) is served by kube-vip on the control plane.
+        None => match bootstrap::user_data_with_vip(
+            &NodeBootstrap {
+                // The context's spec: with the gateway's proxy when the cluster names none.
+                cluster: &setup.ctx.spec,
+                profile: &p.rec.profile,
+                pki,
+                endpoint: &endpoint,
+                role: req.bootstrap,
+            },
+            setup.ctx.vip,
+        )
+        .and_then(|t| {
+            bootstrap::encode_user_data(&t, req.bootstrap, setup.provider.user_data_limit())
+        }) {
+            Ok(t) => {
+                p.user_data
+                    .push((req.bootstrap, endpoint.clone(), t.clone()));
+                t
+            }
+            Err(e) => {
+                // The spec cannot be rendered (pack values, user data too large): the
+                // engine's own failure with its own reason, retried after a change.
+                p.fail(kind, &what, &e);
+                return Ok(Err(None));
+            }
         },
-        setup.ctx.vip,
-    )
-    .and_then(|t| bootstrap::encode_user_data(&t, req.bootstrap, setup.provider.user_data_limit()))
-    {
-        Ok(t) => t,
-        Err(e) => {
-            // The spec cannot be rendered (pack values, user data too large): the engine's
-            // own failure with its own reason, retried after a change.
-            p.fail(kind, &what, &e);
-            return Ok(Err(None));
-        }
     };
     let batch = MachineBatch {
         token,
@@ -209,6 +281,9 @@ pub(super) async fn create(
         network,
     };
     let names = batch.names.clone();
+    // The call goes out now: from here on its token may have created something.
+    world.prepared.retain(|t| *t != batch.token);
+    let intents = &mut world.intents;
     let forget = |p: &mut Pass<'_>, intents: &mut Vec<Intent>, gone: &[String]| {
         p.write.remove_intents.extend(gone.iter().cloned());
         intents.retain(|i| !gone.contains(&i.name));

@@ -28,7 +28,7 @@ use chrono::{DateTime, Utc};
 use super::condition::{set_condition, ConditionStatus, ConditionType};
 use super::event::{NewEvent, Severity};
 use super::explain::Observed;
-use super::planner::{plan, Assessment, PlanInput};
+use super::planner::{plan, Action, Assessment, PlanInput};
 use super::runtime::Inner;
 use super::status::{ClusterRecord, ClusterStatus, Phase};
 use crate::bootstrap::ClusterPki;
@@ -141,6 +141,10 @@ pub(crate) struct Pass<'a> {
     pub(crate) waits: Vec<super::planner::Wait>,
     /// `(role, reason, message)` of what holds a group of nodes up, for its condition.
     pub(crate) notes: Vec<(crate::model::PoolRole, String, String)>,
+    /// User data rendered in this reconcile, by bootstrap role and API endpoint: every
+    /// batch of a role gets the same text (its other inputs — spec, profile, PKI — do not
+    /// change within one reconcile), so it is rendered once, not once per batch.
+    pub(crate) user_data: Vec<(crate::provider::BootstrapRole, String, Vec<u8>)>,
 }
 
 impl Pass<'_> {
@@ -214,6 +218,7 @@ pub(crate) async fn reconcile(inner: &Inner, id: ClusterId, fence: Option<u64>) 
         failed: None,
         waits: Vec::new(),
         notes: Vec::new(),
+        user_data: Vec::new(),
     };
     let outcome = match run(&mut pass).await {
         Ok(o) => o,
@@ -269,6 +274,9 @@ pub(crate) struct World {
     pub(crate) conn: Option<std::sync::Arc<dyn crate::workload::WorkloadCluster>>,
     /// The bootstrap token's expiration was refreshed in this reconcile.
     pub(crate) token_refreshed: bool,
+    /// Tokens of the batches whose intents this reconcile recorded and whose create call has
+    /// not gone out yet.
+    pub(crate) prepared: Vec<String>,
 }
 
 async fn run(p: &mut Pass<'_>) -> Result<Outcome> {
@@ -336,13 +344,25 @@ async fn run(p: &mut Pass<'_>) -> Result<Outcome> {
             applied_packs: &p.status.packs,
             system_packs: &system_packs,
         };
-        let plan = plan(&input);
+        let mut plan = plan(&input);
         assessment = plan.assessment;
         if plan.actions.is_empty() {
             idle = true;
             break;
         }
-        for action in plan.actions {
+        for i in 0..plan.actions.len() {
+            let new_batch =
+                |a: &Action| matches!(a, Action::CreateMachines(r) if r.reissue.is_none());
+            if new_batch(&plan.actions[i]) {
+                // The intents of this create and of the creates right after it, in one write
+                // before the first of them goes out.
+                let end = plan.actions[i..]
+                    .iter()
+                    .position(|a| !matches!(a, Action::CreateMachines(_)))
+                    .map_or(plan.actions.len(), |k| i + k);
+                create::record_intents(p, &mut world, &mut plan.actions[i..end]).await?;
+            }
+            let action = std::mem::replace(&mut plan.actions[i], Action::Finalize);
             if !p.inner.may_act(p.rec.id) {
                 // Replica that could not renew its leases lately: no more side effects.
                 outcome = Some(Outcome::Waiting);
@@ -357,6 +377,7 @@ async fn run(p: &mut Pass<'_>) -> Result<Outcome> {
             }
         }
     }
+    create::forget_unsent(p, &mut world);
     assessment.waits.append(&mut p.waits);
     for (role, reason, msg) in std::mem::take(&mut p.notes) {
         let prog = if role == crate::model::PoolRole::ControlPlane {

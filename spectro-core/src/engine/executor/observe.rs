@@ -90,6 +90,7 @@ pub(super) async fn observe(
         workload: None,
         conn: None,
         token_refreshed: false,
+        prepared: Vec::new(),
     }))
 }
 
