@@ -62,9 +62,9 @@ pub struct Launch<'a> {
     pub bastion: bool,
     /// The root volume, when the pool sets its size or type (else the AMI's default).
     pub root_volume: Option<RootVolume>,
-    /// `subnet` was created a moment ago, so no instance of the token can exist: the lookup
-    /// by token before launching is skipped.
-    pub new_subnet: bool,
+    /// No instance of the token can exist (`subnet` was created a moment ago, or no earlier
+    /// call carried the token): the lookup by token before launching is skipped.
+    pub unseen: bool,
 }
 
 /// The root volume of a node: the AMI's root device with the pool's size and type.
@@ -271,7 +271,7 @@ pub async fn launch(c: &AwsClients, l: &Launch<'_>) -> Result<Vec<Machine>, AwsE
         } else {
             format!("{}-{k}", l.token)
         };
-        let existing = if l.new_subnet {
+        let existing = if l.unseen {
             Vec::new()
         } else {
             describe(

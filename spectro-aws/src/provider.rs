@@ -606,7 +606,7 @@ impl CloudProvider for AwsProvider {
                         bastion: true,
                         root_volume: None,
                         // Its subnet was created a moment ago: no instance can be in it.
-                        new_subnet: net.fresh,
+                        unseen: net.fresh,
                     },
                 )
                 .await?
@@ -738,7 +738,8 @@ impl CloudProvider for AwsProvider {
                 user_data: &batch.user_data,
                 bastion: false,
                 root_volume,
-                new_subnet: false,
+                // The engine's first call with this token: nothing can exist with it.
+                unseen: batch.first_attempt,
             },
         )
         .await?;

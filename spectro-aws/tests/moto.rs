@@ -343,7 +343,7 @@ async fn batched_launch_is_idempotent_by_token_and_named_by_launch_index() {
         user_data,
         bastion: false,
         root_volume: None,
-        new_subnet: false,
+        unseen: false,
     };
     let first = launch(&c, &l).await.unwrap();
     let mut got: Vec<String> = first.iter().map(|m| m.name.clone()).collect();

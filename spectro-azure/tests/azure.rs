@@ -883,6 +883,8 @@ async fn a_refusal_once_part_of_a_batch_exists_is_not_final() {
         bootstrap: spectro_core::provider::BootstrapRole::JoinWorker,
         user_data: b"#cloud-config\n".to_vec(),
         network: Vec::new(),
+        // Re-issues among these calls: the provider looks for what came before.
+        first_attempt: false,
     };
     // Nothing of the batch exists: the cloud's refusal is final.
     let e = provider

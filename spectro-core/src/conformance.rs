@@ -228,7 +228,7 @@ impl ConformanceReport {
             .collect()
     }
 
-    /// One line: `<harness>: contract 2.0.0: N passed, N failed, ...`.
+    /// One line: `<harness>: contract 2.1.0: N passed, N failed, ...`.
     pub fn summary(&self) -> String {
         let c = self.counts();
         format!(
@@ -639,6 +639,7 @@ impl<'a> Kit<'a> {
             names,
             user_data: b"#cloud-config\n# spectro provider conformance\n".to_vec(),
             network,
+            first_attempt: true,
         })
     }
 
@@ -1189,8 +1190,13 @@ impl<'a> Kit<'a> {
         if let Some(f) = &self.fresh {
             runs.push(("from a fresh instance", f.clone()));
         }
+        // A re-issue: the provider must look for what the first call made.
+        let again = MachineBatch {
+            first_attempt: false,
+            ..batch.clone()
+        };
         for (when, p) in runs {
-            match self.create(&*p, a, infra, batch).await {
+            match self.create(&*p, a, infra, &again).await {
                 Ok(ms) if ids(&ms) == ids(first) => {}
                 Ok(ms) => self.fail(
                     Rule::P15,

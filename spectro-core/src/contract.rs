@@ -37,7 +37,7 @@
 //! | P12 | `create_machines` creates one machine per name of the batch and returns the machines it made, with the batch's name, pool, role, zone, shape and token. | MUST | created machines count at once, even when the listing lags. | The returned machines against the batch. |
 //! | P13 | `list_machines` reports every live machine of the cluster (within the harness's timeout: a listing may lag), with the id the create returned and its name, pool, role, zone, shape and token; state `Pending` or `Running`. | MUST | the planner's diff; an intent is resolved when its names are listed; outdated machines are found by shape and zone. | Polled until listed, then compared. |
 //! | P14 | Observation is by ownership, never by memory: a fresh instance of the provider lists the same machines and finds the same infrastructure. | MUST | a restarted engine, or another replica, continues where the last one stopped. | A fresh instance (hook `fresh_provider`) lists and ensures. |
-//! | P15 | `create_machines` is idempotent by `batch.token`, even where the cloud ignores client tokens: the same batch again, from the same or a fresh instance, returns the same machines and creates none. | MUST | durable intent: after a crash or a lost answer the engine re-issues the create with the recorded token. | The batch repeated, from both instances; the listing counted. |
+//! | P15 | `create_machines` is idempotent by `batch.token`, even where the cloud ignores client tokens: the same batch again (re-issued: `first_attempt` false), from the same or a fresh instance, returns the same machines and creates none; a batch whose `first_attempt` is true was never sent, so the provider may skip its lookup by token. | MUST | durable intent: after a crash or a lost answer the engine re-issues the create with the recorded token. | The batch repeated, from both instances; the listing counted. |
 //! | P16 | A new token creates new machines, also in a pool and zone that already have machines. | MUST | scaling a pool is one more batch in the same pool and zone. | A second batch. |
 //! | P17 | User data of `user_data_limit()` bytes is accepted (16 KiB when the provider states no limit). | MUST | the engine compresses user data to fit that limit and no further. | A machine with user data of exactly that size. |
 //! | P18 | A create the cloud refuses outright fails with `Terminal`, `QuotaExceeded` or `Unauthorized`, and nothing of the batch exists afterwards. | MUST | on these variants the engine drops the intent: it will never re-issue that token. | A batch whose image does not exist (hook `missing_image`). |
@@ -73,7 +73,7 @@
 use std::fmt;
 
 /// The version of the contract this crate's engine relies on and its conformance kit checks.
-pub const CONTRACT_VERSION: &str = "2.0.0";
+pub const CONTRACT_VERSION: &str = "2.1.0";
 
 /// How binding a rule is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

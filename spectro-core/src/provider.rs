@@ -231,6 +231,13 @@ pub struct MachineBatch {
     /// Static-IP clusters: one network configuration per name (empty with DHCP and on
     /// public clouds).
     pub network: Vec<NodeNetwork>,
+    /// No earlier call carried `token`: the engine recorded the batch's intent in this
+    /// reconcile, so nothing can exist with it and the provider may skip looking for what
+    /// an earlier attempt created (one read saved per create). `false` (the default, and
+    /// what an older sender means) for a batch re-issued after a crash, a lost answer or a
+    /// failure: then the provider must find what the earlier attempt made (rule P15).
+    #[serde(default)]
+    pub first_attempt: bool,
 }
 
 mod base64_bytes {

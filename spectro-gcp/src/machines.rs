@@ -411,7 +411,12 @@ pub async fn create(
     let n = Names::of(ctx);
     let zone = zone_of(&batch.pool, &batch.zone)?;
     let project = gce.project.as_str();
-    let existing = by_token(gce, &zone, &batch.token).await?;
+    // A first attempt: no call carried the token before, nothing to look for.
+    let existing = if batch.first_attempt {
+        Vec::new()
+    } else {
+        by_token(gce, &zone, &batch.token).await?
+    };
     let have: HashSet<String> = existing.iter().filter_map(|i| i.name.clone()).collect();
     let missing: Vec<String> = batch
         .names

@@ -486,6 +486,7 @@ async fn a_crash_between_a_bulk_insert_and_its_record_makes_no_duplicate() {
         bootstrap: spectro_core::provider::BootstrapRole::JoinWorker,
         user_data: b"#cloud-config\n".to_vec(),
         network: Vec::new(),
+        first_attempt: true,
     };
     // (A zone no other test of the binary uses: its requests are this test's.)
     // Its operation runs 5 s, so the re-issue below meets it running.
@@ -517,7 +518,11 @@ async fn a_crash_between_a_bulk_insert_and_its_record_makes_no_duplicate() {
     task.abort();
     // A new process re-issues the batch: the same request id, the same operation.
     let fresh = GcpProvider::new(p.connector());
-    let again = fresh.create_machines(&ctx, &infra, &batch).await.unwrap();
+    let reissue = spectro_core::provider::MachineBatch {
+        first_attempt: false,
+        ..batch.clone()
+    };
+    let again = fresh.create_machines(&ctx, &infra, &reissue).await.unwrap();
     assert_eq!(again.len(), 2);
     let posts = p
         .requests()
@@ -530,7 +535,7 @@ async fn a_crash_between_a_bulk_insert_and_its_record_makes_no_duplicate() {
     assert_eq!(posts, 2, "sent by each process, made once");
     // And once more after it is done: found by its label, nothing sent.
     let third = GcpProvider::new(p.connector());
-    let made = third.create_machines(&ctx, &infra, &batch).await.unwrap();
+    let made = third.create_machines(&ctx, &infra, &reissue).await.unwrap();
     let key = |ms: &[spectro_core::provider::Machine]| -> BTreeSet<(String, String)> {
         ms.iter().map(|m| (m.id.clone(), m.name.clone())).collect()
     };

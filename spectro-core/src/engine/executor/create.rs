@@ -279,6 +279,7 @@ pub(super) async fn create(
         bootstrap: req.bootstrap,
         user_data: text,
         network,
+        first_attempt: fresh,
     };
     let names = batch.names.clone();
     // The call goes out now: from here on its token may have created something.
