@@ -42,8 +42,9 @@ nodePools:
   - { name: batch, role: worker, size: 2, instanceType: t3.micro, availabilityZones: [us-east-1a, us-east-1b] }
 "#;
 
-/// Most API calls creating [`CLUSTER`] may take (84 before issue 13).
-const CREATE_CALLS: u64 = 72;
+/// Most API calls creating [`CLUSTER`] may take (84 before issue 13; 63 measured with
+/// `first_attempt`, one more allowed for a listing that timing adds).
+const CREATE_CALLS: u64 = 64;
 /// Most API calls deleting it (after a scale-up to 9 nodes) may take (58 before issue 13).
 const DELETE_CALLS: u64 = 54;
 
