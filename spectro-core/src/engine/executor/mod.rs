@@ -351,6 +351,12 @@ async fn run(p: &mut Pass<'_>) -> Result<Outcome> {
             break;
         }
         for i in 0..plan.actions.len() {
+            if !p.inner.may_act(p.rec.id) {
+                // Replica that could not renew its leases lately: no more side effects (nor
+                // intents for creates it will not send).
+                outcome = Some(Outcome::Waiting);
+                break 'rounds;
+            }
             let new_batch =
                 |a: &Action| matches!(a, Action::CreateMachines(r) if r.reissue.is_none());
             if new_batch(&plan.actions[i]) {
@@ -363,11 +369,6 @@ async fn run(p: &mut Pass<'_>) -> Result<Outcome> {
                 create::record_intents(p, &mut world, &mut plan.actions[i..end]).await?;
             }
             let action = std::mem::replace(&mut plan.actions[i], Action::Finalize);
-            if !p.inner.may_act(p.rec.id) {
-                // Replica that could not renew its leases lately: no more side effects.
-                outcome = Some(Outcome::Waiting);
-                break 'rounds;
-            }
             match actions::execute(p, &mut setup, &mut world, action).await? {
                 Step::Continue => {}
                 Step::Stop(o) => {
