@@ -47,8 +47,8 @@ pub(super) async fn observe(
     });
 
     if setup.ctx.vip.is_some() && p.inner.may_act(p.rec.id) {
-        // Addresses whose machine neither exists nor is about to (a crash between the
-        // allocation and the intent) go back to the pool.
+        // Addresses whose machine neither exists nor is about to (its intent was forgotten:
+        // the create never went out) go back to the pool.
         let orphans: Vec<String> = p
             .inner
             .store
