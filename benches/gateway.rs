@@ -113,6 +113,7 @@ async fn setup() -> Setup {
         account: serde_json::from_value(account.body).unwrap(),
         vip: None,
         image: None,
+        deleting: false,
     };
     Setup {
         ctx,

@@ -83,6 +83,7 @@ async fn main() -> Result<(), Error> {
             account,
             vip: None,
             image: None,
+            deleting: false,
         };
         let remaining = spectro::gcp::network::remaining(&provider.gce(&ctx).await?, &ctx).await?;
         for r in &remaining {

@@ -445,6 +445,7 @@ mod conformance {
                 account: account(),
                 vip: None,
                 image: None,
+                deleting: false,
             }
         }
 

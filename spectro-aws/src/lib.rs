@@ -22,6 +22,7 @@ pub mod machines;
 pub mod network;
 pub mod precheck;
 pub mod provider;
+mod registrations;
 pub mod security;
 
 pub use client::{AwsClients, AwsConnector, AwsLimits, CallCounter};

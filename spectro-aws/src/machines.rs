@@ -209,6 +209,32 @@ async fn describe_owned(
     filters: Vec<Filter>,
     include_bastion: bool,
 ) -> Result<Vec<(String, Machine)>, AwsError> {
+    describe_with(c, filters, |i| {
+        let cluster = tag_of(i.tags(), TAG_CLUSTER_ID)?.to_string();
+        Some((cluster, to_machine(i, include_bastion)?))
+    })
+    .await
+}
+
+/// Every instance of the cluster that is not terminated, the bastion included, each with
+/// whether it is a node (not the bastion): one listing serving both the nodes and the
+/// instances a delete waits for.
+pub async fn list_marked(
+    c: &AwsClients,
+    cluster_id: &str,
+) -> Result<Vec<(Machine, bool)>, AwsError> {
+    describe_with(c, owned_live(cluster_id), |i| {
+        Some((to_machine(i, true)?, to_machine(i, false).is_some()))
+    })
+    .await
+}
+
+/// What `f` makes of each instance the filters select; one call per page of up to 1,000.
+async fn describe_with<T>(
+    c: &AwsClients,
+    filters: Vec<Filter>,
+    f: impl Fn(&aws_sdk_ec2::types::Instance) -> Option<T>,
+) -> Result<Vec<T>, AwsError> {
     let mut out = Vec::new();
     let mut next: Option<String> = None;
     loop {
@@ -222,10 +248,7 @@ async fn describe_owned(
             .await
             .map_err(|e| from_sdk("DescribeInstances", e))?;
         for r in page.reservations() {
-            out.extend(r.instances().iter().filter_map(|i| {
-                let cluster = tag_of(i.tags(), TAG_CLUSTER_ID)?.to_string();
-                Some((cluster, to_machine(i, include_bastion)?))
-            }));
+            out.extend(r.instances().iter().filter_map(&f));
         }
         next = page.next_token().map(str::to_string);
         if next.is_none() {

@@ -6,9 +6,12 @@
 //! only SSH entry. Nodes: batched launches in the private subnets of their zone, with the
 //! pool's root volume size and type.
 //!
-//! The load balancer's registrations are part of the observation: every listing reads them
-//! (one DescribeLoadBalancers) and registers running control-plane nodes that are missing,
-//! deregisters instances that are no longer live control-plane nodes.
+//! The load balancer's registrations are part of the observation: a listing registers
+//! running control-plane nodes that are missing and deregisters instances that are no
+//! longer live control-plane nodes. It reads them (one DescribeLoadBalancers) unless this
+//! process read them within [`AwsProvider::with_registration_recheck`] and the listed nodes
+//! match what it knows (see `registrations`); a listing without a live control-plane node,
+//! or of a cluster being deleted, has nothing to repair.
 //!
 //! Pre-checks ([`crate::precheck`]): permissions and the region's quotas against what the
 //! cluster needs, one read per account and region serving its clusters for
@@ -30,6 +33,7 @@ use crate::error::{from_sdk, AwsError};
 use crate::machines::{launch, list_machines, terminate, Launch, RootVolume};
 use crate::network::{delete_nat_gateways, delete_network, ensure_network};
 use crate::precheck::AccountView;
+use crate::registrations::{Registrations, Seen};
 use crate::security::{cni_ports, SecurityPolicy};
 use spectro_core::precheck::Precheck;
 
@@ -55,7 +59,17 @@ pub struct AwsProvider {
     precheck_ttl: std::time::Duration,
     /// Quota values set by the embedder.
     quotas: crate::precheck::QuotaOverrides,
+    /// The load balancers' registrations as this process last read them.
+    registrations: Registrations,
+    /// The last listing of each cluster being deleted, the bastion included, and when it was
+    /// made: the `delete_infrastructure` right after it in the same reconcile needs no
+    /// listing of its own.
+    deleting_listings: Mutex<HashMap<ClusterId, (tokio::time::Instant, Vec<Machine>)>>,
 }
+
+/// How long the listing of a cluster being deleted serves its `delete_infrastructure` (the
+/// rest of one reconcile).
+const DELETING_LISTING_SERVES: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn lb_not_found(e: &AwsError) -> bool {
     e.has_code(&[
@@ -106,7 +120,41 @@ impl AwsProvider {
             views: Mutex::default(),
             precheck_ttl: std::time::Duration::from_secs(60),
             quotas: Default::default(),
+            registrations: Registrations::new(std::time::Duration::from_secs(60)),
+            deleting_listings: Mutex::default(),
         }
+    }
+
+    /// Keeps the listing of a cluster being deleted for its `delete_infrastructure`.
+    fn keep_deleting_listing(&self, id: ClusterId, all: Vec<Machine>) {
+        let now = spectro_core::clock::instant_now();
+        let mut map = self
+            .deleting_listings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        map.retain(|_, (at, _)| now.saturating_duration_since(*at) <= DELETING_LISTING_SERVES);
+        map.insert(id, (now, all));
+    }
+
+    /// The listing kept for `id` if it is recent enough (taken: it serves once), and forgets
+    /// it anyway.
+    fn take_deleting_listing(&self, id: ClusterId) -> Option<Vec<Machine>> {
+        let now = spectro_core::clock::instant_now();
+        self.deleting_listings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id)
+            .filter(|(at, _)| now.saturating_duration_since(*at) <= DELETING_LISTING_SERVES)
+            .map(|(_, all)| all)
+    }
+
+    /// How long one read of a load balancer's registrations serves the listings of its
+    /// cluster while they match it (default 60 s): a control-plane node someone deregistered
+    /// behind the engine's back is registered again at most this long after. Zero: every
+    /// listing with a live control-plane node reads them.
+    pub fn with_registration_recheck(mut self, recheck: std::time::Duration) -> Self {
+        self.registrations.recheck = recheck;
+        self
     }
 
     /// A quota's value for the pre-checks instead of what Service Quotas answers, by
@@ -186,6 +234,8 @@ impl AwsProvider {
             .await;
         if let Ok(out) = &found {
             if let Some(d) = out.load_balancer_descriptions().first() {
+                self.registrations
+                    .read(&name, Seen::Registered(registered_of(d)));
                 // Exists: ensure its subnets (zones added later), security group and health
                 // check (a crash right after the create leaves the default one).
                 let missing: Vec<String> = subnets
@@ -260,6 +310,8 @@ impl AwsProvider {
             .send()
             .await
             .map_err(|e| from_sdk("CreateLoadBalancer", e))?;
+        self.registrations
+            .read(name, Seen::Registered(BTreeSet::new()));
         configure_health_check(lb, name).await?;
         Ok(out.dns_name().unwrap_or_default().to_string())
     }
@@ -273,6 +325,13 @@ impl AwsProvider {
         machines: &[Machine],
     ) -> Result<(), AwsError> {
         let name = lb_name(cluster_id);
+        // No live control-plane node: nothing to register, and whatever is still registered
+        // (instances gone) is removed by the first listing that has one.
+        if crate::registrations::wanted(machines).1.is_empty()
+            || self.registrations.satisfied(&name, machines)
+        {
+            return Ok(());
+        }
         let out = match lb
             .describe_load_balancers()
             .load_balancer_names(&name)
@@ -281,18 +340,19 @@ impl AwsProvider {
             .map_err(|e| from_sdk("DescribeLoadBalancers", e))
         {
             Ok(o) => o,
-            Err(e) if lb_not_found(&e) => return Ok(()), // not created yet, or deleted
+            Err(e) if lb_not_found(&e) => {
+                // Not created yet, or deleted.
+                self.registrations.read(&name, Seen::Absent);
+                return Ok(());
+            }
             Err(e) => return Err(e),
         };
         let Some(d) = out.load_balancer_descriptions().first() else {
             return Ok(());
         };
-        let registered: BTreeSet<String> = d
-            .instances()
-            .iter()
-            .filter_map(|i| i.instance_id().map(str::to_string))
-            .collect();
-        repair_registrations(lb, &name, &registered, machines).await
+        let now = repair_registrations(lb, &name, &registered_of(d), machines).await?;
+        self.registrations.read(&name, Seen::Registered(now));
+        Ok(())
     }
 
     /// The instances registered with every classic load balancer of the account in the
@@ -350,21 +410,25 @@ impl AwsProvider {
 
 /// Registers the running control-plane nodes that are not registered and deregisters what
 /// is registered but no longer a live control-plane node: at most two calls.
+/// The instances registered with a load balancer as described.
+fn registered_of(
+    d: &aws_sdk_elasticloadbalancing::types::LoadBalancerDescription,
+) -> BTreeSet<String> {
+    d.instances()
+        .iter()
+        .filter_map(|i| i.instance_id().map(str::to_string))
+        .collect()
+}
+
+/// Registers the running control-plane nodes missing from `registered`, deregisters what is
+/// not a live one; returns what is registered afterwards.
 async fn repair_registrations(
     lb: &aws_sdk_elasticloadbalancing::Client,
     name: &str,
     registered: &BTreeSet<String>,
     machines: &[Machine],
-) -> Result<(), AwsError> {
-    let cp = || machines.iter().filter(|m| m.role == PoolRole::ControlPlane);
-    let running: BTreeSet<String> = cp()
-        .filter(|m| m.state == MachineState::Running)
-        .map(|m| m.id.clone())
-        .collect();
-    let live: BTreeSet<String> = cp()
-        .filter(|m| matches!(m.state, MachineState::Running | MachineState::Pending))
-        .map(|m| m.id.clone())
-        .collect();
+) -> Result<BTreeSet<String>, AwsError> {
+    let (running, live) = crate::registrations::wanted(machines);
     let add: BTreeSet<String> = running.difference(registered).cloned().collect();
     let remove: BTreeSet<String> = registered.difference(&live).cloned().collect();
     if !add.is_empty() {
@@ -383,16 +447,26 @@ async fn repair_registrations(
             .await
             .map_err(|e| from_sdk("DeregisterInstancesFromLoadBalancer", e))?;
     }
-    Ok(())
+    Ok(registered
+        .union(&add)
+        .filter(|i| !remove.contains(*i))
+        .cloned()
+        .collect())
 }
 
 /// Deletes the cluster's load balancer (deleting one that is gone is not an error).
-async fn delete_lb(lb: &aws_sdk_elasticloadbalancing::Client, id: &str) -> Result<(), AwsError> {
+async fn delete_lb(
+    lb: &aws_sdk_elasticloadbalancing::Client,
+    known: &Registrations,
+    id: &str,
+) -> Result<(), AwsError> {
+    let name = lb_name(id);
     lb.delete_load_balancer()
-        .load_balancer_name(lb_name(id))
+        .load_balancer_name(&name)
         .send()
         .await
         .map_err(|e| from_sdk("DeleteLoadBalancer", e))?;
+    known.read(&name, Seen::Absent);
     Ok(())
 }
 
@@ -637,6 +711,20 @@ impl CloudProvider for AwsProvider {
     async fn list_machines(&self, ctx: &ClusterContext) -> Result<Vec<Machine>, ProviderError> {
         let (c, lb) = self.clients(&ctx.account, region(ctx)?)?;
         let id = ctx.cluster_id.to_string();
+        if ctx.deleting {
+            // The same one call lists the bastion too, for the delete that follows.
+            let marked = crate::machines::list_marked(&c, &id).await?;
+            let nodes = marked
+                .iter()
+                .filter(|(_, node)| *node)
+                .map(|(m, _)| m.clone())
+                .collect();
+            self.keep_deleting_listing(
+                ctx.cluster_id,
+                marked.into_iter().map(|(m, _)| m).collect(),
+            );
+            return Ok(nodes);
+        }
         let machines = list_machines(&c, &id).await?;
         self.sync_lb_registrations(&lb, &id, &machines).await?;
         Ok(machines)
@@ -671,9 +759,10 @@ impl CloudProvider for AwsProvider {
                 // The same repair as `list_machines`, for every cluster listed. A failure
                 // for another cluster is retried at the next listing; the caller's own fails
                 // its listing, as it would alone.
-                let r = repair_registrations(&lb, &name, registered, &machines).await;
-                if cluster == own {
-                    r?;
+                match repair_registrations(&lb, &name, registered, &machines).await {
+                    Ok(now) => self.registrations.read(&name, Seen::Registered(now)),
+                    Err(e) if cluster == own => return Err(e.into()),
+                    Err(_) => {}
                 }
             }
             if let Ok(id) = cluster.parse::<ClusterId>() {
@@ -693,6 +782,8 @@ impl CloudProvider for AwsProvider {
             return Err(not_aws().into());
         };
         let (c, lb) = self.clients(&ctx.account, &aws.region)?;
+        // Machines made now are not in a kept listing.
+        self.take_deleting_listing(ctx.cluster_id);
         let out =
             |k: &str| {
                 infra.outputs.get(k).cloned().ok_or_else(|| {
@@ -747,12 +838,14 @@ impl CloudProvider for AwsProvider {
         // next listing repairs.
         if batch.pool.is_control_plane() && !machines.is_empty() {
             let ids: BTreeSet<String> = machines.iter().map(|m| m.id.clone()).collect();
+            let name = lb_name(&id);
             lb.register_instances_with_load_balancer()
-                .load_balancer_name(lb_name(&id))
+                .load_balancer_name(&name)
                 .set_instances(Some(lb_instances(&ids)))
                 .send()
                 .await
                 .map_err(|e| from_sdk("RegisterInstancesWithLoadBalancer", e))?;
+            self.registrations.registered(&name, &ids);
         }
         Ok(machines)
     }
@@ -763,22 +856,26 @@ impl CloudProvider for AwsProvider {
         machines: &[Machine],
     ) -> Result<(), ProviderError> {
         let (c, lb) = self.clients(&ctx.account, region(ctx)?)?;
-        // Control-plane nodes leave the API endpoint before they go.
+        // A kept listing shows these machines as they were before this delete.
+        self.take_deleting_listing(ctx.cluster_id);
+        // Control-plane nodes leave the API endpoint before they go (unless the endpoint
+        // goes with them).
         let cp: BTreeSet<String> = machines
             .iter()
             .filter(|m| m.role == PoolRole::ControlPlane)
             .map(|m| m.id.clone())
             .collect();
-        if !cp.is_empty() {
+        if !cp.is_empty() && !ctx.deleting {
+            let name = lb_name(&ctx.cluster_id.to_string());
             let r = lb
                 .deregister_instances_from_load_balancer()
-                .load_balancer_name(lb_name(&ctx.cluster_id.to_string()))
+                .load_balancer_name(&name)
                 .set_instances(Some(lb_instances(&cp)))
                 .send()
                 .await
                 .map_err(|e| from_sdk("DeregisterInstancesFromLoadBalancer", e));
             match r {
-                Ok(_) => {}
+                Ok(_) => self.registrations.deregistered(&name, &cp),
                 Err(e)
                     if lb_not_found(&e)
                         || e.code().is_some_and(|c| c.starts_with("InvalidInstance")) => {}
@@ -803,8 +900,12 @@ impl CloudProvider for AwsProvider {
         let (c, lb) = self.clients(&ctx.account, &aws.region)?;
         let id = ctx.cluster_id.to_string();
         // The bastion (and any node left over) goes before the network. A pass while they
-        // shut down costs this one DescribeInstances.
-        let alive: Vec<Machine> = crate::machines::list_all(&c, &id).await?;
+        // shut down costs one DescribeInstances: the engine's listing of this reconcile (made
+        // a moment ago, nothing created or deleted since), or one of its own.
+        let alive: Vec<Machine> = match self.take_deleting_listing(ctx.cluster_id) {
+            Some(all) => all,
+            None => crate::machines::list_all(&c, &id).await?,
+        };
         let running: Vec<String> = alive
             .iter()
             .filter(|m| m.state != MachineState::Deleting)
@@ -817,7 +918,7 @@ impl CloudProvider for AwsProvider {
                 delete_nat_gateways(&c, &id).await?;
             }
             terminate(&c, &running).await?;
-            delete_lb(&lb, &id).await?;
+            delete_lb(&lb, &self.registrations, &id).await?;
             lb_deleted = true;
         }
         if !alive.is_empty() {
@@ -833,8 +934,10 @@ impl CloudProvider for AwsProvider {
                 message: Some("waiting for instances to terminate".into()),
             });
         }
-        if !lb_deleted {
-            delete_lb(&lb, &id).await?;
+        // Deleted by this process a moment ago (a delete pass while the instances went):
+        // not again.
+        if !lb_deleted && self.registrations.fresh(&lb_name(&id)) != Some(Seen::Absent) {
+            delete_lb(&lb, &self.registrations, &id).await?;
         }
         let left = delete_network(&c, &id).await?;
         let message = if left.is_empty() {

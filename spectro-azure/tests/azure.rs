@@ -754,6 +754,7 @@ impl spectro_core::conformance::ProviderHarness for AzureHarness {
             account: account("az"),
             vip: None,
             image: None,
+            deleting: false,
         }
     }
 
@@ -862,6 +863,7 @@ async fn a_refusal_once_part_of_a_batch_exists_is_not_final() {
         account: account("az"),
         vip: None,
         image: None,
+        deleting: false,
     };
     let infra = loop {
         match provider.ensure_infrastructure(&ctx).await {

@@ -98,6 +98,7 @@ impl CallCounter {
 
     /// Counts one attempt of `op`.
     pub fn count(&self, op: &str) {
+        tracing::trace!(target: "spectro::calls", op, "cloud API call");
         *self
             .calls
             .lock()

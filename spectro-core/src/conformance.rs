@@ -228,7 +228,7 @@ impl ConformanceReport {
             .collect()
     }
 
-    /// One line: `<harness>: contract 2.1.0: N passed, N failed, ...`.
+    /// One line: `<harness>: contract 2.2.0: N passed, N failed, ...`.
     pub fn summary(&self) -> String {
         let c = self.counts();
         format!(
@@ -1141,6 +1141,30 @@ impl<'a> Kit<'a> {
             if !matches!(m.state, MachineState::Pending | MachineState::Running) {
                 self.fail(Rule::P13, format!("{n}: listed as {:?}", m.state));
             }
+        }
+        // `deleting` changes what a listing repairs, never what it lists.
+        let mut deleting = ctx.clone();
+        deleting.deleting = true;
+        match self.list(&*self.p, &deleting).await {
+            Ok(d) => {
+                let key = |ms: &[Machine]| -> BTreeSet<(String, String)> {
+                    ms.iter().map(|m| (m.id.clone(), m.name.clone())).collect()
+                };
+                if key(&d) != key(&ms) {
+                    self.fail(
+                        Rule::P13,
+                        format!(
+                            "listed with `deleting`: {:?}, without: {:?}",
+                            key(&d),
+                            key(&ms)
+                        ),
+                    );
+                }
+            }
+            Err(e) => self.fail(
+                Rule::P13,
+                format!("list_machines with `deleting` failed: {e}"),
+            ),
         }
         self.ok(Rule::P13);
         Ok(ms)

@@ -33,9 +33,9 @@
 //! | P8 | `ensure_infrastructure` is idempotent: once ready, repeated (from a fresh instance too) it reports the same endpoint and the same resources, and creates nothing. | MUST | it runs again on every spec change and every infrastructure resync. | Resources compared as sets. |
 //! | P9 | Every resource the provider creates (infrastructure and machines) carries [`TAG_CLUSTER_ID`] with the cluster's id, or the cloud's equivalent (label, custom attribute). | MUST | observation by ownership; delete finds everything of the cluster. | Tags read behind the provider's back (hook `tags`). |
 //! | P10 | ...and [`TAG_CLUSTER_NAME`] with the cluster's name and every user tag of the spec. | SHOULD | users: cost allocation, finding a cluster's resources; the engine does not read them. | Tags read behind the provider's back (hook `tags`), with a user tag the kit adds. |
-//! | P11 | `list_machines` of a cluster that has nothing yet is empty, not an error. | MUST | every reconcile starts with a listing, the first one before anything exists. | A cluster never created. |
+//! | P11 | `list_machines` of a cluster that has nothing yet is empty, not an error. | MUST | every reconcile of a cluster with recorded infrastructure or a create intent starts with a listing, the first one before any machine exists. | A cluster never created. |
 //! | P12 | `create_machines` creates one machine per name of the batch and returns the machines it made, with the batch's name, pool, role, zone, shape and token. | MUST | created machines count at once, even when the listing lags. | The returned machines against the batch. |
-//! | P13 | `list_machines` reports every live machine of the cluster (within the harness's timeout: a listing may lag), with the id the create returned and its name, pool, role, zone, shape and token; state `Pending` or `Running`. | MUST | the planner's diff; an intent is resolved when its names are listed; outdated machines are found by shape and zone. | Polled until listed, then compared. |
+//! | P13 | `list_machines` reports every live machine of the cluster (within the harness's timeout: a listing may lag), with the id the create returned and its name, pool, role, zone, shape and token; state `Pending` or `Running`; the same with `ClusterContext::deleting` (which may skip repairs, never change what is listed). | MUST | the planner's diff; an intent is resolved when its names are listed; outdated machines are found by shape and zone. | Polled until listed, then compared; listed again with `deleting`. |
 //! | P14 | Observation is by ownership, never by memory: a fresh instance of the provider lists the same machines and finds the same infrastructure. | MUST | a restarted engine, or another replica, continues where the last one stopped. | A fresh instance (hook `fresh_provider`) lists and ensures. |
 //! | P15 | `create_machines` is idempotent by `batch.token`, even where the cloud ignores client tokens: the same batch again (re-issued: `first_attempt` false), from the same or a fresh instance, returns the same machines and creates none; a batch whose `first_attempt` is true was never sent, so the provider may skip its lookup by token. | MUST | durable intent: after a crash or a lost answer the engine re-issues the create with the recorded token. | The batch repeated, from both instances; the listing counted. |
 //! | P16 | A new token creates new machines, also in a pool and zone that already have machines. | MUST | scaling a pool is one more batch in the same pool and zone. | A second batch. |
@@ -73,7 +73,7 @@
 use std::fmt;
 
 /// The version of the contract this crate's engine relies on and its conformance kit checks.
-pub const CONTRACT_VERSION: &str = "2.1.0";
+pub const CONTRACT_VERSION: &str = "2.2.0";
 
 /// How binding a rule is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

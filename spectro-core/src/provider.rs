@@ -85,6 +85,12 @@ pub struct ClusterContext {
     /// The machine image resolved for the cluster, once known (infrastructure machines such
     /// as a bastion or a load-balancer VM boot from it).
     pub image: Option<ImageRef>,
+    /// The cluster is being deleted (or aborted): its machines and infrastructure are going
+    /// away. A provider may skip what only matters to a cluster that keeps running: repairs
+    /// of load-balancer registrations in a listing, taking control-plane nodes out of the
+    /// API endpoint before they are deleted. Absent (an older sender): `false`.
+    #[serde(default)]
+    pub deleting: bool,
 }
 
 /// The static network configuration of one node (static-IP clusters).

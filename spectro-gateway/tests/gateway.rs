@@ -151,6 +151,7 @@ async fn gateway_pairs_through_the_proxy_provisions_survives_a_kill_and_upgrades
         account,
         vip: None,
         image: None,
+        deleting: false,
     };
     let direct = spectro_vsphere::VsphereProvider::new(spectro_vsphere::VsphereConfig::default());
     let remote = ctl.hub.provider(spectro_core::model::CloudType::Vsphere);

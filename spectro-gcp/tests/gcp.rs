@@ -458,6 +458,7 @@ fn context(p: &GcpPeer, name: &str, pools: &str) -> ClusterContext {
         account: p.account("gcp"),
         vip: None,
         image: None,
+        deleting: false,
     }
 }
 

@@ -1078,7 +1078,9 @@ impl CloudProvider for VsphereProvider {
             for o in owned.iter_mut().filter(|o| !o.marked) {
                 s.finish(ctx, o).await?;
             }
-            if p.ip == IpAllocation::Dhcp {
+            // A cluster being deleted: its balancer goes too, no backend change is worth a
+            // reconfiguration.
+            if p.ip == IpAllocation::Dhcp && !ctx.deleting {
                 self.sync_lb(&s, &owned).await?;
             }
             Ok(owned

@@ -147,6 +147,7 @@ impl Engine {
             account,
             vip: None,
             image: None,
+            deleting: false,
         };
         run(&self.inner, &*provider, &ctx).await
     }

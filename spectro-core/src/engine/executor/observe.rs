@@ -29,15 +29,26 @@ pub(super) async fn observe(
     p: &mut Pass<'_>,
     setup: &Setup,
 ) -> Result<std::result::Result<World, Outcome>> {
-    let machines = match list(p, setup).await {
-        Ok(m) => m,
-        Err(e) => {
-            let kind = assess::active_condition(&p.status, setup.deleting);
-            p.fail(kind, "listing machines", &e);
-            return Ok(Err(Outcome::Failed(e.retry_after())));
+    let mut intents = p.inner.store.intents(p.rec.id).await?;
+    // A cluster without recorded infrastructure and without a create intent has no
+    // machines: machines are only created on recorded infrastructure, after their intent is
+    // durable, and the write that drops an intent carries the status of its reconcile. No
+    // listing then (a new cluster's first reconciles).
+    let machines = if p.status.infrastructure.is_none() && intents.is_empty() {
+        if p.inner.acted_at(p.rec.id).is_none() {
+            p.inner.mark_acted(p.rec.id);
+        }
+        Vec::new()
+    } else {
+        match list(p, setup).await {
+            Ok(m) => m,
+            Err(e) => {
+                let kind = assess::active_condition(&p.status, setup.deleting);
+                p.fail(kind, "listing machines", &e);
+                return Ok(Err(Outcome::Failed(e.retry_after())));
+            }
         }
     };
-    let mut intents = p.inner.store.intents(p.rec.id).await?;
     intents.retain(|i| {
         let seen = machines.iter().any(|m| m.name == i.name);
         if seen {

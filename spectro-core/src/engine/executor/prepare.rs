@@ -61,6 +61,7 @@ pub(super) async fn prepare(p: &mut Pass<'_>) -> Result<Setup> {
         account,
         vip,
         image: p.status.image.as_ref().map(|i| i.image.clone()),
+        deleting,
     };
     if !deleting {
         note_profile_update(p).await?;
