@@ -2,11 +2,16 @@
 //! - converge N clusters × 13 machines from empty (N = 100, 1,000; 10,000 with
 //!   `SPECTRO_BENCH_10K=1`; any N with `SPECTRO_BENCH_CLUSTERS=N`, e.g. 100000);
 //! - with the largest N loaded: resident memory per machine (the process's RSS growth over
-//!   the load, divided by the machines; the simulated cloud's own records included), the
+//!   the load, divided by the machines; the simulated cloud's own records and SQLite's page
+//!   cache included), and the Rust heap split by a counting allocator: what the engine holds
+//!   (released when it is dropped at the end; SQLite allocates outside the Rust heap) and
+//!   what the simulated cloud holds, per machine; the
 //!   CPU the idle engine uses (process CPU time over 10 s of idle, as a share of one core),
 //!   the latency of one spec change (scale a pool by one; p50/p99 printed besides
 //!   criterion's estimate) and the cost of an idle resync (every converged cluster once).
 
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicIsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +27,39 @@ const PROFILE: &str = "name: bench\nversion: '1'\ncloud: aws\npacks:\n  - {name:
 const ACCOUNT: &str =
     "name: sim\ncredentials:\n  aws: {accessKeyId: AKIABENCHMARK0000000, secretAccessKey: x}\n";
 const CLUSTER: &str = "name: c\nprofile: {name: bench, version: '1'}\ncloudAccount: sim\ncloud: {aws: {region: us-east-1}}\nnodePools:\n  - {name: cp, role: controlPlane, size: 3, instanceType: m5.large, availabilityZones: [us-east-1a, us-east-1b, us-east-1c]}\n  - {name: general, role: worker, size: 6, instanceType: m5.xlarge, availabilityZones: [us-east-1a, us-east-1b, us-east-1c]}\n  - {name: batch, role: worker, size: 4, instanceType: c5.large, availabilityZones: [us-east-1a, us-east-1b]}\n";
+
+/// The system allocator, counting the bytes live on the Rust heap.
+struct Counting;
+
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+// SAFETY: every call is forwarded to the system allocator unchanged; only a counter is kept.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        LIVE.fetch_add(l.size() as isize, Ordering::Relaxed);
+        System.alloc(l)
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        LIVE.fetch_sub(l.size() as isize, Ordering::Relaxed);
+        System.dealloc(p, l)
+    }
+    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
+        LIVE.fetch_add(l.size() as isize, Ordering::Relaxed);
+        System.alloc_zeroed(l)
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
+        LIVE.fetch_add(new as isize - l.size() as isize, Ordering::Relaxed);
+        System.realloc(p, l, new)
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+/// Bytes live on the Rust heap now.
+fn heap() -> i64 {
+    LIVE.load(Ordering::Relaxed) as i64
+}
 
 struct World {
     engine: Engine,
@@ -152,6 +190,7 @@ fn bench_loaded(c: &mut Criterion) {
         .unwrap();
     let n = *sizes().last().unwrap();
     let rss0 = rss();
+    let heap0 = heap();
     let (world, took) = rt.block_on(converge(n));
     let machines = world.sim.machines_launched();
     println!(
@@ -238,6 +277,26 @@ fn bench_loaded(c: &mut Criterion) {
         })
     });
     g.finish();
+
+    // The heap split: drop the engine (its store with it); what remains above the start is
+    // the simulated cloud's (and the benchmark's own ids).
+    let loaded = heap();
+    let World {
+        engine, sim, ids, ..
+    } = world;
+    rt.block_on(engine.shutdown());
+    drop(engine);
+    rt.block_on(tokio::time::sleep(Duration::from_millis(200)));
+    let without_engine = heap();
+    let machines = sim.machines_launched().max(1) as f64;
+    println!(
+        "Rust heap with {n} clusters loaded: {:.0} bytes per machine in the engine (its store's \
+         Rust side included, SQLite's own cache not), {:.0} in the simulated cloud",
+        (loaded - without_engine) as f64 / machines,
+        (without_engine - heap0 - (ids.capacity() * std::mem::size_of::<ClusterId>()) as i64)
+            as f64
+            / machines
+    );
 }
 
 criterion_group!(benches, bench_converge, bench_loaded);

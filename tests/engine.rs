@@ -305,7 +305,7 @@ async fn crash_at_random_steps_then_restart_never_duplicates_or_leaks() {
             seed,
             ..Default::default()
         });
-        let crash_at = 1 + (seed * 7919) % 11; // any of the 11 calls of a first converge
+        let crash_at = 1 + (seed * 7919) % 10; // any of the 10 calls of a first converge
         let crashed = Arc::new(tokio::sync::Notify::new());
         let calls = Arc::new(AtomicU64::new(0));
         {

@@ -8,7 +8,10 @@
 //!   network metadata in `guestinfo.*`, and ownership in `extraConfig` (atomic with the
 //!   clone) and in two custom attributes (`spectro.io/cluster-id`, `spectro.io/machine`)
 //!   that the listing reads.
-//! - Observation: one property-collector query over the cluster's folder per listing.
+//! - Observation: one property-collector query over the cluster's folder per listing; the
+//!   fleet listing (`fleet()` = user @ vCenter) is one query over the whole inventory for
+//!   every cluster of the vCenter, read by the custom attributes alone (a cluster with a VM
+//!   whose attributes are not complete is left out of it and lists its own folder).
 //! - API endpoint: the VIP (static IPs) or an HAProxy VM (DHCP) whose backends the provider
 //!   keeps current through guestinfo.
 //! - Sessions are reused per (vCenter, user); vCenter tasks are limited per vCenter.
@@ -28,8 +31,8 @@ use spectro_core::model::PoolRole;
 use spectro_core::model::{CloudAccount, CloudPlacement, CloudType, Credentials, IpAllocation};
 use spectro_core::precheck::{Precheck, Shortfall};
 use spectro_core::provider::{
-    CloudProvider, CloudResource, ClusterContext, DeleteStatus, ImageRef, ImageSpec, InfraStatus,
-    Machine, MachineBatch, MachineState, ProviderError,
+    CloudProvider, CloudResource, ClusterContext, ClusterId, DeleteStatus, ImageRef, ImageSpec,
+    InfraStatus, Machine, MachineBatch, MachineState, ProviderError,
 };
 use tokio::sync::{OnceCell, Semaphore};
 
@@ -1067,6 +1070,89 @@ impl CloudProvider for VsphereProvider {
         }
         .await;
         self.on_error(&ctx.account, r).await
+    }
+
+    /// The vCenter and the user the cluster's account logs in as: one listing of the
+    /// vCenter's inventory serves all their clusters.
+    fn fleet(&self, ctx: &ClusterContext) -> Option<String> {
+        let c = connection(&ctx.account).ok()?;
+        Some(format!("{}@{}", c.user, c.host))
+    }
+
+    /// One property-collector query over the vCenter's inventory: every VM carrying both
+    /// ownership attributes, by cluster, with the same load-balancer backend repair as
+    /// `list_machines`. A cluster with a VM whose attributes are incomplete (a create a
+    /// crash interrupted) is left out; `ctx`'s own cluster is then listed alone, as is one
+    /// with an unattributed VM of its name prefix. A VM moved out of its cluster's folder
+    /// still counts for its cluster here (ownership is the attribute).
+    async fn list_fleet(
+        &self,
+        ctx: &ClusterContext,
+    ) -> Result<HashMap<ClusterId, Vec<Machine>>, ProviderError> {
+        let r = async {
+            let s = self.session(&ctx.account).await?;
+            let (k_cluster, k_machine) = s.fields().await?;
+            let root = s.vc.root_folder().await?;
+            let own = ctx.cluster_id.to_string();
+            let prefix = format!("{}-", ctx.spec.name);
+            let mut by: HashMap<String, Vec<Owned>> = HashMap::new();
+            let mut incomplete: std::collections::HashSet<String> = Default::default();
+            for vm in s.vc.list_vms(std::slice::from_ref(&root)).await? {
+                if vm.template {
+                    continue;
+                }
+                let Some(owner) = vm.fields.get(&k_cluster).cloned() else {
+                    if vm.name.starts_with(&prefix) {
+                        incomplete.insert(own.clone());
+                    }
+                    continue;
+                };
+                match vm
+                    .fields
+                    .get(&k_machine)
+                    .and_then(|m| serde_json::from_str::<MachineMark>(m).ok())
+                {
+                    Some(mark) => by.entry(owner).or_default().push(Owned {
+                        vm,
+                        mark,
+                        marked: true,
+                    }),
+                    None => {
+                        incomplete.insert(owner);
+                    }
+                }
+            }
+            let mut out = HashMap::with_capacity(by.len());
+            for (cluster, owned) in by {
+                if incomplete.contains(&cluster) {
+                    continue;
+                }
+                // The same repair as `list_machines`; a failure for another cluster is
+                // retried at the next listing, the caller's own fails its listing.
+                match self.sync_lb(&s, &owned).await {
+                    Ok(()) => {}
+                    Err(e) if cluster == own => return Err(e),
+                    Err(_) => continue,
+                }
+                if let Ok(id) = cluster.parse::<ClusterId>() {
+                    out.insert(
+                        id,
+                        owned
+                            .iter()
+                            .filter(|o| o.mark.kind == KIND_NODE)
+                            .map(machine_of)
+                            .collect(),
+                    );
+                }
+            }
+            Ok((out, incomplete.contains(&own)))
+        }
+        .await;
+        let (mut out, alone) = self.on_error(&ctx.account, r).await?;
+        if alone {
+            out.insert(ctx.cluster_id, self.list_machines(ctx).await?);
+        }
+        Ok(out)
     }
 
     async fn list_machines(&self, ctx: &ClusterContext) -> Result<Vec<Machine>, ProviderError> {

@@ -356,18 +356,39 @@ fn device_changes(spec: &CloneSpec) -> Vec<Box<dyn VirtualDeviceConfigSpecTrait>
 }
 
 /// Recursive traversal of VM folders (and the vApps/folders below them).
+/// Folders recursively, and from a datacenter into its VM folder (so that a listing from the
+/// inventory's root folder reaches every VM of the vCenter).
 fn folder_traversal() -> Vec<Box<dyn vim_rs::types::traits::SelectionSpecTrait>> {
-    vec![Box::new(TraversalSpec {
-        selection_spec_: SelectionSpec {
-            name: Some("folders".into()),
-        },
-        r#type: MoTypesEnum::Folder.as_str().to_string(),
-        path: "childEntity".into(),
-        skip: Some(false),
-        select_set: Some(vec![Box::new(SelectionSpec {
-            name: Some("folders".into()),
-        })]),
-    })]
+    let both = || -> Vec<Box<dyn vim_rs::types::traits::SelectionSpecTrait>> {
+        vec![
+            Box::new(SelectionSpec {
+                name: Some("folders".into()),
+            }),
+            Box::new(SelectionSpec {
+                name: Some("datacenters".into()),
+            }),
+        ]
+    };
+    vec![
+        Box::new(TraversalSpec {
+            selection_spec_: SelectionSpec {
+                name: Some("folders".into()),
+            },
+            r#type: MoTypesEnum::Folder.as_str().to_string(),
+            path: "childEntity".into(),
+            skip: Some(false),
+            select_set: Some(both()),
+        }),
+        Box::new(TraversalSpec {
+            selection_spec_: SelectionSpec {
+                name: Some("datacenters".into()),
+            },
+            r#type: MoTypesEnum::Datacenter.as_str().to_string(),
+            path: "vmFolder".into(),
+            skip: Some(false),
+            select_set: Some(both()),
+        }),
+    ]
 }
 
 const LIST_PATHS: &[&str] = &[

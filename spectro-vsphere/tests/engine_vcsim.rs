@@ -315,7 +315,7 @@ async fn dhcp_cluster_gets_a_load_balancer_vm() {
     let provider = Arc::new(VsphereProvider::default());
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SqliteStore::open(dir.path().join("vs.db")).unwrap());
-    let (engine, clusters) = engine_with(store, provider, &sim, DHCP_CLUSTER).await;
+    let (engine, clusters) = engine_with(store, provider.clone(), &sim, DHCP_CLUSTER).await;
     let id = engine.create_cluster(&clusters[0]).await.unwrap();
     let rec = engine.wait_for_phase(id, Phase::Running, T).await.unwrap();
     let vc = inspector(&sim).await;
@@ -371,6 +371,69 @@ async fn dhcp_cluster_gets_a_load_balancer_vm() {
         seen.0.is_some() && seen.0 == seen.1,
         "backends vs control plane: {seen:?}"
     );
+
+    // Shared observation: with a second cluster on the vCenter, resyncing both is one
+    // property-collector query over the inventory (the fleet listing), not one per cluster,
+    // and each still shows its own nodes.
+    let mut acct = account(&engine).await;
+    if let spectro_core::model::Credentials::Vsphere(v) = &mut acct.credentials {
+        v.vcenter_host = sim.host.clone();
+    }
+    let mut other = clusters[0].clone();
+    other.name = "lab2".into();
+    let id2 = engine.create_cluster(&other).await.unwrap();
+    engine.wait_for_phase(id2, Phase::Running, T).await.unwrap();
+    assert_eq!(vms(&vc, "lab2-").await.len(), 4, "its own LB and nodes");
+    let before = provider.calls(&acct).await;
+    engine.resync(id);
+    engine.resync(id2);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    engine.wait_idle().await;
+    let resync = diff(&provider.calls(&acct).await, &before);
+    eprintln!("resync of both clusters: {resync:?}");
+    // (The second cluster's control plane may just have got its DHCP address: then its
+    // balancer's backends are repaired too, a reconfigure and its task.)
+    assert_eq!(
+        resync.get("RetrievePropertiesEx"),
+        Some(&1),
+        "one listing for the vCenter: {resync:?}"
+    );
+    assert!(
+        resync.keys().all(|k| [
+            "RetrievePropertiesEx",
+            "RetrievePropertiesEx(task)",
+            "ReconfigVM_Task",
+            "SetField"
+        ]
+        .contains(&k.as_str())),
+        "{resync:?}"
+    );
+    // Settled: the next resync of both is the one listing and nothing else (the fleet
+    // listing and each cluster's own agree on the backends).
+    let before = provider.calls(&acct).await;
+    engine.resync(id);
+    engine.resync(id2);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    engine.wait_idle().await;
+    let again = diff(&provider.calls(&acct).await, &before);
+    assert_eq!(
+        again,
+        BTreeMap::from([("RetrievePropertiesEx".to_string(), 1)]),
+        "one listing for the vCenter"
+    );
+    for (cid, name) in [(id, "lab"), (id2, "lab2")] {
+        let rec = engine.cluster(cid).await.unwrap();
+        assert_eq!(rec.status.phase, Phase::Running, "{name}");
+        assert_eq!(
+            rec.status.machines.len(),
+            3,
+            "{name}: {:?}",
+            rec.status.machines
+        );
+    }
+    engine.delete_cluster(id2).await.unwrap();
+    engine.wait_for_phase(id2, Phase::Deleted, T).await.unwrap();
+
     engine.delete_cluster(id).await.unwrap();
     engine.wait_for_phase(id, Phase::Deleted, T).await.unwrap();
     assert!(
