@@ -364,6 +364,68 @@ async fn crash_at_random_steps_then_restart_never_duplicates_or_leaks() {
     );
 }
 
+/// The crash right after a new cluster's first create, before its reconcile's status is
+/// written. The commit of that create's intent recorded the infrastructure too (a cluster
+/// whose stored status has none is not listed), so the restarted engine lists the machine
+/// made before the crash instead of creating it again, even when its infrastructure calls
+/// fail for a while.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_status_after_the_first_create_and_a_failed_restart_duplicate_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = sim(SimConfig::default());
+    let crashed = Arc::new(tokio::sync::Notify::new());
+    {
+        let crashed = crashed.clone();
+        sim.set_hook(Some(Arc::new(move |op, _, at| {
+            if op == SimOp::CreateMachines && at == HookPoint::After {
+                crashed.notify_one();
+                HookAction::Hang
+            } else {
+                HookAction::Continue
+            }
+        })));
+    }
+    let (engine, store) = setup(dir.path(), sim.clone()).await;
+    let id = engine.create_cluster(&cluster("lost")).await.unwrap();
+    tokio::time::timeout(T, crashed.notified())
+        .await
+        .expect("the first create went out");
+    drop(engine);
+    assert_eq!(sim.machines_launched(), 1, "the first control-plane node");
+    let stored = spectro::store::Store::get_cluster(&*store, id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        stored.status.infrastructure.is_some(),
+        "the infrastructure is recorded with the first intents"
+    );
+    // Whenever the restarted engine calls for the infrastructure, the first two calls fail.
+    let failed = Arc::new(AtomicU64::new(0));
+    {
+        let failed = failed.clone();
+        sim.set_hook(Some(Arc::new(move |op, _, at| {
+            if op == SimOp::EnsureInfrastructure
+                && at == HookPoint::Before
+                && failed.fetch_add(1, Ordering::SeqCst) < 2
+            {
+                HookAction::Fail
+            } else {
+                HookAction::Continue
+            }
+        })));
+    }
+    let engine = engine_on(store, sim.clone(), spectro::EngineConfig::fast()).await;
+    engine.wait_for_phase(id, Phase::Running, T).await.unwrap();
+    assert!(sim.duplicate_names(id).is_empty());
+    assert_eq!(sim.machines(id).len(), 8, "exactly the desired machines");
+    assert_eq!(sim.machines_launched(), 8, "nothing launched twice");
+    engine.delete_cluster(id).await.unwrap();
+    engine.wait_for_phase(id, Phase::Deleted, T).await.unwrap();
+    assert_eq!(sim.total_resources(), 0, "leaked");
+    engine.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_percent_injected_faults_still_converge() {
     let dir = tempfile::tempdir().unwrap();

@@ -150,7 +150,8 @@ impl AwsProvider {
 
     /// How long one read of a load balancer's registrations serves the listings of its
     /// cluster while they match it (default 60 s): a control-plane node someone deregistered
-    /// behind the engine's back is registered again at most this long after. Zero: every
+    /// behind the engine's back is registered again about this long after (a listing that
+    /// races a concurrent repair may add one more period). Zero: every
     /// listing with a live control-plane node reads them.
     pub fn with_registration_recheck(mut self, recheck: std::time::Duration) -> Self {
         self.registrations.recheck = recheck;
@@ -317,7 +318,8 @@ impl AwsProvider {
     }
 
     /// Keeps the load balancer's registrations equal to the live control-plane nodes: one
-    /// DescribeLoadBalancers, then at most one register and one deregister call.
+    /// DescribeLoadBalancers (none when this process's knowledge of them matches, or there is
+    /// no live control-plane node), then at most one register and one deregister call.
     async fn sync_lb_registrations(
         &self,
         lb: &aws_sdk_elasticloadbalancing::Client,
@@ -408,8 +410,6 @@ impl AwsProvider {
     }
 }
 
-/// Registers the running control-plane nodes that are not registered and deregisters what
-/// is registered but no longer a live control-plane node: at most two calls.
 /// The instances registered with a load balancer as described.
 fn registered_of(
     d: &aws_sdk_elasticloadbalancing::types::LoadBalancerDescription,
@@ -466,7 +466,7 @@ async fn delete_lb(
         .send()
         .await
         .map_err(|e| from_sdk("DeleteLoadBalancer", e))?;
-    known.read(&name, Seen::Absent);
+    known.read(&name, Seen::Deleted);
     Ok(())
 }
 
@@ -936,7 +936,7 @@ impl CloudProvider for AwsProvider {
         }
         // Deleted by this process a moment ago (a delete pass while the instances went):
         // not again.
-        if !lb_deleted && self.registrations.fresh(&lb_name(&id)) != Some(Seen::Absent) {
+        if !lb_deleted && self.registrations.fresh(&lb_name(&id)) != Some(Seen::Deleted) {
             delete_lb(&lb, &self.registrations, &id).await?;
         }
         let left = delete_network(&c, &id).await?;

@@ -20,8 +20,10 @@ use tokio::time::Instant;
 /// A load balancer as last seen.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Seen {
-    /// It does not exist (deleted, or never created).
+    /// It does not exist (never created, or deleted by someone).
     Absent,
+    /// This process deleted it.
+    Deleted,
     /// It exists with these instances registered.
     Registered(BTreeSet<String>),
 }
@@ -87,11 +89,16 @@ impl Registrations {
         }
     }
 
-    /// `name` was read from the cloud (or created, or deleted) just now.
+    /// `name` was read from the cloud (or created, or deleted) just now. Knowledge past its
+    /// recheck is dropped on the way (the map holds what served lately, not every balancer
+    /// a fleet listing ever saw).
     pub(crate) fn read(&self, name: &str, seen: Seen) {
         let read_at = spectro_core::clock::instant_now();
-        self.lock()
-            .insert(name.to_string(), Entry { seen, read_at });
+        let mut map = self.lock();
+        if map.len() >= 1024 {
+            map.retain(|_, e| read_at.saturating_duration_since(e.read_at) <= self.recheck);
+        }
+        map.insert(name.to_string(), Entry { seen, read_at });
     }
 
     /// This process registered `ids` with `name` (the read time is kept: others may have
@@ -166,14 +173,28 @@ mod tests {
         std::thread::sleep(Duration::from_millis(5));
         assert_eq!(stale.fresh(name), None);
         assert!(!stale.satisfied(name, &[]));
-        // Absent is known, but never "satisfied".
+        // Absent (or deleted) is known, but never "satisfied".
         r.read(name, Seen::Absent);
         assert_eq!(r.fresh(name), Some(Seen::Absent));
         assert!(!r.satisfied(name, std::slice::from_ref(&a)));
+        r.read(name, Seen::Deleted);
+        assert!(!r.satisfied(name, &[]));
+        r.read(name, Seen::Absent);
         // Registering with an absent or unknown balancer teaches nothing.
         r.registered(name, &BTreeSet::from(["i-a".to_string()]));
         assert_eq!(r.fresh(name), Some(Seen::Absent));
         r.registered("other", &BTreeSet::from(["i-a".to_string()]));
         assert_eq!(r.fresh("other"), None);
+    }
+
+    #[test]
+    fn stale_knowledge_is_dropped_once_the_map_is_large() {
+        let r = Registrations::new(Duration::from_millis(1));
+        for i in 0..1024 {
+            r.read(&format!("lb-{i}"), Seen::Absent);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+        r.read("fresh", Seen::Absent);
+        assert_eq!(r.lock().len(), 1, "only the fresh entry is kept");
     }
 }

@@ -625,8 +625,9 @@ pub trait CloudProvider: Send + Sync + 'static {
     /// id, in as few calls as the cloud allows (one paginated listing by the ownership tag
     /// key): what `list_machines` would return for each of them, with the same side effects
     /// (repairs such as load-balancer registrations), so that N clusters of one account cost
-    /// O(1) reads per resync instead of O(N). Clusters without machines may be absent. The
-    /// default lists `ctx`'s cluster alone.
+    /// O(1) reads per resync instead of O(N). Clusters without machines, and clusters it
+    /// cannot show as `list_machines` would, may be absent (the engine lists those alone).
+    /// The default lists `ctx`'s cluster alone.
     async fn list_fleet(
         &self,
         ctx: &ClusterContext,

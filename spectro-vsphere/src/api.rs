@@ -51,6 +51,8 @@ pub struct VmSummary {
     pub fields: BTreeMap<i32, String>,
     /// True for templates.
     pub template: bool,
+    /// The folder it is in.
+    pub folder: Option<ObjRef>,
 }
 
 /// Everything about one VM (for adoption after a crash, and for tests/inspection).

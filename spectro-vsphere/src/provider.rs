@@ -9,9 +9,10 @@
 //!   clone) and in two custom attributes (`spectro.io/cluster-id`, `spectro.io/machine`)
 //!   that the listing reads.
 //! - Observation: one property-collector query over the cluster's folder per listing; the
-//!   fleet listing (`fleet()` = user @ vCenter) is one query over the whole inventory for
-//!   every cluster of the vCenter, read by the custom attributes alone (a cluster with a VM
-//!   whose attributes are not complete is left out of it and lists its own folder).
+//!   fleet listing (`fleet()` = the vCenter) is one query over the whole inventory for
+//!   every cluster of the vCenter, read by the custom attributes (a cluster with a VM whose
+//!   attributes are not complete, or whose VMs are not in one folder, is left out of it
+//!   and lists its own folder).
 //! - API endpoint: the VIP (static IPs) or an HAProxy VM (DHCP) whose backends the provider
 //!   keeps current through guestinfo.
 //! - Sessions are reused per (vCenter, user); vCenter tasks are limited per vCenter.
@@ -643,6 +644,7 @@ impl Session {
                 ip: None,
                 fields: BTreeMap::new(),
                 template: false,
+                folder: None,
             },
             mark,
             marked: false,
@@ -1072,19 +1074,20 @@ impl CloudProvider for VsphereProvider {
         self.on_error(&ctx.account, r).await
     }
 
-    /// The vCenter and the user the cluster's account logs in as: one listing of the
-    /// vCenter's inventory serves all their clusters.
+    /// The vCenter: one listing of its inventory serves every cluster on it (as the private
+    /// cloud gateway's key does).
     fn fleet(&self, ctx: &ClusterContext) -> Option<String> {
         let c = connection(&ctx.account).ok()?;
-        Some(format!("{}@{}", c.user, c.host))
+        Some(c.host)
     }
 
     /// One property-collector query over the vCenter's inventory: every VM carrying both
     /// ownership attributes, by cluster, with the same load-balancer backend repair as
-    /// `list_machines`. A cluster with a VM whose attributes are incomplete (a create a
-    /// crash interrupted) is left out; `ctx`'s own cluster is then listed alone, as is one
-    /// with an unattributed VM of its name prefix. A VM moved out of its cluster's folder
-    /// still counts for its cluster here (ownership is the attribute).
+    /// `list_machines`. What `list_machines` shows comes from the cluster's folder, so the
+    /// caller's cluster keeps only the VMs in its folder, and a cluster whose VMs are not
+    /// all in one folder is left out (it lists its own folder), as is one with a VM whose
+    /// attributes are incomplete (a create a crash interrupted). The caller's cluster is
+    /// then listed alone, as when its folder holds an unattributed VM of its name prefix.
     async fn list_fleet(
         &self,
         ctx: &ClusterContext,
@@ -1092,21 +1095,26 @@ impl CloudProvider for VsphereProvider {
         let r = async {
             let s = self.session(&ctx.account).await?;
             let (k_cluster, k_machine) = s.fields().await?;
+            let own_folder = s.folder(&placement(ctx)?).await?;
             let root = s.vc.root_folder().await?;
             let own = ctx.cluster_id.to_string();
             let prefix = format!("{}-", ctx.spec.name);
             let mut by: HashMap<String, Vec<Owned>> = HashMap::new();
-            let mut incomplete: std::collections::HashSet<String> = Default::default();
+            let mut left_out: std::collections::HashSet<String> = Default::default();
             for vm in s.vc.list_vms(std::slice::from_ref(&root)).await? {
                 if vm.template {
                     continue;
                 }
                 let Some(owner) = vm.fields.get(&k_cluster).cloned() else {
-                    if vm.name.starts_with(&prefix) {
-                        incomplete.insert(own.clone());
+                    if vm.name.starts_with(&prefix) && vm.folder.as_ref() == Some(&own_folder) {
+                        left_out.insert(own.clone());
                     }
                     continue;
                 };
+                if owner == own && vm.folder.as_ref() != Some(&own_folder) {
+                    // Not in the folder the cluster's own listing reads.
+                    continue;
+                }
                 match vm
                     .fields
                     .get(&k_machine)
@@ -1118,13 +1126,15 @@ impl CloudProvider for VsphereProvider {
                         marked: true,
                     }),
                     None => {
-                        incomplete.insert(owner);
+                        left_out.insert(owner);
                     }
                 }
             }
             let mut out = HashMap::with_capacity(by.len());
             for (cluster, owned) in by {
-                if incomplete.contains(&cluster) {
+                let one_folder = owned.windows(2).all(|w| w[0].vm.folder == w[1].vm.folder);
+                if left_out.contains(&cluster) || !one_folder {
+                    left_out.insert(cluster);
                     continue;
                 }
                 // The same repair as `list_machines`; a failure for another cluster is
@@ -1145,7 +1155,7 @@ impl CloudProvider for VsphereProvider {
                     );
                 }
             }
-            Ok((out, incomplete.contains(&own)))
+            Ok((out, left_out.contains(&own)))
         }
         .await;
         let (mut out, alone) = self.on_error(&ctx.account, r).await?;
@@ -1334,6 +1344,7 @@ mod tests {
             ip: None,
             fields: BTreeMap::new(),
             template: false,
+            folder: None,
         };
         assert_eq!(state_of(&vm(PowerState::On)), MachineState::Running);
         assert_eq!(state_of(&vm(PowerState::Off)), MachineState::Failed);

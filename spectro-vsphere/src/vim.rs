@@ -393,6 +393,7 @@ fn folder_traversal() -> Vec<Box<dyn vim_rs::types::traits::SelectionSpecTrait>>
 
 const LIST_PATHS: &[&str] = &[
     "name",
+    "parent",
     "runtime.powerState",
     "guest.ipAddress",
     "customValue",
@@ -780,10 +781,12 @@ impl Vcenter for VimVcenter {
                     ip: None,
                     fields: BTreeMap::new(),
                     template: false,
+                    folder: None,
                 };
                 for p in r.prop_set.unwrap_or_default() {
                     match (p.name.as_str(), p.val) {
                         ("name", v) => vm.name = text(v).unwrap_or_default(),
+                        ("parent", v) => vm.folder = mo_value(v),
                         (
                             "runtime.powerState",
                             VimAny::Value(ValueElements::VirtualMachinePowerState(s)),

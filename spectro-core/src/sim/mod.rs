@@ -169,6 +169,9 @@ pub enum HookAction {
     Continue,
     /// Never answer (the caller hangs: used to crash an engine at an exact step).
     Hang,
+    /// Answer with a transient error (before: the call does nothing; after: it took
+    /// effect and the answer is lost).
+    Fail,
 }
 
 /// When a hook runs: before a call takes effect, or after.
@@ -619,8 +622,15 @@ impl SimCloud {
             (lose, st.hook.clone(), st.total_calls)
         };
         if let Some(h) = hook {
-            if h(op, n, HookPoint::Before) == HookAction::Hang {
-                std::future::pending::<()>().await;
+            match h(op, n, HookPoint::Before) {
+                HookAction::Hang => std::future::pending::<()>().await,
+                HookAction::Fail => {
+                    return Err(ProviderError::retryable(format!(
+                        "InternalError: {} failed (injected)",
+                        op.as_str()
+                    )))
+                }
+                HookAction::Continue => {}
             }
         }
         Ok(lose)
@@ -632,9 +642,12 @@ impl SimCloud {
             let st = self.lock();
             (st.hook.clone(), st.total_calls)
         };
+        let mut lose = lose;
         if let Some(h) = hook {
-            if h(op, n, HookPoint::After) == HookAction::Hang {
-                std::future::pending::<()>().await;
+            match h(op, n, HookPoint::After) {
+                HookAction::Hang => std::future::pending::<()>().await,
+                HookAction::Fail => lose = true,
+                HookAction::Continue => {}
             }
         }
         if lose {

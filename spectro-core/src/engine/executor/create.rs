@@ -123,6 +123,11 @@ pub(super) async fn record_intents(
     let mut w = ClusterWrite::new(p.rec.id);
     w.fence = p.fence;
     w.add_intents = new.clone();
+    if p.rec.status.infrastructure.is_none() && p.status.infrastructure.is_some() {
+        // The cluster's first creates: the infrastructure they build on is recorded with
+        // them, so a cluster whose stored status has none has no machine (`observe`).
+        w.status = Some(p.status.clone());
+    }
     w.events = std::mem::take(&mut p.write.events);
     w.events.extend(events);
     let written = p.inner.store.commit(&w).await?;

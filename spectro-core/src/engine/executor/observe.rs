@@ -30,11 +30,13 @@ pub(super) async fn observe(
     setup: &Setup,
 ) -> Result<std::result::Result<World, Outcome>> {
     let mut intents = p.inner.store.intents(p.rec.id).await?;
-    // A cluster without recorded infrastructure and without a create intent has no
-    // machines: machines are only created on recorded infrastructure, after their intent is
-    // durable, and the write that drops an intent carries the status of its reconcile. No
-    // listing then (a new cluster's first reconciles).
-    let machines = if p.status.infrastructure.is_none() && intents.is_empty() {
+    // A cluster whose stored status has no infrastructure has no machines: the commit that
+    // records the intents of its first creates records the infrastructure too (`create::
+    // record_intents`), and only deleting it clears it. No listing then (a new cluster's
+    // first reconciles), unless an intent says otherwise (recorded by an older engine) or
+    // the cluster is being deleted (a delete always looks).
+    let machines = if p.rec.status.infrastructure.is_none() && intents.is_empty() && !setup.deleting
+    {
         if p.inner.acted_at(p.rec.id).is_none() {
             p.inner.mark_acted(p.rec.id);
         }
