@@ -3,15 +3,16 @@
 //!   `SPECTRO_BENCH_10K=1`; any N with `SPECTRO_BENCH_CLUSTERS=N`, e.g. 100000);
 //! - with the largest N loaded: resident memory per machine (the process's RSS growth over
 //!   the load, divided by the machines; the simulated cloud's own records and SQLite's page
-//!   cache included), and the Rust heap split by a counting allocator: what the engine holds
-//!   (released when it is dropped at the end; SQLite allocates outside the Rust heap) and
-//!   what the simulated cloud holds, per machine; the
+//!   cache included), and with `SPECTRO_BENCH_HEAP=1` the Rust heap split by a counting
+//!   allocator: what the engine holds (released when it is dropped at the end; SQLite
+//!   allocates outside the Rust heap) and what the simulated cloud holds, per machine (off
+//!   by default: an atomic add per allocation slows the converge by about a tenth); the
 //!   CPU the idle engine uses (process CPU time over 10 s of idle, as a share of one core),
 //!   the latency of one spec change (scale a pool by one; p50/p99 printed besides
 //!   criterion's estimate) and the cost of an idle resync (every converged cluster once).
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicIsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,23 +33,31 @@ const CLUSTER: &str = "name: c\nprofile: {name: bench, version: '1'}\ncloudAccou
 struct Counting;
 
 static LIVE: AtomicIsize = AtomicIsize::new(0);
+/// Whether allocations are counted (`SPECTRO_BENCH_HEAP=1`).
+static COUNTING: AtomicBool = AtomicBool::new(false);
+
+fn count(delta: isize) {
+    if COUNTING.load(Ordering::Relaxed) {
+        LIVE.fetch_add(delta, Ordering::Relaxed);
+    }
+}
 
 // SAFETY: every call is forwarded to the system allocator unchanged; only a counter is kept.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        LIVE.fetch_add(l.size() as isize, Ordering::Relaxed);
+        count(l.size() as isize);
         System.alloc(l)
     }
     unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        LIVE.fetch_sub(l.size() as isize, Ordering::Relaxed);
+        count(-(l.size() as isize));
         System.dealloc(p, l)
     }
     unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
-        LIVE.fetch_add(l.size() as isize, Ordering::Relaxed);
+        count(l.size() as isize);
         System.alloc_zeroed(l)
     }
     unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-        LIVE.fetch_add(new as isize - l.size() as isize, Ordering::Relaxed);
+        count(new as isize - l.size() as isize);
         System.realloc(p, l, new)
     }
 }
@@ -189,6 +198,8 @@ fn bench_loaded(c: &mut Criterion) {
         .build()
         .unwrap();
     let n = *sizes().last().unwrap();
+    let counting = std::env::var("SPECTRO_BENCH_HEAP").is_ok_and(|v| v == "1");
+    COUNTING.store(counting, Ordering::Relaxed);
     let rss0 = rss();
     let heap0 = heap();
     let (world, took) = rt.block_on(converge(n));
@@ -278,6 +289,9 @@ fn bench_loaded(c: &mut Criterion) {
     });
     g.finish();
 
+    if !counting {
+        return;
+    }
     // The heap split: drop the engine (its store with it); what remains above the start is
     // the simulated cloud's (and the benchmark's own ids).
     let loaded = heap();
@@ -286,7 +300,7 @@ fn bench_loaded(c: &mut Criterion) {
     } = world;
     rt.block_on(engine.shutdown());
     drop(engine);
-    rt.block_on(tokio::time::sleep(Duration::from_millis(200)));
+    rt.block_on(async { tokio::time::sleep(Duration::from_millis(200)).await });
     let without_engine = heap();
     let machines = sim.machines_launched().max(1) as f64;
     println!(
